@@ -1,0 +1,42 @@
+// memoe init CONFIG --out DIR --seed S: a freshly initialised model directory.
+#include <cstdio>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "model/checkpoint.h"
+#include "model/init.h"
+#include "model/param_count.h"
+
+namespace memoe::cli {
+
+namespace {
+struct Options {
+  std::string config, out, dtype = "f32";
+  uint64_t seed = 0;
+};
+
+void run(const Options& o) {
+  const ModelConfig cfg = load_config(o.config);
+  MEMOE_CHECK(o.dtype == "f32" || o.dtype == "bf16", "--dtype must be f32 or bf16");
+  const ParamCount pc = count_params(cfg, 1);
+  MEMOE_CHECK(double(pc.total) * 4.0 < 64.0 * (1ull << 30), "config ", o.config, " has ", pc.total,
+              " parameters: too large to initialise in memory here (limit 64 GiB of fp32)");
+  Model m = init_model(cfg, o.seed);
+  save_model(m, o.out, o.dtype == "bf16" ? DType::BF16 : DType::F32);
+  std::printf("wrote %s (%lld parameters, seed %llu)\n", o.out.c_str(), (long long)pc.total,
+              (unsigned long long)o.seed);
+}
+}  // namespace
+
+void add_init_command(CLI::App& app) {
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("init", "Write a freshly initialised model directory");
+  cmd->add_option("config", opts->config, "config.json")->required();
+  cmd->add_option("--out", opts->out, "output model directory")->required();
+  cmd->add_option("--seed", opts->seed, "random seed");
+  cmd->add_option("--dtype", opts->dtype, "stored weight type: f32 or bf16");
+  cmd->callback([opts] { run(*opts); });
+}
+
+}  // namespace memoe::cli

@@ -1,0 +1,73 @@
+// memoe logits --model DIR --ids 1,2,3[;4,5,6] --out FILE.npy: final logits
+// [B, L, V] as float32, the interface other implementations compare against.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "io/npy.h"
+#include "model/checkpoint.h"
+
+namespace memoe::cli {
+
+namespace {
+struct Options {
+  std::string model, ids, out;
+};
+
+// "1,2,3;4,5,6" -> rows of equal length.
+std::vector<std::vector<int64_t>> parse_ids(const std::string& text) {
+  std::vector<std::vector<int64_t>> rows(1);
+  std::string num;
+  auto flush = [&](char sep) {
+    MEMOE_CHECK(!num.empty(), "--ids: empty token id before '", sep, "'");
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(num, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    MEMOE_CHECK(used == num.size(), "--ids: '", num, "' is not an integer");
+    rows.back().push_back(v);
+    num.clear();
+  };
+  for (char ch : text) {
+    if (ch == ',' || ch == ';') {
+      flush(ch);
+      if (ch == ';') rows.emplace_back();
+    } else if (ch != ' ') {
+      num += ch;
+    }
+  }
+  flush('$');
+  for (const auto& r : rows)
+    MEMOE_CHECK(r.size() == rows[0].size(), "--ids: every sequence must have the same length (", rows[0].size(),
+                " vs ", r.size(), ")");
+  return rows;
+}
+
+void run(const Options& o) {
+  const auto rows = parse_ids(o.ids);
+  Model m = load_model(o.model);
+  const int64_t B = int64_t(rows.size()), L = int64_t(rows[0].size()), V = m.config.vocab_size;
+  std::vector<int64_t> ids;
+  for (const auto& r : rows) ids.insert(ids.end(), r.begin(), r.end());
+  check_token_ids(m.config, ids.data(), int64_t(ids.size()));
+  ModelState state;
+  model_forward(m, ids.data(), B, L, state);
+  write_npy_f32(o.out, {B, L, V}, state.logits.data());
+}
+}  // namespace
+
+void add_logits_command(CLI::App& app) {
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("logits", "Write the final logits [B, L, V] of token ids as float32 .npy");
+  cmd->add_option("--model", opts->model, "model directory")->required();
+  cmd->add_option("--ids", opts->ids, "token ids: 1,2,3 with ';' between sequences")->required();
+  cmd->add_option("--out", opts->out, "output .npy file")->required();
+  cmd->callback([opts] { run(*opts); });
+}
+
+}  // namespace memoe::cli

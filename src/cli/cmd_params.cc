@@ -1,0 +1,97 @@
+// memoe params CONFIG: parameter counts, FLOPs and memory from a config.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/commands.h"
+#include "model/param_count.h"
+
+namespace memoe::cli {
+
+namespace {
+
+std::string human(double x, const char* unit) {
+  const char* prefixes[] = {"", " K", " M", " G", " T", " P"};
+  int i = 0;
+  while (x >= 1000.0 && i < 5) {
+    x /= 1000.0;
+    ++i;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f%s%s", x, prefixes[i], unit);
+  return buf;
+}
+
+std::string bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int i = 0;
+  while (b >= 1024.0 && i < 5) {
+    b /= 1024.0;
+    ++i;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f %s", b, units[i]);
+  return buf;
+}
+
+struct Options {
+  std::string config;
+  int64_t seq_len = 4096;
+  int64_t batch = 1;
+  bool json = false;
+};
+
+void run(const Options& o) {
+  const ModelConfig cfg = load_config(o.config);
+  const ParamCount pc = count_params(cfg, o.seq_len);
+  const double total = double(pc.total);
+  const double act = activation_bytes(cfg, o.batch, o.seq_len);
+  if (o.json) {
+    nlohmann::json j = {{"total_params", pc.total},
+                        {"active_params", pc.active},
+                        {"engram_table_params", pc.engram_table},
+                        {"embedding_params", pc.embedding},
+                        {"forward_flops_per_token", pc.forward_flops_per_token},
+                        {"train_flops_per_token", pc.train_flops_per_token},
+                        {"seq_len", o.seq_len},
+                        {"weights_bytes_fp32", 4 * total},
+                        {"weights_bytes_bf16", 2 * total},
+                        {"grads_bytes_fp32", 4 * total},
+                        {"grads_bytes_bf16", 2 * total},
+                        {"adam_bytes_fp32", 8 * total},
+                        {"adam_bytes_bf16", 4 * total},
+                        {"activation_bytes", act},
+                        {"training_step_bytes", training_state_bytes(cfg, o.batch, o.seq_len)}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("config                  %s\n", o.config.c_str());
+  std::printf("total parameters        %s (%lld)\n", human(total, "").c_str(), (long long)pc.total);
+  std::printf("active per token        %s (%lld)\n", human(double(pc.active), "").c_str(), (long long)pc.active);
+  std::printf("engram tables           %s\n", human(double(pc.engram_table), "").c_str());
+  std::printf("embedding + lm_head     %s\n", human(double(pc.embedding), "").c_str());
+  std::printf("forward FLOPs / token   %s  (context %lld, causal)\n", human(pc.forward_flops_per_token, "FLOP").c_str(),
+              (long long)o.seq_len);
+  std::printf("training FLOPs / token  %s\n", human(pc.train_flops_per_token, "FLOP").c_str());
+  std::printf("memory                  %-14s %-14s\n", "fp32", "bf16");
+  std::printf("  weights               %-14s %-14s\n", bytes(4 * total).c_str(), bytes(2 * total).c_str());
+  std::printf("  gradients             %-14s %-14s\n", bytes(4 * total).c_str(), bytes(2 * total).c_str());
+  std::printf("  AdamW state (m, v)    %-14s %-14s\n", bytes(8 * total).c_str(), bytes(4 * total).c_str());
+  std::printf("  activations           %-14s (batch %lld x %lld, this engine, fp32)\n", bytes(act).c_str(),
+              (long long)o.batch, (long long)o.seq_len);
+}
+
+}  // namespace
+
+void add_params_command(CLI::App& app) {
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("params", "Count parameters, FLOPs and memory of a config");
+  cmd->add_option("config", opts->config, "config.json")->required();
+  cmd->add_option("--seq", opts->seq_len, "sequence length for attention FLOPs and activations")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", opts->batch, "batch size for the activation estimate")->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", opts->json, "machine-readable output");
+  cmd->callback([opts] { run(*opts); });
+}
+
+}  // namespace memoe::cli

@@ -1,0 +1,26 @@
+// memoe: train, study and run Engram + DeepSeekMoE models.
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"memoe: an engine for Engram + DeepSeekMoE language models"};
+  app.require_subcommand(1);
+  memoe::cli::add_params_command(app);
+  memoe::cli::add_init_command(app);
+  memoe::cli::add_logits_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const memoe::Error& e) {
+    std::fprintf(stderr, "memoe: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "memoe: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,40 @@
+// 16-bit float formats stored in checkpoints. bfloat16 is the top half of an
+// IEEE float32; float16 (IEEE half) has 5 exponent and 10 mantissa bits.
+// Conversions work on bit patterns so they need no hardware support.
+#pragma once
+#include <bit>
+#include <cmath>
+#include <cstdint>
+
+namespace memoe {
+
+// float32 -> bfloat16, rounding to nearest with ties to even (as torch does).
+// A NaN stays a NaN: truncation could clear every mantissa bit and turn it
+// into an infinity, so the quiet bit is forced on.
+inline uint16_t float_to_bf16(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+// bfloat16 -> float32 is exact.
+inline float bf16_to_float(uint16_t value) {
+  return std::bit_cast<float>(static_cast<uint32_t>(value) << 16);
+}
+
+// IEEE half -> float32 is exact, including subnormals, infinities and NaNs.
+inline float f16_to_float(uint16_t value) {
+  const uint32_t sign = static_cast<uint32_t>(value >> 15) << 31;
+  const uint32_t exponent = (value >> 10) & 0x1fu;
+  const uint32_t mantissa = value & 0x3ffu;
+  if (exponent == 0) {
+    // Zero or subnormal: mantissa * 2^-24.
+    const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign ? -magnitude : magnitude;
+  }
+  if (exponent == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  return std::bit_cast<float>(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
+}
+
+}  // namespace memoe

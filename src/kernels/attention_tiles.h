@@ -1,0 +1,127 @@
+// Small dense building blocks for the tiled attention kernel: a register-
+// blocked tile product and a branch-free exp. Internal to attention.cc.
+//
+// Hand-written rather than cblas_sgemm because the tiles are tiny (64 x 64 x
+// D) and called from inside an OpenMP region: per-call BLAS overhead and
+// OpenBLAS's own threading cost more than the product itself at these sizes.
+#pragma once
+#include <bit>
+#include <cstdint>
+#include <cstring>
+
+namespace memoe::attention_tiles {
+
+// Widest float vector the target has; GCC/Clang lower vector_size types to
+// whatever the target supports, so the code stays portable.
+#if defined(__AVX512F__)
+inline constexpr int kLanes = 16;
+inline constexpr int kVecsPerChunk = 4;  // 4 rows x 4 vectors = 16 of 32 registers
+#elif defined(__AVX__)
+inline constexpr int kLanes = 8;
+inline constexpr int kVecsPerChunk = 2;  // 4 x 2 = 8 of 16 registers
+#else
+inline constexpr int kLanes = 4;
+inline constexpr int kVecsPerChunk = 2;
+#endif
+inline constexpr int kRowsPerChunk = 4;
+
+typedef float VecF __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline VecF load_vec(const float* p) {
+  VecF v;
+  std::memcpy(&v, p, sizeof(v));  // compiles to one unaligned load
+  return v;
+}
+inline void store_vec(float* p, const VecF& v) { std::memcpy(p, &v, sizeof(v)); }
+
+// C[R x NV*kLanes] (+)= A[R x K] * B[K x NV*kLanes], A(r, k) = a[r*a_rs + k*a_cs].
+// R and NV are compile-time so the accumulators live in registers.
+template <int R, int NV>
+inline void micro_product(int64_t depth, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                          int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  VecF acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? load_vec(c + r * ldc + v * kLanes) : VecF{};
+  for (int64_t k = 0; k < depth; ++k) {
+    VecF bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = load_vec(b + k * ldb + v * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float ar = a[r * a_rs + k * a_cs];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) store_vec(c + r * ldc + v * kLanes, acc[r][v]);
+}
+
+// Columns [n_begin, n_end) of C for R rows, scalar (the ragged right edge).
+template <int R>
+inline void scalar_columns(int64_t depth, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+                           int64_t ldb, float* c, int64_t ldc, bool accumulate, int64_t n_begin,
+                           int64_t n_end) {
+  for (int r = 0; r < R; ++r)
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      float sum = accumulate ? c[r * ldc + n] : 0.0f;
+      for (int64_t k = 0; k < depth; ++k) sum += a[r * a_rs + k * a_cs] * b[k * ldb + n];
+      c[r * ldc + n] = sum;
+    }
+}
+
+template <int R>
+inline void row_block(int64_t n_cols, int64_t depth, const float* a, int64_t a_rs, int64_t a_cs,
+                      const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  constexpr int64_t kChunk = int64_t{kVecsPerChunk} * kLanes;
+  int64_t n = 0;
+  for (; n + kChunk <= n_cols; n += kChunk)
+    micro_product<R, kVecsPerChunk>(depth, a, a_rs, a_cs, b + n, ldb, c + n, ldc, accumulate);
+  for (; n + kLanes <= n_cols; n += kLanes)
+    micro_product<R, 1>(depth, a, a_rs, a_cs, b + n, ldb, c + n, ldc, accumulate);
+  if (n < n_cols) scalar_columns<R>(depth, a, a_rs, a_cs, b, ldb, c, ldc, accumulate, n, n_cols);
+}
+
+// C[M x N] (+)= A[M x K] * B[K x N]. A is addressed through two strides so
+// that transposed tiles (P^T, dS^T) need no copy; B and C are row-major
+// with leading dimensions ldb, ldc. accumulate=false overwrites C.
+inline void tile_product(int64_t m_rows, int64_t n_cols, int64_t depth, const float* a, int64_t a_rs,
+                         int64_t a_cs, const float* b, int64_t ldb, float* c, int64_t ldc,
+                         bool accumulate) {
+  int64_t i = 0;
+  for (; i + kRowsPerChunk <= m_rows; i += kRowsPerChunk)
+    row_block<kRowsPerChunk>(n_cols, depth, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc,
+                             accumulate);
+  for (; i < m_rows; ++i)
+    row_block<1>(n_cols, depth, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc, accumulate);
+}
+
+// exp(x) for x <= 0 in float32, within ~2 ulp; 0 below -87 (and for -inf).
+// Branch-free so loops over a score row vectorise; std::exp does not
+// without -ffast-math.
+inline float exp_nonpositive(float x) {
+  const bool underflow = !(x >= -87.0f);  // also catches -inf
+  const float xc = underflow ? -87.0f : x;
+  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (xc * 1.44269504f + kRoundMagic) - kRoundMagic;
+  // r = x - n ln2 with ln2 split in two so r stays exact to float precision.
+  const float r = (xc - n * 0.693145752f) - n * 1.42860677e-6f;
+  // Taylor to degree 7: |r| <= ln2/2 leaves a truncation error below 1e-8.
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  // 2^n built from its exponent bits; n >= -126 here so it stays normal.
+  const float two_n = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return underflow ? 0.0f : p * two_n;
+}
+
+}  // namespace memoe::attention_tiles

@@ -1,0 +1,72 @@
+// DeepSeekMoE routing and token grouping (spec §4): the per-token loops of
+// the router and the counting sort that lets each expert run one matrix
+// product over all of its tokens. Knows nothing of ModelConfig (kernels sit
+// below io); the layer fills a RouterSpec from it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace memoe {
+
+struct RouterSpec {
+  int n_experts = 0;       // E
+  int top_k = 0;           // k experts per token
+  int n_group = 1;         // expert groups; 1 = no group limit
+  int topk_group = 1;      // groups kept per token
+  bool softmax = false;    // scoring: softmax over E, else elementwise sigmoid
+  bool norm_topk_prob = true;
+  float routed_scaling_factor = 1.0f;
+};
+
+// Checks the spec's numbers (k <= E, groups divide E, enough experts in the
+// kept groups); throws memoe::Error naming the problem.
+void check_router_spec(const RouterSpec& spec);
+
+// s[n, E] = sigmoid(logits) or softmax(logits) row by row. Throws if a score
+// is not finite (a NaN would make the top-k choice meaningless).
+void router_scores(const RouterSpec& spec, const float* logits, int64_t n, float* s);
+
+// For each of n tokens: chooses k experts by s + bias (group-limited when
+// n_group > 1; ties go to the lower group / expert index) and writes their ids
+// in descending order of s + bias to idx[n, k], and their weights (taken from
+// s, renormalised if asked, times the scaling factor) to w[n, k].
+void route_top_k(const RouterSpec& spec, const float* s, const float* bias, int64_t n, int32_t* idx, float* w);
+
+// The n*k (token, slot) pairs, pair p = token * k + slot, sorted by expert.
+struct ExpertGroups {
+  std::vector<int64_t> offsets;   // [E + 1]: expert e owns grouped rows offsets[e] .. offsets[e+1]
+  std::vector<int64_t> pairs;     // [n * k]: the pair at each grouped row, tokens ascending within an expert
+  std::vector<int64_t> position;  // [n * k]: the grouped row of each pair (inverse of pairs)
+  int64_t count(int e) const { return offsets[size_t(e) + 1] - offsets[size_t(e)]; }
+};
+
+// Counting sort of the pairs of idx[n, k] by expert (stable: deterministic).
+void group_by_expert(const int32_t* idx, int64_t n, int k, int n_experts, ExpertGroups& groups);
+
+// dst[r] = src[pairs[r] / k] for the m grouped rows r, rows of width d.
+void gather_rows(const float* src, int64_t d, const int64_t* pairs, int64_t m, int k, float* dst);
+
+// y[t] += sum over slots j of w[t, j] * grouped[position[t * k + j]] (w null:
+// weight 1). Slots are summed in order, so the result is deterministic.
+void combine_rows(const float* grouped, const int64_t* position, const float* w, int64_t n, int k, int64_t d,
+                  float* y);
+
+// Backward of the weights w[n, k] of route_top_k: adds d loss / d s into
+// ds[n, E] given dw[n, k]. Only the chosen entries of s receive gradient.
+void route_weights_backward(const RouterSpec& spec, const float* s, const int32_t* idx, const float* dw, int64_t n,
+                            float* ds);
+
+// Backward of router_scores: adds d loss / d logits into dlogits[n, E].
+void router_scores_backward(const RouterSpec& spec, const float* s, const float* ds, int64_t n, float* dlogits);
+
+// Sequence-wise balance loss over `batch` sequences of seq_len tokens:
+// alpha * mean_b sum_e f_e P_e, f_e = E / (k L) * #tokens of sequence b routed
+// to e, P_e = mean_t s_te / sum_e' s_te'.
+double seq_balance_loss(const RouterSpec& spec, const float* s, const int32_t* idx, int64_t batch, int64_t seq_len,
+                        double alpha);
+// Adds its gradient (upstream gradient 1) w.r.t. s into ds[n, E]; f is a constant.
+void seq_balance_loss_backward(const RouterSpec& spec, const float* s, const int32_t* idx, int64_t batch,
+                               int64_t seq_len, double alpha, float* ds);
+
+}  // namespace memoe

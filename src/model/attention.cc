@@ -1,0 +1,62 @@
+#include "model/attention.h"
+
+namespace memoe {
+
+void AttentionParams::allocate(const ModelConfig& c) {
+  const int64_t d = c.hidden_size, H = c.num_attention_heads;
+  if (c.attention == AttentionKind::MLA) {
+    const int64_t dqk = c.qk_head_dim();
+    if (c.q_lora_rank == 0) {
+      q_proj.resize({H * dqk, d});
+    } else {
+      q_a_proj.resize({c.q_lora_rank, d});
+      q_a_layernorm.resize({c.q_lora_rank});
+      q_b_proj.resize({H * dqk, c.q_lora_rank});
+    }
+    kv_a_proj_with_mqa.resize({c.kv_lora_rank + c.qk_rope_head_dim, d});
+    kv_a_layernorm.resize({c.kv_lora_rank});
+    kv_b_proj.resize({H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank});
+    o_proj.resize({d, H * c.v_head_dim});
+  } else {
+    const int64_t hd = c.head_dim, KV = c.num_key_value_heads;
+    q_proj.resize({H * hd, d});
+    k_proj.resize({KV * hd, d});
+    v_proj.resize({KV * hd, d});
+    o_proj.resize({d, H * hd});
+  }
+}
+
+void AttentionParams::visit(const std::string& prefix, const ParamVisitor& f) {
+  auto visit_if = [&](const char* name, Tensor& t) {
+    if (!t.empty()) f(prefix + name + ".weight", t);
+  };
+  visit_if("q_proj", q_proj);
+  visit_if("q_a_proj", q_a_proj);
+  visit_if("q_a_layernorm", q_a_layernorm);
+  visit_if("q_b_proj", q_b_proj);
+  visit_if("kv_a_proj_with_mqa", kv_a_proj_with_mqa);
+  visit_if("kv_a_layernorm", kv_a_layernorm);
+  visit_if("kv_b_proj", kv_b_proj);
+  visit_if("k_proj", k_proj);
+  visit_if("v_proj", v_proj);
+  visit_if("o_proj", o_proj);
+}
+
+void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
+                             int64_t batch, int64_t seq_len, AttentionCache& cache, float* y) {
+  if (cfg.attention == AttentionKind::MLA)
+    mla_forward(cfg, rope, p, x, batch, seq_len, cache, y);
+  else
+    gqa_forward(cfg, rope, p, x, batch, seq_len, cache, y);
+}
+
+void attention_block_backward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
+                              const AttentionCache& cache, const float* dy, int64_t batch, int64_t seq_len,
+                              AttentionParams& grads, float* dx) {
+  if (cfg.attention == AttentionKind::MLA)
+    mla_backward(cfg, rope, p, x, cache, dy, batch, seq_len, grads, dx);
+  else
+    gqa_backward(cfg, rope, p, x, cache, dy, batch, seq_len, grads, dx);
+}
+
+}  // namespace memoe

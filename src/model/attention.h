@@ -1,0 +1,56 @@
+// Self-attention block: MLA (spec §3, expanded form) or GQA, chosen by
+// config.attention. One parameter struct holds the tensors of either kind;
+// the kind that is not in use leaves its tensors empty.
+#pragma once
+#include "io/config.h"
+#include "kernels/rope.h"
+#include "model/params.h"
+
+namespace memoe {
+
+struct AttentionParams {
+  // MLA
+  Tensor q_proj;              // [H*Dqk, d]           (q_lora_rank == 0; GQA too)
+  Tensor q_a_proj;            // [q_lora, d]
+  Tensor q_a_layernorm;       // [q_lora]
+  Tensor q_b_proj;            // [H*Dqk, q_lora]
+  Tensor kv_a_proj_with_mqa;  // [kv_lora + rope, d]
+  Tensor kv_a_layernorm;      // [kv_lora]
+  Tensor kv_b_proj;           // [H*(nope+v), kv_lora]
+  // GQA
+  Tensor k_proj;  // [KV*hd, d]
+  Tensor v_proj;  // [KV*hd, d]
+  // both
+  Tensor o_proj;  // [d, H*Dv]
+
+  void allocate(const ModelConfig& cfg);
+  void visit(const std::string& prefix, const ParamVisitor& f);  // prefix "model.layers.{i}.self_attn."
+};
+
+// What the backward pass needs from the forward pass.
+struct AttentionCache {
+  Tensor qa, qa_norm, qa_rstd;  // MLA q low-rank path
+  Tensor c, c_norm, c_rstd;     // MLA kv latent
+  Tensor q, k, v;               // per-head q, k, v after RoPE: [N, H|KV, D]
+  Tensor out, lse;              // attention output [N, H*Dv], log-sum-exp [B, H, L]
+};
+
+// x: [B*L, d] (already normed). Overwrites y [B*L, d].
+void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
+                             int64_t batch, int64_t seq_len, AttentionCache& cache, float* y);
+// Adds into grads and dx.
+void attention_block_backward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
+                              const AttentionCache& cache, const float* dy, int64_t batch, int64_t seq_len,
+                              AttentionParams& grads, float* dx);
+
+// The kinds, behind the dispatch above.
+void mla_forward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t batch,
+                 int64_t seq_len, AttentionCache&, float* y);
+void mla_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, const AttentionCache&,
+                  const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);
+void gqa_forward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t batch,
+                 int64_t seq_len, AttentionCache&, float* y);
+void gqa_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, const AttentionCache&,
+                  const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);
+
+}  // namespace memoe

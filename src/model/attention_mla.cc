@@ -1,0 +1,133 @@
+// Multi-head latent attention (spec §3), in the expanded form that training
+// uses: q from a low-rank (or direct) projection, k/v decompressed from one
+// normed latent per token, and one rotary key shared by all heads.
+#include <cstring>
+
+#include "kernels/attention.h"
+#include "kernels/linear.h"
+#include "kernels/norm.h"
+#include "model/attention.h"
+
+namespace memoe {
+
+namespace {
+constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm (spec §1)
+
+AttentionShape shape_of(const ModelConfig& c, int64_t batch, int64_t seq_len) {
+  AttentionShape s;
+  s.batch = batch;
+  s.seq_len = seq_len;
+  s.n_heads = s.n_kv_heads = c.num_attention_heads;
+  s.qk_dim = c.qk_head_dim();
+  s.v_dim = c.v_head_dim;
+  s.scale = float(c.softmax_scale());
+  return s;
+}
+}  // namespace
+
+void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x, int64_t batch,
+                 int64_t seq_len, AttentionCache& cache, float* y) {
+  const int64_t N = batch * seq_len, d = c.hidden_size, H = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, pe = c.qk_rope_head_dim, dv = c.v_head_dim, dqk = nope + pe;
+  const int64_t kvl = c.kv_lora_rank, ql = c.q_lora_rank;
+
+  cache.q.ensure({N, H, dqk});
+  if (ql == 0) {
+    linear_forward(x, p.q_proj.data(), nullptr, N, d, H * dqk, cache.q.data());
+  } else {
+    cache.qa.ensure({N, ql});
+    cache.qa_norm.ensure({N, ql});
+    cache.qa_rstd.ensure({N});
+    linear_forward(x, p.q_a_proj.data(), nullptr, N, d, ql, cache.qa.data());
+    rmsnorm_forward(cache.qa.data(), p.q_a_layernorm.data(), kLatentNormEps, N, ql, cache.qa_norm.data(),
+                    cache.qa_rstd.data());
+    linear_forward(cache.qa_norm.data(), p.q_b_proj.data(), nullptr, N, ql, H * dqk, cache.q.data());
+  }
+  rope_apply(cache.q.data(), batch, seq_len, H, dqk, nope, rope, false);
+
+  // Latent c and the shared rotary key kpe from one projection.
+  Tensor ckv({N, kvl + pe});
+  linear_forward(x, p.kv_a_proj_with_mqa.data(), nullptr, N, d, kvl + pe, ckv.data());
+  cache.c.ensure({N, kvl});
+  cache.c_norm.ensure({N, kvl});
+  cache.c_rstd.ensure({N});
+  Tensor kpe({N, pe});
+  for (int64_t i = 0; i < N; ++i) {
+    std::memcpy(cache.c.data() + i * kvl, ckv.data() + i * (kvl + pe), sizeof(float) * size_t(kvl));
+    std::memcpy(kpe.data() + i * pe, ckv.data() + i * (kvl + pe) + kvl, sizeof(float) * size_t(pe));
+  }
+  rope_apply(kpe.data(), batch, seq_len, 1, pe, 0, rope, false);
+  rmsnorm_forward(cache.c.data(), p.kv_a_layernorm.data(), kLatentNormEps, N, kvl, cache.c_norm.data(),
+                  cache.c_rstd.data());
+  Tensor kv({N, H, nope + dv});
+  linear_forward(cache.c_norm.data(), p.kv_b_proj.data(), nullptr, N, kvl, H * (nope + dv), kv.data());
+
+  cache.k.ensure({N, H, dqk});
+  cache.v.ensure({N, H, dv});
+#pragma omp parallel for schedule(static) if (N * H * dqk > 65536)
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t h = 0; h < H; ++h) {
+      const float* src = kv.data() + (i * H + h) * (nope + dv);
+      float* k = cache.k.data() + (i * H + h) * dqk;
+      std::memcpy(k, src, sizeof(float) * size_t(nope));
+      std::memcpy(k + nope, kpe.data() + i * pe, sizeof(float) * size_t(pe));
+      std::memcpy(cache.v.data() + (i * H + h) * dv, src + nope, sizeof(float) * size_t(dv));
+    }
+
+  cache.out.ensure({N, H * dv});
+  cache.lse.ensure({batch, H, seq_len});
+  attention_forward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
+                    cache.lse.data());
+  linear_forward(cache.out.data(), p.o_proj.data(), nullptr, N, H * dv, d, y);
+}
+
+void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,
+                  const AttentionCache& cache, const float* dy, int64_t batch, int64_t seq_len,
+                  AttentionParams& grads, float* dx) {
+  const int64_t N = batch * seq_len, d = c.hidden_size, H = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, pe = c.qk_rope_head_dim, dv = c.v_head_dim, dqk = nope + pe;
+  const int64_t kvl = c.kv_lora_rank, ql = c.q_lora_rank;
+
+  Tensor dout({N, H * dv});
+  linear_backward(dy, cache.out.data(), p.o_proj.data(), N, H * dv, d, dout.data(), grads.o_proj.data(), nullptr);
+  Tensor dq({N, H, dqk}), dk({N, H, dqk}), dvv({N, H, dv});
+  attention_backward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
+                     cache.lse.data(), dout.data(), dq.data(), dk.data(), dvv.data());
+
+  // Split dk/dv back into the decompressed kv rows and the shared rotary key.
+  Tensor dkv({N, H, nope + dv}), dckv({N, kvl + pe});
+  for (int64_t i = 0; i < N; ++i) {
+    float* dkpe = dckv.data() + i * (kvl + pe) + kvl;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* k = dk.data() + (i * H + h) * dqk;
+      float* dst = dkv.data() + (i * H + h) * (nope + dv);
+      std::memcpy(dst, k, sizeof(float) * size_t(nope));
+      std::memcpy(dst + nope, dvv.data() + (i * H + h) * dv, sizeof(float) * size_t(dv));
+      for (int64_t j = 0; j < pe; ++j) dkpe[j] += k[nope + j];
+    }
+  }
+  rope_apply(dckv.data(), batch, seq_len, 1, kvl + pe, kvl, rope, true);
+  Tensor dc_norm({N, kvl}), dc({N, kvl});
+  linear_backward(dkv.data(), cache.c_norm.data(), p.kv_b_proj.data(), N, kvl, H * (nope + dv), dc_norm.data(),
+                  grads.kv_b_proj.data(), nullptr);
+  rmsnorm_backward(dc_norm.data(), cache.c.data(), p.kv_a_layernorm.data(), cache.c_rstd.data(), N, kvl, dc.data(),
+                   grads.kv_a_layernorm.data());
+  for (int64_t i = 0; i < N; ++i)
+    std::memcpy(dckv.data() + i * (kvl + pe), dc.data() + i * kvl, sizeof(float) * size_t(kvl));
+  linear_backward(dckv.data(), x, p.kv_a_proj_with_mqa.data(), N, d, kvl + pe, dx, grads.kv_a_proj_with_mqa.data(),
+                  nullptr);
+
+  rope_apply(dq.data(), batch, seq_len, H, dqk, nope, rope, true);
+  if (ql == 0) {
+    linear_backward(dq.data(), x, p.q_proj.data(), N, d, H * dqk, dx, grads.q_proj.data(), nullptr);
+  } else {
+    Tensor dqa_norm({N, ql}), dqa({N, ql});
+    linear_backward(dq.data(), cache.qa_norm.data(), p.q_b_proj.data(), N, ql, H * dqk, dqa_norm.data(),
+                    grads.q_b_proj.data(), nullptr);
+    rmsnorm_backward(dqa_norm.data(), cache.qa.data(), p.q_a_layernorm.data(), cache.qa_rstd.data(), N, ql,
+                     dqa.data(), grads.q_a_layernorm.data());
+    linear_backward(dqa.data(), x, p.q_a_proj.data(), N, d, ql, dx, grads.q_a_proj.data(), nullptr);
+  }
+}
+
+}  // namespace memoe

@@ -1,0 +1,96 @@
+#include "model/checkpoint.h"
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+
+namespace memoe {
+
+namespace {
+
+const char* kTokenMap = "model.engram_token_map";
+
+std::string engram_prefix(size_t layer) { return "model.layers." + std::to_string(layer) + ".engram."; }
+
+void make_dir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  MEMOE_CHECK(!ec, "cannot create directory ", dir, ": ", ec.message());
+}
+
+std::vector<int64_t> read_i64_shaped(const SafetensorsFile& f, const std::string& name, int64_t count) {
+  MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);
+  const TensorInfo& info = f.info(name);
+  MEMOE_CHECK(info.shape == std::vector<int64_t>{count}, f.path(), ": tensor ", name, " has shape ",
+              shape_string(info.shape), ", expected [", count, "]");
+  return f.read_i64(name);
+}
+
+}  // namespace
+
+void save_model(const Model& m, const std::string& dir, DType dtype) {
+  MEMOE_CHECK(dtype == DType::F32 || dtype == DType::BF16, "checkpoints store F32 or BF16 weights");
+  make_dir(dir);
+  SafetensorsWriter w;
+  // visit() only hands out references; nothing here modifies the tensors.
+  const_cast<ModelParams&>(m.params).visit(
+      [&](const std::string& name, Tensor& t) { w.add_f32(name, t, dtype); });
+  w.add_i64(kTokenMap, {int64_t(m.token_map.size())}, m.token_map.data());
+  for (size_t l = 0; l < m.engram_hash.size(); ++l) {
+    const EngramHash& h = m.engram_hash[l];
+    if (h.primes.empty()) continue;
+    w.add_i64(engram_prefix(l) + "hash_multipliers", {int64_t(h.multipliers.size())}, h.multipliers.data());
+    w.add_i64(engram_prefix(l) + "table_sizes", {int64_t(h.primes.size())}, h.primes.data());
+  }
+  w.set_metadata("format", "pt");
+  w.set_metadata("producer", "memoe");
+  w.write(dir + "/model.safetensors");
+  write_file_atomic(dir + "/config.json", config_to_json(m.config));
+}
+
+Model load_model(const std::string& dir) {
+  MEMOE_CHECK(std::filesystem::is_directory(dir), "model directory ", dir, " does not exist");
+  Model m;
+  m.config = load_config(dir + "/config.json");
+  const ModelConfig& cfg = m.config;
+  SafetensorsFile f = SafetensorsFile::open(dir + "/model.safetensors");
+
+  if (f.has(kTokenMap)) {
+    m.token_map = read_i64_shaped(f, kTokenMap, cfg.vocab_size);
+    for (size_t i = 0; i < m.token_map.size(); ++i)
+      MEMOE_CHECK(m.token_map[i] >= 0 && m.token_map[i] < cfg.vocab_size, f.path(), ": ", kTokenMap, "[", i,
+                  "] = ", m.token_map[i], " is outside 0..vocab_size-1");
+  } else {
+    MEMOE_CHECK(!cfg.engram, f.path(), ": missing tensor ", kTokenMap, " (required with Engram)");
+    m.token_map.resize(size_t(cfg.vocab_size));
+    for (size_t i = 0; i < m.token_map.size(); ++i) m.token_map[i] = int64_t(i);
+  }
+
+  m.engram_hash.resize(size_t(cfg.num_hidden_layers));
+  if (cfg.engram) {
+    const EngramConfig& e = *cfg.engram;
+    for (int l : e.layer_ids) {
+      EngramHash& h = m.engram_hash[size_t(l)];
+      const std::string prefix = engram_prefix(size_t(l));
+      h.multipliers = read_i64_shaped(f, prefix + "hash_multipliers", e.max_ngram_size);
+      h.primes = read_i64_shaped(f, prefix + "table_sizes", e.tables_per_layer());
+      for (int64_t mult : h.multipliers)
+        MEMOE_CHECK(mult > 0, f.path(), ": ", prefix, "hash_multipliers must be positive");
+      for (int64_t p : h.primes) MEMOE_CHECK(p > 0, f.path(), ": ", prefix, "table_sizes must be positive");
+      h.compressed_pad = m.token_map[size_t(e.pad_id)];
+    }
+  }
+
+  m.params.allocate(cfg, m.engram_rows(), false);
+  m.params.visit([&](const std::string& name, Tensor& t) {
+    MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);
+    const TensorInfo& info = f.info(name);
+    MEMOE_CHECK(info.shape == t.shape(), f.path(), ": tensor ", name, " has shape ", shape_string(info.shape),
+                ", expected ", shape_string(t.shape()));
+    f.read_f32_into(name, t.data(), t.numel());
+  });
+  return m;
+}
+
+}  // namespace memoe

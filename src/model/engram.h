@@ -1,0 +1,55 @@
+// Engram conditional memory (spec §5): hashed n-gram rows gathered from one
+// stacked table per layer, gated into the residual stream, then a dilated
+// causal short convolution. The pieces (hashing, gather, gate, conv) stay
+// separate functions so that the V4.1 variant can swap some of them.
+#pragma once
+#include <vector>
+
+#include "io/config.h"
+#include "kernels/engram_hash.h"
+#include "model/params.h"
+
+namespace memoe {
+
+// The integer side of one Engram layer: its hash, stored in the checkpoint.
+struct EngramHash {
+  std::vector<int64_t> multipliers;  // [N]
+  std::vector<int64_t> primes;       // [(N-1)*K], n-major then head
+  int64_t compressed_pad = 0;        // token_map[pad_id]: what windows read before t = 0
+  int64_t table_rows() const;        // sum of primes
+};
+
+struct EngramParams {
+  Tensor embedding;                  // [table_rows, D]
+  Tensor value_proj, value_bias;     // [d, E], [d]
+  Tensor key_proj, key_bias;         // [d, E], [d]   (branch 0; hc_mult is 1)
+  Tensor norm1, norm2;               // [d]: key norm, query norm
+  Tensor conv_weight;                // [d, 1, kernel]
+  Tensor conv_norm;                  // [d]
+  // Gradient structs only: the table's gradient, restricted to rows read.
+  // Their `embedding` stays empty.
+  SparseRowGrad embedding_grad;
+
+  void allocate(const ModelConfig& cfg, int64_t table_rows, bool with_table);
+  void visit(const std::string& prefix, const ParamVisitor& f);  // prefix "model.layers.{i}.engram."
+};
+
+struct EngramCache {
+  std::vector<int64_t> rows;  // [N, (N-1)*K]
+  Tensor e;                   // gathered rows [N, E]
+  Tensor key_pre, key_rstd, key;      // e @ Wk^T + b, its RMSNorm
+  Tensor query, query_rstd;           // RMSNorm(h)
+  Tensor gate_score, alpha;           // s and sigmoid(signed sqrt(s)), [N]
+  Tensor value, u;                    // e @ Wv^T + b, alpha * value
+  Tensor conv_in, conv_rstd, conv_z;  // RMSNorm(u), conv pre-activation
+};
+
+// out = Engram(h) for h [B*L, d] and compressed ids [B*L] (the token map
+// already applied). Overwrites out; the caller adds it to the residual.
+void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
+                    const int64_t* compressed_ids, int64_t batch, int64_t seq_len, EngramCache& cache, float* out);
+// Adds into grads (table rows sparsely) and dh.
+void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float* h, const EngramCache& cache,
+                     const float* dout, int64_t batch, int64_t seq_len, EngramParams& grads, float* dh);
+
+}  // namespace memoe

@@ -1,0 +1,215 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/linear.h"
+#include "kernels/norm.h"
+#include "model/rope.h"
+
+namespace memoe {
+
+void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& engram_rows, bool is_gradient) {
+  const int64_t d = cfg.hidden_size, V = cfg.vocab_size;
+  embed_tokens.resize({V, d});
+  norm.resize({d});
+  if (!cfg.tie_word_embeddings) lm_head.resize({V, d});
+  layers.assign(size_t(cfg.num_hidden_layers), LayerParams{});
+  for (int i = 0; i < cfg.num_hidden_layers; ++i) {
+    LayerParams& l = layers[size_t(i)];
+    l.input_layernorm.resize({d});
+    l.post_attention_layernorm.resize({d});
+    l.attn.allocate(cfg);
+    l.is_moe = cfg.is_moe_layer(i);
+    if (l.is_moe)
+      l.moe.allocate(cfg);
+    else
+      l.mlp.allocate(d, cfg.intermediate_size);
+    l.has_engram = cfg.engram && cfg.engram->has_layer(i);
+    if (l.has_engram) l.engram.allocate(cfg, engram_rows.at(size_t(i)), !is_gradient);
+  }
+}
+
+void ModelParams::visit(const ParamVisitor& f) {
+  f("model.embed_tokens.weight", embed_tokens);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    LayerParams& l = layers[i];
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    f(prefix + "input_layernorm.weight", l.input_layernorm);
+    f(prefix + "post_attention_layernorm.weight", l.post_attention_layernorm);
+    l.attn.visit(prefix + "self_attn.", f);
+    if (l.is_moe)
+      l.moe.visit(prefix + "mlp.", f);
+    else
+      l.mlp.visit(prefix + "mlp.", f);
+    if (l.has_engram) l.engram.visit(prefix + "engram.", f);
+  }
+  f("model.norm.weight", norm);
+  if (!lm_head.empty()) f("lm_head.weight", lm_head);
+}
+
+void ModelParams::zero() {
+  visit([](const std::string&, Tensor& t) { t.zero(); });
+  for (LayerParams& l : layers) {
+    l.engram.embedding_grad.rows.clear();
+    l.engram.embedding_grad.grad.clear();
+  }
+}
+
+int64_t Model::compressed_vocab() const {
+  return token_map.empty() ? config.vocab_size : *std::max_element(token_map.begin(), token_map.end()) + 1;
+}
+
+std::vector<int64_t> Model::engram_rows() const {
+  std::vector<int64_t> rows(size_t(config.num_hidden_layers), 0);
+  for (size_t i = 0; i < engram_hash.size() && i < rows.size(); ++i)
+    if (!engram_hash[i].primes.empty()) rows[i] = engram_hash[i].table_rows();
+  return rows;
+}
+
+ModelParams Model::make_gradients() const {
+  ModelParams g;
+  g.allocate(config, engram_rows(), true);
+  return g;
+}
+
+void check_token_ids(const ModelConfig& cfg, const int64_t* ids, int64_t count) {
+  for (int64_t i = 0; i < count; ++i)
+    MEMOE_CHECK(ids[i] >= 0 && ids[i] < cfg.vocab_size, "token id ", ids[i], " at position ", i,
+                " is outside the vocabulary 0..", cfg.vocab_size - 1);
+}
+
+std::vector<int64_t> next_token_targets(const int64_t* ids, int64_t batch, int64_t seq_len) {
+  std::vector<int64_t> t(size_t(batch * seq_len), -1);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i + 1 < seq_len; ++i) t[size_t(b * seq_len + i)] = ids[b * seq_len + i + 1];
+  return t;
+}
+
+namespace {
+
+void add_into(float* dst, const float* src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+const float* lm_head_weight(const Model& m) {
+  return m.config.tie_word_embeddings ? m.params.embed_tokens.data() : m.params.lm_head.data();
+}
+
+}  // namespace
+
+void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_len, ModelState& st) {
+  const ModelConfig& cfg = m.config;
+  const int64_t N = batch * seq_len, d = cfg.hidden_size, V = cfg.vocab_size;
+  MEMOE_CHECK(batch > 0 && seq_len > 0, "empty batch");
+  check_token_ids(cfg, ids, N);
+  st.batch = batch;
+  st.seq_len = seq_len;
+  if (st.rope.seq_len < seq_len) st.rope = make_model_rope_table(cfg, seq_len);
+  st.ids.assign(ids, ids + N);
+  st.compressed_ids.resize(size_t(N));
+  for (int64_t i = 0; i < N; ++i)
+    st.compressed_ids[size_t(i)] = m.token_map.empty() ? ids[i] : m.token_map[size_t(ids[i])];
+  st.layers.resize(size_t(cfg.num_hidden_layers));
+
+  Tensor h({N, d}), branch({N, d});
+  for (int64_t i = 0; i < N; ++i)
+    std::memcpy(h.data() + i * d, m.params.embed_tokens.data() + ids[i] * d, sizeof(float) * size_t(d));
+
+  st.aux_loss = 0.0;
+  for (int li = 0; li < cfg.num_hidden_layers; ++li) {
+    const LayerParams& p = m.params.layers[size_t(li)];
+    LayerState& s = st.layers[size_t(li)];
+    if (p.has_engram) {
+      s.h_in = h;
+      engram_forward(cfg, m.engram_hash[size_t(li)], p.engram, h.data(), st.compressed_ids.data(), batch, seq_len,
+                     s.engram, branch.data());
+      add_into(h.data(), branch.data(), N * d);
+    }
+    s.h_mid = h;
+    s.x_attn.ensure({N, d});
+    s.rstd_attn.ensure({N});
+    rmsnorm_forward(h.data(), p.input_layernorm.data(), float(cfg.rms_norm_eps), N, d, s.x_attn.data(),
+                    s.rstd_attn.data());
+    attention_block_forward(cfg, st.rope, p.attn, s.x_attn.data(), batch, seq_len, s.attn, branch.data());
+    add_into(h.data(), branch.data(), N * d);
+    s.h_attn = h;
+    s.x_ffn.ensure({N, d});
+    s.rstd_ffn.ensure({N});
+    rmsnorm_forward(h.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), N, d, s.x_ffn.data(),
+                    s.rstd_ffn.data());
+    if (p.is_moe) {
+      moe_forward(cfg, p.moe, s.x_ffn.data(), batch, seq_len, s.moe, branch.data());
+      st.aux_loss += s.moe.aux_loss;
+    } else {
+      swiglu_ffn_forward(p.mlp, s.x_ffn.data(), N, s.mlp, branch.data());
+    }
+    add_into(h.data(), branch.data(), N * d);
+  }
+  st.h_final = std::move(h);
+  st.final_out.ensure({N, d});
+  st.final_rstd.ensure({N});
+  rmsnorm_forward(st.h_final.data(), m.params.norm.data(), float(cfg.rms_norm_eps), N, d, st.final_out.data(),
+                  st.final_rstd.data());
+  st.logits.ensure({N, V});
+  linear_forward(st.final_out.data(), lm_head_weight(m), nullptr, N, d, V, st.logits.data());
+}
+
+double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* targets, int64_t batch,
+                           int64_t seq_len, ModelState& st, ModelParams* grads) {
+  const ModelConfig& cfg = m.config;
+  const int64_t N = batch * seq_len, d = cfg.hidden_size, V = cfg.vocab_size;
+  check_token_ids(cfg, ids, N);
+  for (int64_t i = 0; i < N; ++i)
+    MEMOE_CHECK(targets[i] >= -1 && targets[i] < V, "target id ", targets[i], " at position ", i,
+                " is outside the vocabulary");
+  model_forward(m, ids, batch, seq_len, st);
+  Tensor dlogits;
+  if (grads) dlogits.resize({N, V});
+  double loss = cross_entropy(st.logits.data(), targets, N, V, grads ? dlogits.data() : nullptr);
+  loss += st.aux_loss;
+  if (!grads) return loss;
+
+  // LM head and final norm.
+  Tensor dfinal({N, d}), dh({N, d}), dx({N, d}), dbranch({N, d});
+  ModelParams& g = *grads;
+  float* dlm = cfg.tie_word_embeddings ? g.embed_tokens.data() : g.lm_head.data();
+  linear_backward(dlogits.data(), st.final_out.data(), lm_head_weight(m), N, d, V, dfinal.data(), dlm, nullptr);
+  dlogits = Tensor();
+  rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
+                   g.norm.data());
+
+  for (int li = cfg.num_hidden_layers - 1; li >= 0; --li) {
+    const LayerParams& p = m.params.layers[size_t(li)];
+    LayerParams& gl = g.layers[size_t(li)];
+    LayerState& s = st.layers[size_t(li)];
+    // dh is the gradient w.r.t. the residual after this layer.
+    dx.zero();
+    if (p.is_moe)
+      moe_backward(cfg, p.moe, s.x_ffn.data(), s.moe, dh.data(), batch, seq_len, gl.moe, dx.data());
+    else
+      swiglu_ffn_backward(p.mlp, s.x_ffn.data(), s.mlp, dh.data(), N, gl.mlp, dx.data());
+    rmsnorm_backward(dx.data(), s.h_attn.data(), p.post_attention_layernorm.data(), s.rstd_ffn.data(), N, d,
+                     dh.data(), gl.post_attention_layernorm.data());
+    dx.zero();
+    attention_block_backward(cfg, st.rope, p.attn, s.x_attn.data(), s.attn, dh.data(), batch, seq_len, gl.attn,
+                             dx.data());
+    rmsnorm_backward(dx.data(), s.h_mid.data(), p.input_layernorm.data(), s.rstd_attn.data(), N, d, dh.data(),
+                     gl.input_layernorm.data());
+    if (p.has_engram) {
+      dbranch = dh;  // Engram(h) was added to h: its output gradient is dh
+      engram_backward(cfg, p.engram, s.h_in.data(), s.engram, dbranch.data(), batch, seq_len, gl.engram, dh.data());
+    }
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    float* row = g.embed_tokens.data() + ids[i] * d;
+    const float* src = dh.data() + i * d;
+    for (int64_t j = 0; j < d; ++j) row[j] += src[j];
+  }
+  return loss;
+}
+
+}  // namespace memoe

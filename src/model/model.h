@@ -1,0 +1,90 @@
+// The whole model (spec §2): embedding, the layer stack (Engram, attention,
+// dense or MoE FFN, each with its residual), final norm and LM head. Forward
+// and backward run over explicit state: parameters in ModelParams, one
+// forward's activations in ModelState, gradients in another ModelParams.
+#pragma once
+#include <vector>
+
+#include "io/config.h"
+#include "kernels/rope.h"
+#include "model/attention.h"
+#include "model/engram.h"
+#include "model/moe.h"
+#include "model/swiglu.h"
+
+namespace memoe {
+
+struct LayerParams {
+  Tensor input_layernorm;           // [d]
+  Tensor post_attention_layernorm;  // [d]
+  AttentionParams attn;
+  SwiGLUParams mlp;  // dense FFN layers (layer < first_k_dense_replace)
+  MoEParams moe;     // MoE layers
+  EngramParams engram;
+  bool has_engram = false;
+  bool is_moe = false;
+};
+
+struct ModelParams {
+  Tensor embed_tokens;  // [V, d]
+  Tensor norm;          // [d]
+  Tensor lm_head;       // [V, d]; empty when tied to embed_tokens
+  std::vector<LayerParams> layers;
+
+  // engram_rows[l]: table rows of layer l (0 where it has no Engram). A
+  // gradient struct leaves the Engram tables empty (their gradient is sparse).
+  void allocate(const ModelConfig& cfg, const std::vector<int64_t>& engram_rows, bool is_gradient);
+  // Every float tensor under its checkpoint name (spec §6).
+  void visit(const ParamVisitor& f);
+  void zero();
+};
+
+struct Model {
+  ModelConfig config;
+  std::vector<int64_t> token_map;       // [V]: token id -> compressed id (spec §5.1)
+  std::vector<EngramHash> engram_hash;  // per layer; empty where no Engram
+  ModelParams params;
+
+  int64_t compressed_vocab() const;     // V' = max(token_map) + 1
+  std::vector<int64_t> engram_rows() const;
+  ModelParams make_gradients() const;   // zeroed, shaped like params
+};
+
+struct LayerState {
+  Tensor h_in;                // residual entering the layer (Engram's input)
+  Tensor h_mid;               // residual after Engram: input of input_layernorm
+  Tensor h_attn;              // residual after attention: input of post_attention_layernorm
+  Tensor x_attn, rstd_attn;   // normed attention input
+  Tensor x_ffn, rstd_ffn;     // normed FFN input
+  AttentionCache attn;
+  SwiGLUCache mlp;
+  MoECache moe;
+  EngramCache engram;
+};
+
+// Activations of one forward pass over ids [batch, seq_len].
+struct ModelState {
+  int64_t batch = 0, seq_len = 0;
+  RopeTable rope;
+  std::vector<int64_t> ids, compressed_ids;
+  std::vector<LayerState> layers;
+  Tensor h_final, final_rstd, final_out;  // residual at the end, its norm
+  Tensor logits;                          // [B*L, V]
+  double aux_loss = 0.0;                  // sequence-wise balance loss (0 unless enabled)
+};
+
+// Checks ids against the vocabulary (one line naming the bad id and position).
+void check_token_ids(const ModelConfig& cfg, const int64_t* ids, int64_t count);
+
+// Fills state, including state.logits.
+void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_len, ModelState& state);
+
+// Next-token targets: ids[t+1] within each sequence, -1 at its last position.
+std::vector<int64_t> next_token_targets(const int64_t* ids, int64_t batch, int64_t seq_len);
+
+// Forward, mean cross-entropy (+ the MoE balance loss when enabled) and, when
+// grads is not null, the backward pass adding into *grads. Returns the loss.
+double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* targets, int64_t batch,
+                           int64_t seq_len, ModelState& state, ModelParams* grads);
+
+}  // namespace memoe

@@ -1,0 +1,197 @@
+#include "model/moe.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "kernels/linear.h"
+
+namespace memoe {
+
+namespace {
+
+void check_shape(const Tensor& t, const std::vector<int64_t>& want, const std::string& what) {
+  MEMOE_CHECK(t.shape() == want, "moe: ", what, " has shape ", shape_string(t.shape()), ", expected ",
+              shape_string(want));
+}
+
+// Checks a parameter (or gradient) struct against the config so that a
+// mismatch is an error, not an out-of-bounds read.
+void check_params(const ModelConfig& cfg, const MoEParams& p, const char* what) {
+  const int64_t E = cfg.n_routed_experts, d = cfg.hidden_size, F = cfg.moe_intermediate_size;
+  const std::string w = what;
+  check_shape(p.gate, {E, d}, w + " gate.weight");
+  MEMOE_CHECK(p.experts.size() == size_t(E), "moe: ", w, " has ", p.experts.size(), " experts, config says ", E);
+  for (int64_t e = 0; e < E; ++e) {
+    const SwiGLUParams& ex = p.experts[size_t(e)];
+    const std::string name = w + " experts." + std::to_string(e) + ".";
+    check_shape(ex.gate_proj, {F, d}, name + "gate_proj");
+    check_shape(ex.up_proj, {F, d}, name + "up_proj");
+    check_shape(ex.down_proj, {d, F}, name + "down_proj");
+  }
+  const int64_t S = cfg.n_shared_experts * F;
+  if (S > 0) {
+    check_shape(p.shared.gate_proj, {S, d}, w + " shared_experts.gate_proj");
+    check_shape(p.shared.up_proj, {S, d}, w + " shared_experts.up_proj");
+    check_shape(p.shared.down_proj, {d, S}, w + " shared_experts.down_proj");
+  }
+}
+
+// Runs fn(e, first_row, rows) for every expert that received tokens. Experts
+// run one after another: each is one BLAS product per projection, and BLAS
+// threads internally (see the report in the MoE docs for the measurement).
+template <typename Fn>
+void for_each_busy_expert(const ExpertGroups& groups, int n_experts, Fn&& fn) {
+  for (int e = 0; e < n_experts; ++e) {
+    const int64_t rows = groups.count(e);
+    if (rows > 0) fn(e, groups.offsets[size_t(e)], rows);
+  }
+}
+
+}  // namespace
+
+RouterSpec router_spec(const ModelConfig& cfg) {
+  RouterSpec spec;
+  spec.n_experts = cfg.n_routed_experts;
+  spec.top_k = cfg.num_experts_per_tok;
+  spec.n_group = cfg.n_group;
+  spec.topk_group = cfg.topk_group;
+  spec.softmax = cfg.scoring_func == ScoringFunc::Softmax;
+  spec.norm_topk_prob = cfg.norm_topk_prob;
+  spec.routed_scaling_factor = float(cfg.routed_scaling_factor);
+  return spec;
+}
+
+void MoEParams::allocate(const ModelConfig& cfg) {
+  const int64_t E = cfg.n_routed_experts, d = cfg.hidden_size, F = cfg.moe_intermediate_size;
+  gate.resize({E, d});
+  e_score_correction_bias.resize({E});
+  experts.assign(size_t(E), SwiGLUParams{});
+  for (SwiGLUParams& ex : experts) ex.allocate(d, F);
+  shared = SwiGLUParams{};
+  if (cfg.n_shared_experts > 0) shared.allocate(d, cfg.n_shared_experts * F);
+}
+
+void MoEParams::visit(const std::string& prefix, const ParamVisitor& f) {
+  f(prefix + "gate.weight", gate);
+  f(prefix + "gate.e_score_correction_bias", e_score_correction_bias);
+  for (size_t j = 0; j < experts.size(); ++j) experts[j].visit(prefix + "experts." + std::to_string(j) + ".", f);
+  if (!shared.gate_proj.empty()) shared.visit(prefix + "shared_experts.", f);
+}
+
+void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int64_t batch, int64_t seq_len,
+                 MoECache& cache, float* y) {
+  const RouterSpec spec = router_spec(cfg);
+  check_router_spec(spec);
+  check_params(cfg, p, "params");
+  check_shape(p.e_score_correction_bias, {cfg.n_routed_experts}, "params gate.e_score_correction_bias");
+  MEMOE_CHECK(batch >= 0 && seq_len >= 0, "moe: bad batch ", batch, " x seq_len ", seq_len);
+  const int E = spec.n_experts, k = spec.top_k;
+  const int64_t d = cfg.hidden_size, n = batch * seq_len, pairs = n * k;
+
+  cache.batch = batch;
+  cache.seq_len = seq_len;
+  cache.scores.resize({n, E});
+  cache.expert_ids.resize(static_cast<size_t>(pairs));
+  cache.weights.resize(static_cast<size_t>(pairs));
+  cache.experts.resize(static_cast<size_t>(E));
+  cache.expert_load.assign(size_t(E), 0);
+  cache.aux_loss = 0.0;
+
+  // Router: logits -> scores -> top-k choice (with bias) and weights (without).
+  Tensor logits({n, E});
+  linear_forward(x, p.gate.data(), nullptr, n, d, E, logits.data());
+  router_scores(spec, logits.data(), n, cache.scores.data());
+  route_top_k(spec, cache.scores.data(), p.e_score_correction_bias.data(), n, cache.expert_ids.data(),
+              cache.weights.data());
+  group_by_expert(cache.expert_ids.data(), n, k, E, cache.groups);
+  for (int e = 0; e < E; ++e) cache.expert_load[size_t(e)] = cache.groups.count(e);
+
+  // Shared experts see every token; their output initialises y.
+  if (cfg.n_shared_experts > 0) {
+    swiglu_ffn_forward(p.shared, x, n, cache.shared, y);
+  } else {
+    std::fill(y, y + n * d, 0.0f);
+  }
+
+  // Routed experts: gather each expert's rows, one SwiGLU over them, then
+  // add the weighted outputs back per token.
+  Tensor xg({pairs, d}), out({pairs, d});
+  gather_rows(x, d, cache.groups.pairs.data(), pairs, k, xg.data());
+  for_each_busy_expert(cache.groups, E, [&](int e, int64_t first, int64_t rows) {
+    swiglu_ffn_forward(p.experts[size_t(e)], xg.data() + first * d, rows, cache.experts[size_t(e)],
+                       out.data() + first * d);
+  });
+  combine_rows(out.data(), cache.groups.position.data(), cache.weights.data(), n, k, d, y);
+
+  if (cfg.seq_aux_loss_alpha > 0.0)
+    cache.aux_loss =
+        seq_balance_loss(spec, cache.scores.data(), cache.expert_ids.data(), batch, seq_len, cfg.seq_aux_loss_alpha);
+}
+
+void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, const MoECache& cache, const float* dy,
+                  int64_t batch, int64_t seq_len, MoEParams& grads, float* dx) {
+  const RouterSpec spec = router_spec(cfg);
+  check_params(cfg, p, "params");
+  check_params(cfg, grads, "grads");
+  MEMOE_CHECK(batch == cache.batch && seq_len == cache.seq_len, "moe backward: batch ", batch, " x ", seq_len,
+              " differs from the forward pass's ", cache.batch, " x ", cache.seq_len);
+  const int E = spec.n_experts, k = spec.top_k;
+  const int64_t d = cfg.hidden_size, F = cfg.moe_intermediate_size, n = batch * seq_len, pairs = n * k;
+  MEMOE_CHECK(cache.scores.numel() == n * E && cache.expert_ids.size() == size_t(pairs) &&
+                  cache.experts.size() == size_t(E),
+              "moe backward: cache does not come from a forward pass with this config");
+  if (n == 0) return;
+
+  if (cfg.n_shared_experts > 0) swiglu_ffn_backward(p.shared, x, cache.shared, dy, n, grads.shared, dx);
+
+  // Per expert: dw (d loss / d weight) = <dy_t, expert output>, with the output
+  // recomputed from the cached activations (one product; cheaper than keeping
+  // [B*L*k, d] alive between the passes); then the expert's own backward on
+  // dy_t scaled by w.
+  Tensor xg({pairs, d}), gy({pairs, d}), out({pairs, d}), dxg({pairs, d});
+  std::vector<float> dw(static_cast<size_t>(pairs));
+  gather_rows(x, d, cache.groups.pairs.data(), pairs, k, xg.data());
+  gather_rows(dy, d, cache.groups.pairs.data(), pairs, k, gy.data());
+  for_each_busy_expert(cache.groups, E, [&](int e, int64_t first, int64_t rows) {
+    const SwiGLUParams& ex = p.experts[size_t(e)];
+    const SwiGLUCache& ec = cache.experts[size_t(e)];
+    float* oe = out.data() + first * d;
+    float* ge = gy.data() + first * d;
+    linear_forward(ec.h.data(), ex.down_proj.data(), nullptr, rows, F, d, oe);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t pair = cache.groups.pairs[size_t(first + r)];
+      double dot = 0.0;
+      for (int64_t c = 0; c < d; ++c) dot += double(ge[r * d + c]) * oe[r * d + c];
+      dw[size_t(pair)] = float(dot);
+      const float w = cache.weights[size_t(pair)];
+      for (int64_t c = 0; c < d; ++c) ge[r * d + c] *= w;
+    }
+    swiglu_ffn_backward(ex, xg.data() + first * d, ec, ge, rows, grads.experts[size_t(e)], dxg.data() + first * d);
+  });
+  combine_rows(dxg.data(), cache.groups.position.data(), nullptr, n, k, d, dx);
+
+  // Router: weights (and the balance loss) -> scores -> logits -> gate, x.
+  // The choice and the correction bias carry no gradient.
+  Tensor ds({n, E}), dlogits({n, E});
+  route_weights_backward(spec, cache.scores.data(), cache.expert_ids.data(), dw.data(), n, ds.data());
+  if (cfg.seq_aux_loss_alpha > 0.0)
+    seq_balance_loss_backward(spec, cache.scores.data(), cache.expert_ids.data(), batch, seq_len,
+                              cfg.seq_aux_loss_alpha, ds.data());
+  router_scores_backward(spec, cache.scores.data(), ds.data(), n, dlogits.data());
+  linear_backward(dlogits.data(), x, p.gate.data(), n, d, E, dx, grads.gate.data(), nullptr);
+}
+
+void update_correction_bias(const std::vector<int64_t>& load, double gamma, Tensor& bias) {
+  MEMOE_CHECK(bias.numel() == int64_t(load.size()), "moe: correction bias has ", bias.numel(),
+              " entries but the load counts ", load.size(), " experts");
+  if (load.empty()) return;
+  double mean = 0.0;
+  for (int64_t c : load) mean += double(c);
+  mean /= double(load.size());
+  for (size_t e = 0; e < load.size(); ++e) {
+    const double gap = mean - double(load[e]);
+    bias[int64_t(e)] += float(gamma * double((gap > 0) - (gap < 0)));
+  }
+}
+
+}  // namespace memoe

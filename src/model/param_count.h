@@ -1,0 +1,32 @@
+// Parameter, FLOP and memory accounting from a config alone (no weights are
+// allocated, so the 1T preset can be sized on a laptop).
+#pragma once
+#include <cstdint>
+
+#include "io/config.h"
+
+namespace memoe {
+
+struct ParamCount {
+  int64_t total = 0;         // every parameter, Engram tables included
+  int64_t active = 0;        // read for one token: top-k + shared experts, the rows an Engram lookup reads,
+                             // embedding and LM head counted whole (as DeepSeek counts them)
+  int64_t engram_table = 0;  // Engram embedding-table parameters (all layers)
+  int64_t embedding = 0;     // embed_tokens + lm_head (once when tied)
+  double forward_flops_per_token = 0;  // matmuls of the active weights + attention at the given context
+  double train_flops_per_token = 0;    // forward + backward (3x forward)
+};
+
+// seq_len: training sequence length; attention FLOPs use its causal mean context.
+ParamCount count_params(const ModelConfig& cfg, int64_t seq_len);
+
+// Bytes the engine holds for one training step of batch x seq_len: the saved
+// activations of the forward pass plus the backward pass's transient buffers.
+double activation_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len);
+
+// Bytes of a full training state in fp32: weights, dense gradients (Engram
+// table gradients are sparse and counted as the rows one step can touch) and
+// AdamW's two moments.
+double training_state_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len);
+
+}  // namespace memoe

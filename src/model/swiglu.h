@@ -1,0 +1,30 @@
+// SwiGLU feed-forward: down(silu(gate(x)) * up(x)). Used for the dense FFN
+// layers, each routed expert and the fused shared experts.
+#pragma once
+#include "model/params.h"
+
+namespace memoe {
+
+struct SwiGLUParams {
+  Tensor gate_proj;  // [F, d]
+  Tensor up_proj;    // [F, d]
+  Tensor down_proj;  // [d, F]
+
+  void allocate(int64_t d, int64_t f);
+  int64_t width() const { return gate_proj.empty() ? 0 : gate_proj.dim(0); }
+  // prefix e.g. "model.layers.0.mlp."
+  void visit(const std::string& prefix, const ParamVisitor& f);
+};
+
+// Activations kept for the backward pass, [n, F] each.
+struct SwiGLUCache {
+  Tensor a, b, h;
+};
+
+// y = SwiGLU(x) for n rows of width d; overwrites y.
+void swiglu_ffn_forward(const SwiGLUParams& p, const float* x, int64_t n, SwiGLUCache& cache, float* y);
+// Adds into grads and dx (the same x as the forward pass).
+void swiglu_ffn_backward(const SwiGLUParams& p, const float* x, const SwiGLUCache& cache, const float* dy, int64_t n,
+                         SwiGLUParams& grads, float* dx);
+
+}  // namespace memoe
