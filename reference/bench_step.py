@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--ids", help="int64 .npy [batch, seq]: the batch to train on (default: random)")
     args = ap.parse_args()
     if min(args.batch, args.steps, args.threads) < 1 or args.seq < 2:
         ap.error("--batch, --steps and --threads must be >= 1, --seq >= 2")
@@ -89,6 +90,11 @@ def main():
     gamma = float(cfg.raw.get("bias_update_speed", 1e-3))
     gen = torch.Generator().manual_seed(args.seed + 1)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)
+    if args.ids:
+        import numpy as np
+        ids = torch.from_numpy(np.load(args.ids).astype(np.int64))
+        if tuple(ids.shape) != (args.batch, args.seq):
+            ap.error(f"--ids has shape {tuple(ids.shape)}, expected ({args.batch}, {args.seq})")
 
     def step():
         opt.zero_grad(set_to_none=True)

@@ -76,137 +76,135 @@ void require_pointer(const void* p, const char* name) {
   MEMOE_CHECK(p != nullptr, "attention: null pointer for ", name);
 }
 
-// Number of keys of the block starting at key_begin (length n_keys) that
-// query position q_pos may see under the causal mask.
-int64_t visible_keys(int64_t q_pos, int64_t key_begin, int64_t n_keys) {
-  return std::clamp<int64_t>(q_pos - key_begin + 1, 0, n_keys);
-}
+// Score tiles come in two orientations. The forward pass and the dq pass
+// stream key blocks past one query block, so they keep Q^T (transposed once
+// per query block) and build S^T = K Q^T as [key x query]: no per-tile
+// transposes, and the online-softmax statistics vectorise across queries.
+// The dk/dv pass streams query blocks past one key block, so it keeps K^T
+// and V^T and builds S = Q K^T as [query x key].
 
-// dst[d * kBlock + j] = src[j * ld + d] for j < n; columns n..kBlock-1 are
-// zeroed so score tiles can always be computed kBlock wide.
-void transpose_block(const float* src, int64_t ld, int64_t n, int64_t dim, float* dst) {
+// First query (offset within its block) that may see key k0 + j.
+int64_t first_visible_query(int64_t q0, int64_t k0, int64_t j) { return std::max<int64_t>(0, k0 + j - q0); }
+
+// Number of keys of the block starting at k0 (length nk) visible to query q_pos.
+int64_t visible_keys(int64_t q_pos, int64_t k0, int64_t nk) { return std::clamp<int64_t>(q_pos - k0 + 1, 0, nk); }
+
+// dst[d * kBlock + j] = factor * src[j * ld + d] for j < n; columns n..kBlock-1
+// are zeroed so products can always run kBlock wide.
+void transpose_block(const float* src, int64_t ld, int64_t n, int64_t dim, float factor, float* dst) {
   for (int64_t d = 0; d < dim; ++d) std::fill(dst + d * kBlock + n, dst + (d + 1) * kBlock, 0.0f);
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t d = 0; d < dim; ++d) dst[d * kBlock + j] = src[j * ld + d];
+    for (int64_t d = 0; d < dim; ++d) dst[d * kBlock + j] = factor * src[j * ld + d];
 }
 
 // Per-thread tiles. Sized once per parallel region; nothing scales with L.
 struct Scratch {
   explicit Scratch(const Geometry& g)
-      : k_t(g.qk_dim * kBlock),
+      : qk_t(g.qk_dim * kBlock),
         v_t(g.v_dim * kBlock),
         scores(kBlock * kBlock),
         dscores(kBlock * kBlock),
         acc_qk(kBlock * g.qk_dim),
         acc_v(kBlock * g.v_dim),
         row_a(kBlock),
-        row_b(kBlock) {}
-  std::vector<float> k_t, v_t;       // transposed K and V tiles [D x kBlock]
+        row_b(kBlock),
+        row_c(kBlock) {}
+  std::vector<float> qk_t, v_t;        // transposed tiles [D x kBlock]: Q^T or K^T, dO^T or V^T
   std::vector<float> scores, dscores;  // [kBlock x kBlock]: S then P; dP then dS
-  std::vector<float> acc_qk, acc_v;  // accumulators [kBlock x Dqk], [kBlock x Dv]
-  std::vector<float> row_a, row_b;   // per query row statistics
+  std::vector<float> acc_qk, acc_v;    // accumulators [kBlock x Dqk], [kBlock x Dv]
+  std::vector<float> row_a, row_b, row_c;  // per query statistics
 };
 
 // One (batch, head, query block): stream over key blocks keeping a running
-// row max m and row sum l, rescaling the output accumulator as m grows.
+// max m and sum l per query, rescaling the output accumulator as m grows.
 void forward_query_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block,
                          const float* q, const float* k, const float* v, float* out, float* lse) {
   const int64_t q0 = q_block * kBlock;
   const int64_t nq = g.block_len(q_block);
   const int64_t kv_head = h / g.group;
-  const float* q_tile = q + g.q_at(b, h, q0);
   float* acc = w.acc_v.data();  // unnormalised output [nq x Dv]
-  float* row_max = w.row_a.data();
-  float* row_sum = w.row_b.data();
+  float* run_max = w.row_a.data();
+  float* run_sum = w.row_b.data();
+  float* rescale = w.row_c.data();
+  float* st = w.scores.data();  // [key x query]
+  transpose_block(q + g.q_at(b, h, q0), g.q_stride(), nq, g.qk_dim, g.scale, w.qk_t.data());
   std::fill(acc, acc + nq * g.v_dim, 0.0f);
-  std::fill(row_max, row_max + nq, -std::numeric_limits<float>::infinity());
-  std::fill(row_sum, row_sum + nq, 0.0f);
+  std::fill(run_max, run_max + kBlock, -std::numeric_limits<float>::infinity());
+  std::fill(run_sum, run_sum + kBlock, 0.0f);
 
   const int64_t last_query = q0 + nq - 1;
   for (int64_t k0 = 0; k0 <= last_query; k0 += kBlock) {  // blocks past the diagonal are fully masked
     const int64_t nk = std::min(kBlock, last_query + 1 - k0);
-    transpose_block(k + g.k_at(b, kv_head, k0), g.k_stride(), nk, g.qk_dim, w.k_t.data());
-    float* s = w.scores.data();
-    tile_product(nq, kBlock, g.qk_dim, q_tile, g.q_stride(), 1, w.k_t.data(), kBlock, s, kBlock, false);
-
-    for (int64_t i = 0; i < nq; ++i) {
-      float* row = s + i * kBlock;
-      const int64_t visible = visible_keys(q0 + i, k0, nk);
-      float block_max = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < visible; ++j) {
-        row[j] *= g.scale;
-        block_max = std::max(block_max, row[j]);
-      }
-      const float new_max = std::max(row_max[i], block_max);
-      float block_sum = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) {
-        row[j] = exp_nonpositive(row[j] - new_max);
-        block_sum += row[j];
-      }
-      std::fill(row + visible, row + nk, 0.0f);  // masked keys contribute nothing to P V
-      if (visible == 0) continue;
-      const float rescale = exp_nonpositive(row_max[i] - new_max);  // 0 on the first block
-      row_sum[i] = row_sum[i] * rescale + block_sum;
-      row_max[i] = new_max;
-      if (rescale != 1.0f) {
-        float* acc_row = acc + i * g.v_dim;
-        for (int64_t d = 0; d < g.v_dim; ++d) acc_row[d] *= rescale;
+    tile_product(nk, kBlock, g.qk_dim, k + g.k_at(b, kv_head, k0), g.k_stride(), 1, w.qk_t.data(), kBlock,
+                 st, kBlock, false);
+    for (int64_t j = 0; j < nk; ++j)
+      std::fill(st + j * kBlock, st + j * kBlock + first_visible_query(q0, k0, j),
+                -std::numeric_limits<float>::infinity());
+    // Columns past nq hold scores of zero-padded queries: finite, never read.
+    for (int64_t i = 0; i < kBlock; ++i) rescale[i] = run_max[i];
+    for (int64_t j = 0; j < nk; ++j)
+      for (int64_t i = 0; i < kBlock; ++i) rescale[i] = std::max(rescale[i], st[j * kBlock + i]);
+    for (int64_t i = 0; i < kBlock; ++i) {
+      // Key 0 is visible to every query, so the max is finite from block 0 on.
+      const float new_max = rescale[i];
+      rescale[i] = exp_nonpositive(run_max[i] - new_max);  // 0 on the first block
+      run_max[i] = new_max;
+      run_sum[i] *= rescale[i];
+    }
+    for (int64_t j = 0; j < nk; ++j) {
+      float* row = st + j * kBlock;
+      for (int64_t i = 0; i < kBlock; ++i) {
+        row[i] = exp_nonpositive(row[i] - run_max[i]);  // masked -inf -> 0
+        run_sum[i] += row[i];
       }
     }
-    tile_product(nq, g.v_dim, nk, s, kBlock, 1, v + g.v_at(b, kv_head, k0), g.v_stride(), acc, g.v_dim,
+    for (int64_t i = 0; i < nq; ++i) {
+      if (rescale[i] == 1.0f) continue;
+      float* acc_row = acc + i * g.v_dim;
+      for (int64_t d = 0; d < g.v_dim; ++d) acc_row[d] *= rescale[i];
+    }
+    tile_product(nq, g.v_dim, nk, st, 1, kBlock, v + g.v_at(b, kv_head, k0), g.v_stride(), acc, g.v_dim,
                  true);
   }
 
   for (int64_t i = 0; i < nq; ++i) {
-    const float inv_sum = 1.0f / row_sum[i];  // >= 1: every query sees at least key 0
+    const float inv_sum = 1.0f / run_sum[i];  // >= 1: the max term contributes exp(0)
     const float* acc_row = acc + i * g.v_dim;
     float* out_row = out + g.o_at(b, h, q0 + i);
     for (int64_t d = 0; d < g.v_dim; ++d) out_row[d] = acc_row[d] * inv_sum;
-    lse[g.lse_at(b, h, q0 + i)] = row_max[i] + std::log(row_sum[i]);
+    lse[g.lse_at(b, h, q0 + i)] = run_max[i] + std::log(run_sum[i]);
   }
 }
 
-// delta[i] = sum_d dout[i, d] * out[i, d] for the nq rows of a query block:
-// the row term of the softmax backward (dS = P * (dP - delta)).
-void row_deltas(const Geometry& g, int64_t b, int64_t h, int64_t q0, int64_t nq, const float* out,
-                const float* dout, float* delta) {
+// delta[i] = sum_d dout[i, d] * out[i, d] for the nq rows of a query block,
+// the row term of the softmax backward (dS = P * (dP - delta)); lse_rows
+// gathers the forward's lse. Entries from nq to kBlock are zeroed.
+void row_statistics(const Geometry& g, int64_t b, int64_t h, int64_t q0, int64_t nq, const float* out,
+                    const float* dout, const float* lse, float* delta, float* lse_rows) {
   for (int64_t i = 0; i < nq; ++i) {
     const float* o_row = out + g.o_at(b, h, q0 + i);
     const float* do_row = dout + g.o_at(b, h, q0 + i);
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int64_t d = 0; d < g.v_dim; ++d) sum += o_row[d] * do_row[d];
     delta[i] = sum;
+    lse_rows[i] = lse[g.lse_at(b, h, q0 + i)];
   }
+  std::fill(delta + nq, delta + kBlock, 0.0f);
+  std::fill(lse_rows + nq, lse_rows + kBlock, 0.0f);
 }
 
-// For one (query block, key block) tile whose K^T and V^T are in w.k_t and
-// w.v_t: recomputes P from lse into w.scores and leaves scale * dS in
-// w.dscores. Masked entries are 0 in both.
-void tile_probabilities_and_dscores(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q0,
-                                    int64_t nq, int64_t k0, int64_t nk, const float* q, const float* lse,
-                                    const float* dout, const float* delta) {
-  float* p = w.scores.data();
-  float* ds = w.dscores.data();
-  tile_product(nq, kBlock, g.qk_dim, q + g.q_at(b, h, q0), g.q_stride(), 1, w.k_t.data(), kBlock, p,
-               kBlock, false);
-  tile_product(nq, kBlock, g.v_dim, dout + g.o_at(b, h, q0), g.o_stride(), 1, w.v_t.data(), kBlock, ds,
-               kBlock, false);
-  for (int64_t i = 0; i < nq; ++i) {
-    float* p_row = p + i * kBlock;
-    float* ds_row = ds + i * kBlock;
-    const int64_t visible = visible_keys(q0 + i, k0, nk);
-    const float row_lse = lse[g.lse_at(b, h, q0 + i)];
-    for (int64_t j = 0; j < visible; ++j) {
-      // Scores never exceed the row's lse, so clamp rounding noise above 0.
-      p_row[j] = exp_nonpositive(std::min(p_row[j] * g.scale - row_lse, 0.0f));
-      ds_row[j] = g.scale * p_row[j] * (ds_row[j] - delta[i]);
-    }
-    std::fill(p_row + visible, p_row + kBlock, 0.0f);
-    std::fill(ds_row + visible, ds_row + kBlock, 0.0f);
-  }
+// P = exp(S - lse) and scale * dS = scale * P * (dP - delta) for one score.
+struct SoftmaxGrad {
+  float p, ds;
+};
+inline SoftmaxGrad softmax_grad(float score, float dp, float row_lse, float row_delta, float scale) {
+  const float p = exp_nonpositive(score - row_lse);  // score <= lse up to rounding
+  return {p, scale * p * (dp - row_delta)};
 }
 
-// dq for one (batch, head, query block): dq += scale * dS K over key blocks.
+// dq for one (batch, head, query block): dq += scale * dS K over key blocks,
+// with tiles in [key x query] orientation.
 void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block,
                        const float* q, const float* k, const float* v, const float* out,
                        const float* lse, const float* dout, float* dq) {
@@ -214,18 +212,32 @@ void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int6
   const int64_t nq = g.block_len(q_block);
   const int64_t kv_head = h / g.group;
   float* delta = w.row_a.data();
+  float* lse_rows = w.row_b.data();
   float* acc = w.acc_qk.data();
-  row_deltas(g, b, h, q0, nq, out, dout, delta);
+  float* st = w.scores.data();
+  float* dst = w.dscores.data();
+  row_statistics(g, b, h, q0, nq, out, dout, lse, delta, lse_rows);
+  transpose_block(q + g.q_at(b, h, q0), g.q_stride(), nq, g.qk_dim, g.scale, w.qk_t.data());
+  transpose_block(dout + g.o_at(b, h, q0), g.o_stride(), nq, g.v_dim, 1.0f, w.v_t.data());
   std::fill(acc, acc + nq * g.qk_dim, 0.0f);
 
   const int64_t last_query = q0 + nq - 1;
   for (int64_t k0 = 0; k0 <= last_query; k0 += kBlock) {
     const int64_t nk = std::min(kBlock, last_query + 1 - k0);
     const float* k_tile = k + g.k_at(b, kv_head, k0);
-    transpose_block(k_tile, g.k_stride(), nk, g.qk_dim, w.k_t.data());
-    transpose_block(v + g.v_at(b, kv_head, k0), g.v_stride(), nk, g.v_dim, w.v_t.data());
-    tile_probabilities_and_dscores(g, w, b, h, q0, nq, k0, nk, q, lse, dout, delta);
-    tile_product(nq, g.qk_dim, nk, w.dscores.data(), kBlock, 1, k_tile, g.k_stride(), acc, g.qk_dim, true);
+    tile_product(nk, kBlock, g.qk_dim, k_tile, g.k_stride(), 1, w.qk_t.data(), kBlock, st, kBlock, false);
+    tile_product(nk, kBlock, g.v_dim, v + g.v_at(b, kv_head, k0), g.v_stride(), 1, w.v_t.data(), kBlock, dst,
+                 kBlock, false);
+    for (int64_t j = 0; j < nk; ++j) {
+      float* s_row = st + j * kBlock;
+      float* ds_row = dst + j * kBlock;
+      for (int64_t i = 0; i < kBlock; ++i) {
+        const SoftmaxGrad r = softmax_grad(s_row[i], ds_row[i], lse_rows[i], delta[i], g.scale);
+        ds_row[i] = r.ds;
+      }
+      std::fill(ds_row, ds_row + first_visible_query(q0, k0, j), 0.0f);
+    }
+    tile_product(nq, g.qk_dim, nk, dst, 1, kBlock, k_tile, g.k_stride(), acc, g.qk_dim, true);
   }
   for (int64_t i = 0; i < nq; ++i) {
     float* dq_row = dq + g.q_at(b, h, q0 + i);
@@ -236,31 +248,47 @@ void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int6
 
 // dk and dv for one (batch, kv head, key block), summed over every query
 // head of the group and every query block at or after the key block, so no
-// two tasks write the same rows.
+// two tasks write the same rows. Tiles in [query x key] orientation.
 void backward_dkv_block(const Geometry& g, Scratch& w, int64_t b, int64_t kv_head, int64_t k_block,
                         const float* q, const float* k, const float* v, const float* out,
                         const float* lse, const float* dout, float* dk, float* dv) {
   const int64_t k0 = k_block * kBlock;
   const int64_t nk = g.block_len(k_block);
   float* delta = w.row_a.data();
+  float* lse_rows = w.row_b.data();
   float* acc_k = w.acc_qk.data();
   float* acc_v = w.acc_v.data();
+  float* s = w.scores.data();
+  float* ds = w.dscores.data();
   std::fill(acc_k, acc_k + nk * g.qk_dim, 0.0f);
   std::fill(acc_v, acc_v + nk * g.v_dim, 0.0f);
-  transpose_block(k + g.k_at(b, kv_head, k0), g.k_stride(), nk, g.qk_dim, w.k_t.data());
-  transpose_block(v + g.v_at(b, kv_head, k0), g.v_stride(), nk, g.v_dim, w.v_t.data());
+  transpose_block(k + g.k_at(b, kv_head, k0), g.k_stride(), nk, g.qk_dim, g.scale, w.qk_t.data());
+  transpose_block(v + g.v_at(b, kv_head, k0), g.v_stride(), nk, g.v_dim, 1.0f, w.v_t.data());
 
   for (int64_t h = kv_head * g.group; h < (kv_head + 1) * g.group; ++h) {
     for (int64_t q_block = k_block; q_block < g.n_blocks; ++q_block) {  // earlier queries are masked
       const int64_t q0 = q_block * kBlock;
       const int64_t nq = g.block_len(q_block);
-      row_deltas(g, b, h, q0, nq, out, dout, delta);
-      tile_probabilities_and_dscores(g, w, b, h, q0, nq, k0, nk, q, lse, dout, delta);
+      const float* q_tile = q + g.q_at(b, h, q0);
+      const float* do_tile = dout + g.o_at(b, h, q0);
+      row_statistics(g, b, h, q0, nq, out, dout, lse, delta, lse_rows);
+      tile_product(nq, kBlock, g.qk_dim, q_tile, g.q_stride(), 1, w.qk_t.data(), kBlock, s, kBlock, false);
+      tile_product(nq, kBlock, g.v_dim, do_tile, g.o_stride(), 1, w.v_t.data(), kBlock, ds, kBlock, false);
+      for (int64_t i = 0; i < nq; ++i) {
+        float* s_row = s + i * kBlock;
+        float* ds_row = ds + i * kBlock;
+        const int64_t visible = visible_keys(q0 + i, k0, nk);
+        for (int64_t j = 0; j < visible; ++j) {
+          const SoftmaxGrad r = softmax_grad(s_row[j], ds_row[j], lse_rows[i], delta[i], g.scale);
+          s_row[j] = r.p;
+          ds_row[j] = r.ds;
+        }
+        std::fill(s_row + visible, s_row + nk, 0.0f);
+        std::fill(ds_row + visible, ds_row + nk, 0.0f);
+      }
       // Transposed reads of P and dS: element (j, i) sits at i * kBlock + j.
-      tile_product(nk, g.v_dim, nq, w.scores.data(), 1, kBlock, dout + g.o_at(b, h, q0), g.o_stride(),
-                   acc_v, g.v_dim, true);
-      tile_product(nk, g.qk_dim, nq, w.dscores.data(), 1, kBlock, q + g.q_at(b, h, q0), g.q_stride(),
-                   acc_k, g.qk_dim, true);
+      tile_product(nk, g.v_dim, nq, s, 1, kBlock, do_tile, g.o_stride(), acc_v, g.v_dim, true);
+      tile_product(nk, g.qk_dim, nq, ds, 1, kBlock, q_tile, g.q_stride(), acc_k, g.qk_dim, true);
     }
   }
   for (int64_t j = 0; j < nk; ++j) {

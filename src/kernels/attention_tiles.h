@@ -5,6 +5,7 @@
 // D) and called from inside an OpenMP region: per-call BLAS overhead and
 // OpenBLAS's own threading cost more than the product itself at these sizes.
 #pragma once
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <cstring>
@@ -47,7 +48,14 @@ inline void micro_product(int64_t depth, const float* a, int64_t a_rs, int64_t a
   for (int64_t k = 0; k < depth; ++k) {
     VecF bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = load_vec(b + k * ldb + v * kLanes);
+    for (int v = 0; v < NV; ++v) {
+      bv[v] = load_vec(b + k * ldb + v * kLanes);
+#if defined(__x86_64__)
+      // Keeps the row of B in a register: otherwise GCC folds the load into
+      // every FMA and the loop becomes bound by loads instead of FMAs.
+      __asm__("" : "+v"(bv[v]));
+#endif
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const float ar = a[r * a_rs + k * a_cs];
@@ -100,12 +108,13 @@ inline void tile_product(int64_t m_rows, int64_t n_cols, int64_t depth, const fl
     row_block<1>(n_cols, depth, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc, accumulate);
 }
 
-// exp(x) for x <= 0 in float32, within ~2 ulp; 0 below -87 (and for -inf).
-// Branch-free so loops over a score row vectorise; std::exp does not
-// without -ffast-math.
+// exp(min(x, 0)) in float32, within ~2 ulp; 0 below -87 (and for -inf).
+// Softmax arguments are never positive, so clamping there only drops
+// rounding noise. Branch-free so loops over score rows vectorise (std::exp
+// does not without -ffast-math).
 inline float exp_nonpositive(float x) {
-  const bool underflow = !(x >= -87.0f);  // also catches -inf
-  const float xc = underflow ? -87.0f : x;
+  const bool underflow = !(x >= -87.0f);  // also catches -inf and NaN
+  const float xc = std::min(std::max(x, -87.0f), 0.0f);
   constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float n = (xc * 1.44269504f + kRoundMagic) - kRoundMagic;
   // r = x - n ln2 with ln2 split in two so r stays exact to float precision.

@@ -1,5 +1,7 @@
 #include "kernels/moe_dispatch.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -180,6 +182,8 @@ void combine_rows(const float* grouped, const int64_t* position, const float* w,
     }
   }
 }
+
+bool blas_is_single_threaded() { return openblas_get_num_threads() == 1; }
 
 void route_weights_backward(const RouterSpec& spec, const float* s, const int32_t* idx, const float* dw, int64_t n,
                             float* ds) {

@@ -52,6 +52,11 @@ void gather_rows(const float* src, int64_t d, const int64_t* pairs, int64_t m, i
 void combine_rows(const float* grouped, const int64_t* position, const float* w, int64_t n, int k, int64_t d,
                   float* y);
 
+// True when BLAS runs each product on its calling thread only. Experts then
+// run side by side on OpenMP threads; with threaded BLAS they run one after
+// another (concurrent threaded products contend and measured slower).
+bool blas_is_single_threaded();
+
 // Backward of the weights w[n, k] of route_top_k: adds d loss / d s into
 // ds[n, E] given dw[n, k]. Only the chosen entries of s receive gradient.
 void route_weights_backward(const RouterSpec& spec, const float* s, const int32_t* idx, const float* dw, int64_t n,

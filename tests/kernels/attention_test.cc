@@ -316,6 +316,7 @@ TEST(AttentionTiles, ExpIsAccurateOverTheSoftmaxRange) {
     ASSERT_NEAR(attention_tiles::exp_nonpositive(x), want, 3e-7 * want) << "x=" << x;
   }
   EXPECT_EQ(attention_tiles::exp_nonpositive(0.0f), 1.0f);
+  EXPECT_EQ(attention_tiles::exp_nonpositive(1e-6f), 1.0f);  // rounding noise above 0 is clamped
   EXPECT_EQ(attention_tiles::exp_nonpositive(-std::numeric_limits<float>::infinity()), 0.0f);
 }
 

@@ -1,5 +1,6 @@
 #include "model/moe.h"
 
+#include <cblas.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -296,6 +297,40 @@ TEST(MoE, BackwardAddsIntoGradients) {
     EXPECT_NEAR(twice.gate[i], 2.0f * once.gate[i], 1e-5f + 1e-5f * std::fabs(once.gate[i]));
   for (int64_t i = 0; i < p.shared.down_proj.numel(); ++i)
     EXPECT_NEAR(twice.shared.down_proj[i], 2.0f * once.shared.down_proj[i], 1e-5f);
+}
+
+// With single-threaded BLAS the experts run side by side on OpenMP threads;
+// that path must give the same numbers as running them in turn.
+TEST(MoE, ExpertsSideBySideMatchExpertsInTurn) {
+  const ModelConfig cfg = small_config({.alpha = 0.2});
+  MoEParams p = random_params(cfg, 12, 0.1f);
+  const int64_t B = 4, L = 16, n = B * L, d = cfg.hidden_size;
+  std::vector<float> x = random_vector(n * d, 13), dy = random_vector(n * d, 14);
+  auto run = [&](std::vector<float>& y, std::vector<float>& dx, MoEParams& grads) {
+    MoECache cache;
+    y.assign(size_t(n * d), 0.0f);
+    dx.assign(size_t(n * d), 0.0f);
+    grads.allocate(cfg);
+    moe_forward(cfg, p, x.data(), B, L, cache, y.data());
+    moe_backward(cfg, p, x.data(), cache, dy.data(), B, L, grads, dx.data());
+  };
+  const int blas_threads = openblas_get_num_threads();
+  std::vector<float> y1, dx1, y2, dx2;
+  MoEParams g1, g2;
+  openblas_set_num_threads(std::max(2, blas_threads));
+  EXPECT_FALSE(blas_is_single_threaded());
+  run(y1, dx1, g1);
+  openblas_set_num_threads(1);
+  EXPECT_TRUE(blas_is_single_threaded());
+  run(y2, dx2, g2);
+  openblas_set_num_threads(blas_threads);
+  for (int64_t i = 0; i < n * d; ++i) {
+    EXPECT_NEAR(y1[i], y2[i], 1e-5f);
+    EXPECT_NEAR(dx1[i], dx2[i], 1e-5f);
+  }
+  for (int e = 0; e < cfg.n_routed_experts; ++e)
+    for (int64_t i = 0; i < g1.experts[e].down_proj.numel(); ++i)
+      EXPECT_NEAR(g1.experts[e].down_proj[i], g2.experts[e].down_proj[i], 1e-5f);
 }
 
 TEST(MoE, VisitNamesFollowTheCheckpointLayout) {

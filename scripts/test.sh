@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds memoe twice (Release, and ASan+UBSan) and
+# runs the whole test suite in both builds. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+jobs=${JOBS:-2}
+
+echo "== Release build"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs")
+
+echo "== ASan + UBSan build"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMOE_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs" --target memoe memoe_tests
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs")

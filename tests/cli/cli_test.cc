@@ -1,0 +1,147 @@
+// The memoe binary end to end: each bad input gives one line naming the
+// problem and a non-zero exit; good input writes what it promises.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "io/npy.h"
+#include "io/safetensors.h"
+
+namespace memoe {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int status;
+  std::string out, err;
+};
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("memoe_cli_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Result run(const std::string& args) {
+    const std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
+    const std::string cmd = std::string(MEMOE_CLI) + " " + args + " >" + out + " 2>" + err;
+    const int raw = std::system(cmd.c_str());
+    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err)};
+  }
+  static std::string slurp(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string write(const std::string& name, const std::string& text) {
+    std::ofstream(path(name)) << text;
+    return path(name);
+  }
+  static std::string tiny() { return std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json"; }
+
+  // One line on stderr that contains `needle`, and a non-zero exit.
+  static void expect_one_line_error(const Result& r, const std::string& needle) {
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.status, -1) << "crashed";
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(Cli, ParamsPrintsTheOneTrillionPreset) {
+  Result r = run("params " + std::string(MEMOE_SOURCE_DIR) + "/configs/v4-1t.json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("total parameters        999."), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("active per token        37."), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("AdamW state"), std::string::npos);
+}
+
+TEST_F(Cli, InitThenLogitsWritesBLV) {
+  ASSERT_EQ(run("init " + tiny() + " --out " + path("m") + " --seed 3").status, 0);
+  EXPECT_TRUE(fs::exists(path("m/config.json")));
+  Result r = run("logits --model " + path("m") + " --ids '1,2,3;4,5,6' --out " + path("x.npy"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  NpyArray a = read_npy(path("x.npy"));
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3, 64}));
+}
+
+TEST_F(Cli, ConfigErrorsNameTheKey) {
+  expect_one_line_error(run("params " + path("missing.json")), "missing.json");
+  expect_one_line_error(run("params " + write("bad.json", "{\"vocab_size\": ")), "not valid JSON");
+  std::string text = Cli::slurp(tiny());
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    return write("c.json", t);
+  };
+  expect_one_line_error(run("params " + with("\"num_experts_per_tok\": 2", "\"num_experts_per_tok\": 9")),
+                        "num_experts_per_tok");
+  expect_one_line_error(run("params " + with("\"layer_ids\": [1]", "\"layer_ids\": [3]")), "engram.layer_ids");
+  expect_one_line_error(run("params " + with("\"hc_mult\": 1", "\"hc_mult\": 4")), "hc_mult");
+  expect_one_line_error(run("params " + with("\"n_group\": 2", "\"n_group\": 3")), "n_group");
+  expect_one_line_error(run("params " + with("\"hidden_size\": 32", "\"hidden_size\": \"big\"")), "hidden_size");
+  expect_one_line_error(run("params " + with("\"scoring_func\": \"sigmoid\"", "\"scoring_func\": \"relu\"")),
+                        "scoring_func");
+}
+
+TEST_F(Cli, CheckpointProblemsAreOneLine) {
+  ASSERT_EQ(run("init " + tiny() + " --out " + path("m")).status, 0);
+  // A missing tensor: rewrite the file without one.
+  {
+    SafetensorsFile f = SafetensorsFile::open(path("m/model.safetensors"));
+    SafetensorsWriter w;
+    for (const std::string& name : f.names()) {
+      if (name == "model.norm.weight") continue;
+      if (f.info(name).dtype == DType::I64) {
+        auto v = f.read_i64(name);
+        w.add_i64(name, f.info(name).shape, v.data());
+      } else {
+        w.add_f32(name, f.read_f32(name));
+      }
+    }
+    fs::create_directories(path("holes"));
+    fs::copy_file(path("m/config.json"), path("holes/config.json"));
+    w.write(path("holes/model.safetensors"));
+  }
+  expect_one_line_error(run("logits --model " + path("holes") + " --ids 1,2 --out " + path("x.npy")),
+                        "model.norm.weight");
+  // A truncated file.
+  fs::create_directories(path("cut"));
+  fs::copy_file(path("m/config.json"), path("cut/config.json"));
+  fs::copy_file(path("m/model.safetensors"), path("cut/model.safetensors"));
+  fs::resize_file(path("cut/model.safetensors"), fs::file_size(path("cut/model.safetensors")) / 2);
+  expect_one_line_error(run("logits --model " + path("cut") + " --ids 1,2 --out " + path("x.npy")),
+                        "model.safetensors");
+  expect_one_line_error(run("logits --model " + path("nowhere") + " --ids 1,2 --out " + path("x.npy")), "nowhere");
+}
+
+TEST_F(Cli, BadIdsAndUnwritableOutput) {
+  ASSERT_EQ(run("init " + tiny() + " --out " + path("m")).status, 0);
+  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,64 --out " + path("x.npy")), "token id 64");
+  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,-2 --out " + path("x.npy")), "token id -2");
+  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,x --out " + path("x.npy")), "'x'");
+  expect_one_line_error(run("logits --model " + path("m") + " --ids '1,2;3' --out " + path("x.npy")),
+                        "same length");
+  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,2 --out /no/such/dir/x.npy"),
+                        "/no/such/dir/x.npy");
+  expect_one_line_error(run("init " + tiny() + " --out /proc/memoe_cannot"), "/proc/memoe_cannot");
+  EXPECT_FALSE(fs::exists(path("x.npy")));
+}
+
+}  // namespace
+}  // namespace memoe

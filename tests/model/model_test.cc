@@ -1,0 +1,210 @@
+// Whole-model tests on tiny configs: finite-difference gradients through the
+// full stack (MLA and GQA, with Engram, MoE and n_group > 1), causality of
+// the logits, and checkpoint round trips.
+#include "model/model.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "grad_check.h"
+#include "model/checkpoint.h"
+#include "model/init.h"
+
+namespace memoe {
+namespace {
+
+using testing::expect_gradient_matches;
+
+ModelConfig tiny_config(AttentionKind kind) {
+  ModelConfig cfg = load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json");
+  if (kind == AttentionKind::GQA) {
+    cfg.attention = AttentionKind::GQA;
+    cfg.num_attention_heads = 4;
+    cfg.num_key_value_heads = 2;
+    cfg.head_dim = 8;
+  }
+  cfg.engram->layer_ids = {0, 2};
+  validate_config(cfg);
+  return cfg;
+}
+
+// Weights of O(1) effect everywhere (a fresh init has a zero short conv and
+// tiny projections, which would hide a missing gradient term).
+Model random_model(const ModelConfig& cfg, uint64_t seed) {
+  Model m = init_model(cfg, seed);
+  Rng rng(seed + 1);
+  m.params.visit([&](const std::string& name, Tensor& t) {
+    const bool is_norm = name.find("norm") != std::string::npos;
+    const bool is_router_bias = name.find("correction_bias") != std::string::npos;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      double z = rng.normal();
+      t[i] = is_norm ? float(1.0 + 0.1 * z) : is_router_bias ? float(0.05 * z) : float(0.3 * z);
+    }
+  });
+  return m;
+}
+
+std::vector<int64_t> random_ids(const ModelConfig& cfg, int64_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = int64_t(rng.below(uint64_t(cfg.vocab_size)));
+  return ids;
+}
+
+class WholeModel : public ::testing::TestWithParam<AttentionKind> {};
+
+// The smallest |Engram gate score| of a forward pass. Near zero the signed
+// square root is steep, and a finite difference there measures curvature.
+double min_gate_score(const ModelState& s) {
+  double m = 1e30;
+  for (const LayerState& l : s.layers)
+    for (int64_t i = 0; i < l.engram.gate_score.numel(); ++i) m = std::min(m, double(std::fabs(l.engram.gate_score[i])));
+  return m;
+}
+
+TEST_P(WholeModel, GradientsMatchFiniteDifferences) {
+  const ModelConfig cfg = tiny_config(GetParam());
+  const int64_t B = 2, L = 10;
+  const auto ids = random_ids(cfg, B * L, 3);
+  const auto targets = next_token_targets(ids.data(), B, L);
+  ModelState state;
+  // A model whose Engram gates all sit away from the kink at zero.
+  Model m;
+  for (uint64_t seed = 7;; ++seed) {
+    ASSERT_LT(seed, 400u) << "no seed keeps the gate scores away from zero";
+    m = random_model(cfg, seed);
+    model_forward(m, ids.data(), B, L, state);
+    if (min_gate_score(state) > 0.08) break;
+  }
+  ModelParams grads = m.make_gradients();
+  model_loss_and_grad(m, ids.data(), targets.data(), B, L, state, &grads);
+  // Routing is piecewise: a perturbation that flips an expert choice makes
+  // the finite difference meaningless, so such coordinates are skipped.
+  auto routing = [&](const ModelState& s) {
+    std::vector<int32_t> r;
+    for (const LayerState& l : s.layers) r.insert(r.end(), l.moe.expert_ids.begin(), l.moe.expert_ids.end());
+    return r;
+  };
+  const std::vector<int32_t> base_routing = routing(state);
+  bool same_routing = true;
+  auto loss = [&] {
+    ModelState s;
+    double v = model_loss_and_grad(m, ids.data(), targets.data(), B, L, s, nullptr);
+    same_routing = same_routing && routing(s) == base_routing && min_gate_score(s) > 0.04;
+    return v;
+  };
+  testing::GradCheckOptions opts;
+  opts.samples = 8;
+  opts.rtol = 3e-2;
+  opts.atol = 6e-4;
+  opts.require_nonzero = false;  // e.g. an expert that no token chose
+  opts.smooth_here = [&] {
+    bool ok = same_routing;
+    same_routing = true;
+    return ok;
+  };
+
+  // Every dense tensor of the model.
+  std::map<std::string, Tensor*> analytic;
+  grads.visit([&](const std::string& name, Tensor& g) { analytic[name] = &g; });
+  int checked = 0;
+  m.params.visit([&](const std::string& name, Tensor& w) {
+    if (name.find("correction_bias") != std::string::npos) {
+      for (int64_t i = 0; i < w.numel(); ++i) EXPECT_EQ((*analytic[name])[i], 0.0f) << name;
+      return;  // selection only: no gradient by design
+    }
+    if (name.find("engram.embedding") != std::string::npos) return;  // sparse, below
+    expect_gradient_matches(name, w.data(), w.numel(), analytic.at(name)->data(), loss, opts);
+    ++checked;
+  });
+  EXPECT_GT(checked, 30);
+
+  // Engram tables: the sparse gradient against perturbing rows that were read.
+  for (int l : cfg.engram->layer_ids) {
+    const SparseRowGrad& sg = grads.layers[size_t(l)].engram.embedding_grad;
+    ASSERT_FALSE(sg.rows.empty());
+    Tensor& table = m.params.layers[size_t(l)].engram.embedding;
+    for (size_t r = 0; r < sg.rows.size(); r += std::max<size_t>(1, sg.rows.size() / 4)) {
+      float* row = table.data() + sg.rows[r] * sg.row_width;
+      expect_gradient_matches("engram table row", row, sg.row_width, sg.grad.data() + r * size_t(sg.row_width), loss,
+                              opts);
+    }
+  }
+}
+
+TEST_P(WholeModel, FutureTokensNeverChangePastLogits) {
+  const ModelConfig cfg = tiny_config(GetParam());
+  Model m = random_model(cfg, 11);
+  const int64_t L = 20, V = cfg.vocab_size;
+  auto ids = random_ids(cfg, L, 5);
+  ModelState a, b;
+  model_forward(m, ids.data(), 1, L, a);
+  for (int64_t t : {1, 7, 13, 19}) {
+    auto changed = ids;
+    changed[size_t(t)] = (ids[size_t(t)] + 17) % V;
+    model_forward(m, changed.data(), 1, L, b);
+    double past = 0, at_t = 0;
+    for (int64_t i = 0; i < t * V; ++i) past = std::max(past, double(std::fabs(a.logits[i] - b.logits[i])));
+    for (int64_t v = 0; v < V; ++v) at_t = std::max(at_t, double(std::fabs(a.logits[t * V + v] - b.logits[t * V + v])));
+    EXPECT_LT(past, 1e-5) << "a token at " << t << " changed an earlier logit";
+    EXPECT_GT(at_t, 1e-3) << "changing the token at " << t << " did not change its own logits";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Attention, WholeModel, ::testing::Values(AttentionKind::MLA, AttentionKind::GQA),
+                         [](const auto& info) { return info.param == AttentionKind::MLA ? "MLA" : "GQA"; });
+
+TEST(Checkpoint, RoundTripKeepsLogitsExactlyInF32AndCloseInBF16) {
+  const ModelConfig cfg = tiny_config(AttentionKind::MLA);
+  Model m = random_model(cfg, 3);
+  const auto ids = random_ids(cfg, 12, 9);
+  ModelState ref, got;
+  model_forward(m, ids.data(), 1, 12, ref);
+  const auto dir = std::filesystem::temp_directory_path() / ("memoe_ckpt_" + std::to_string(::getpid()));
+  save_model(m, (dir / "f32").string());
+  Model loaded = load_model((dir / "f32").string());
+  EXPECT_EQ(loaded.token_map, m.token_map);
+  EXPECT_EQ(loaded.engram_hash[0].multipliers, m.engram_hash[0].multipliers);
+  model_forward(loaded, ids.data(), 1, 12, got);
+  for (int64_t i = 0; i < ref.logits.numel(); ++i) ASSERT_EQ(ref.logits[i], got.logits[i]);
+
+  save_model(m, (dir / "bf16").string(), DType::BF16);
+  model_forward(load_model((dir / "bf16").string()), ids.data(), 1, 12, got);
+  double err = 0, scale = 0;
+  for (int64_t i = 0; i < ref.logits.numel(); ++i) {
+    err = std::max(err, double(std::fabs(ref.logits[i] - got.logits[i])));
+    scale = std::max(scale, double(std::fabs(ref.logits[i])));
+  }
+  EXPECT_GT(err, 0.0);  // bf16 really rounded the weights
+  EXPECT_LT(err, 0.05 * scale);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, MissingOrMisshapenTensorNamesIt) {
+  const ModelConfig cfg = tiny_config(AttentionKind::MLA);
+  Model m = init_model(cfg, 1);
+  const auto dir = std::filesystem::temp_directory_path() / ("memoe_bad_" + std::to_string(::getpid()));
+  m.params.layers[1].attn.kv_b_proj.resize({3, 3});
+  save_model(m, dir.string());
+  try {
+    load_model(dir.string());
+    FAIL() << "loaded a misshapen tensor";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.self_attn.kv_b_proj.weight"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Model, TokenIdOutsideVocabularyIsAnError) {
+  const ModelConfig cfg = tiny_config(AttentionKind::MLA);
+  Model m = init_model(cfg, 1);
+  std::vector<int64_t> ids = {1, 2, cfg.vocab_size};
+  ModelState s;
+  EXPECT_THROW(model_forward(m, ids.data(), 1, 3, s), Error);
+}
+
+}  // namespace
+}  // namespace memoe
