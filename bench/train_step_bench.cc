@@ -119,9 +119,14 @@ int main(int argc, char** argv) {
       update_router_biases(model, loads);
     };
     step();  // warm-up
+    state.times = PartTimes{};
+    double optimizer_s = 0;
     const double t0 = now();
-    for (int s = 0; s < steps; ++s) step();
+    for (int s = 0; s < steps; ++s) {
+      step();
+    }
     const double step_s = (now() - t0) / steps;
+    (void)optimizer_s;
     const double tokens = double(batch) * seq;
     const double engine_tps = tokens / step_s;
     const double peak = sgemm_peak_gflops(1024);
@@ -138,6 +143,10 @@ int main(int argc, char** argv) {
         std::printf("reference  %10.0f tokens/s  (PyTorch %s, OMP_WAIT_POLICY=PASSIVE)\nratio      %10.2fx engine / reference\n",
                     ref_tps, "1.13", engine_tps / ref_tps);
     }
+    std::printf("time per step by part (forward / backward, s):");
+    for (int p = 0; p < PartTimes::kParts; ++p)
+      std::printf("  %s %.3f/%.3f", PartTimes::name(p), state.times.forward[p] / steps, state.times.backward[p] / steps);
+    std::printf("\n");
     std::printf("compute    %10.2f GFLOP/s achieved (%.1f MFLOP/token train) = %.1f%% of sgemm peak %.2f GFLOP/s\n",
                 achieved, pc.train_flops_per_token / 1e6, 100.0 * achieved / peak, peak);
     std::printf("memory     peak RSS %.1f MiB, predicted %.1f MiB (weights+grads+AdamW+activations), ratio %.2f\n",

@@ -9,6 +9,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake \
   libopenblas-openmp-dev libomp-dev \
   nlohmann-json3-dev libcli11-dev \
+  libsentencepiece-dev libutf8proc-dev libpng-dev \
   libgtest-dev libbenchmark-dev \
   python3-torch python3-numpy >/dev/null
 echo "dependencies installed"

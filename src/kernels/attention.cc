@@ -43,9 +43,7 @@ struct Geometry {
   int64_t k_at(int64_t b, int64_t g, int64_t t) const {
     return ((b * seq_len + t) * n_kv_heads + g) * qk_dim;
   }
-  int64_t v_at(int64_t b, int64_t g, int64_t t) const {
-    return ((b * seq_len + t) * n_kv_heads + g) * v_dim;
-  }
+  int64_t v_at(int64_t b, int64_t g, int64_t t) const { return ((b * seq_len + t) * n_kv_heads + g) * v_dim; }
   int64_t o_at(int64_t b, int64_t h, int64_t t) const { return ((b * seq_len + t) * n_heads + h) * v_dim; }
   int64_t lse_at(int64_t b, int64_t h, int64_t t) const { return (b * n_heads + h) * seq_len + t; }
 
@@ -53,10 +51,11 @@ struct Geometry {
 };
 
 void validate(const AttentionShape& s) {
-  MEMOE_CHECK(s.batch >= 0 && s.seq_len >= 0, "attention: batch and seq_len must be >= 0, got batch=",
-              s.batch, " seq_len=", s.seq_len);
-  MEMOE_CHECK(s.n_heads > 0 && s.n_kv_heads > 0, "attention: head counts must be positive, got n_heads=",
-              s.n_heads, " n_kv_heads=", s.n_kv_heads);
+  MEMOE_CHECK(s.batch >= 0 && s.seq_len >= 0,
+              "attention: batch and seq_len must be >= 0, got batch=", s.batch, " seq_len=", s.seq_len);
+  MEMOE_CHECK(s.n_heads > 0 && s.n_kv_heads > 0,
+              "attention: head counts must be positive, got n_heads=", s.n_heads,
+              " n_kv_heads=", s.n_kv_heads);
   MEMOE_CHECK(s.n_heads % s.n_kv_heads == 0, "attention: n_heads=", s.n_heads,
               " is not a multiple of n_kv_heads=", s.n_kv_heads);
   MEMOE_CHECK(s.qk_dim > 0 && s.v_dim > 0, "attention: head dims must be positive, got qk_dim=", s.qk_dim,
@@ -87,7 +86,9 @@ void require_pointer(const void* p, const char* name) {
 int64_t first_visible_query(int64_t q0, int64_t k0, int64_t j) { return std::max<int64_t>(0, k0 + j - q0); }
 
 // Number of keys of the block starting at k0 (length nk) visible to query q_pos.
-int64_t visible_keys(int64_t q_pos, int64_t k0, int64_t nk) { return std::clamp<int64_t>(q_pos - k0 + 1, 0, nk); }
+int64_t visible_keys(int64_t q_pos, int64_t k0, int64_t nk) {
+  return std::clamp<int64_t>(q_pos - k0 + 1, 0, nk);
+}
 
 // dst[d * kBlock + j] = factor * src[j * ld + d] for j < n; columns n..kBlock-1
 // are zeroed so products can always run kBlock wide.
@@ -109,16 +110,16 @@ struct Scratch {
         row_a(kBlock),
         row_b(kBlock),
         row_c(kBlock) {}
-  std::vector<float> qk_t, v_t;        // transposed tiles [D x kBlock]: Q^T or K^T, dO^T or V^T
-  std::vector<float> scores, dscores;  // [kBlock x kBlock]: S then P; dP then dS
-  std::vector<float> acc_qk, acc_v;    // accumulators [kBlock x Dqk], [kBlock x Dv]
+  std::vector<float> qk_t, v_t;            // transposed tiles [D x kBlock]: Q^T or K^T, dO^T or V^T
+  std::vector<float> scores, dscores;      // [kBlock x kBlock]: S then P; dP then dS
+  std::vector<float> acc_qk, acc_v;        // accumulators [kBlock x Dqk], [kBlock x Dv]
   std::vector<float> row_a, row_b, row_c;  // per query statistics
 };
 
 // One (batch, head, query block): stream over key blocks keeping a running
 // max m and sum l per query, rescaling the output accumulator as m grows.
-void forward_query_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block,
-                         const float* q, const float* k, const float* v, float* out, float* lse) {
+void forward_query_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block, const float* q,
+                         const float* k, const float* v, float* out, float* lse) {
   const int64_t q0 = q_block * kBlock;
   const int64_t nq = g.block_len(q_block);
   const int64_t kv_head = h / g.group;
@@ -135,8 +136,8 @@ void forward_query_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, in
   const int64_t last_query = q0 + nq - 1;
   for (int64_t k0 = 0; k0 <= last_query; k0 += kBlock) {  // blocks past the diagonal are fully masked
     const int64_t nk = std::min(kBlock, last_query + 1 - k0);
-    tile_product(nk, kBlock, g.qk_dim, k + g.k_at(b, kv_head, k0), g.k_stride(), 1, w.qk_t.data(), kBlock,
-                 st, kBlock, false);
+    tile_product(nk, kBlock, g.qk_dim, k + g.k_at(b, kv_head, k0), g.k_stride(), 1, w.qk_t.data(), kBlock, st,
+                 kBlock, false);
     for (int64_t j = 0; j < nk; ++j)
       std::fill(st + j * kBlock, st + j * kBlock + first_visible_query(q0, k0, j),
                 -std::numeric_limits<float>::infinity());
@@ -205,9 +206,9 @@ inline SoftmaxGrad softmax_grad(float score, float dp, float row_lse, float row_
 
 // dq for one (batch, head, query block): dq += scale * dS K over key blocks,
 // with tiles in [key x query] orientation.
-void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block,
-                       const float* q, const float* k, const float* v, const float* out,
-                       const float* lse, const float* dout, float* dq) {
+void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block, const float* q,
+                       const float* k, const float* v, const float* out, const float* lse, const float* dout,
+                       float* dq) {
   const int64_t q0 = q_block * kBlock;
   const int64_t nq = g.block_len(q_block);
   const int64_t kv_head = h / g.group;
@@ -250,8 +251,8 @@ void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int6
 // head of the group and every query block at or after the key block, so no
 // two tasks write the same rows. Tiles in [query x key] orientation.
 void backward_dkv_block(const Geometry& g, Scratch& w, int64_t b, int64_t kv_head, int64_t k_block,
-                        const float* q, const float* k, const float* v, const float* out,
-                        const float* lse, const float* dout, float* dk, float* dv) {
+                        const float* q, const float* k, const float* v, const float* out, const float* lse,
+                        const float* dout, float* dk, float* dv) {
   const int64_t k0 = k_block * kBlock;
   const int64_t nk = g.block_len(k_block);
   float* delta = w.row_a.data();
@@ -301,8 +302,8 @@ void backward_dkv_block(const Geometry& g, Scratch& w, int64_t b, int64_t kv_hea
 
 }  // namespace
 
-void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
-                       float* out, float* lse) {
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                       float* lse) {
   validate(s);
   if (s.batch == 0 || s.seq_len == 0) return;
   require_pointer(q, "q");

@@ -22,8 +22,8 @@ struct AttentionShape {
 // each query row, kept for the backward pass.
 // Query head h reads kv head h / (H / KVH). Query t sees keys 0..t.
 // Throws memoe::Error on an invalid shape or a null pointer.
-void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
-                       float* out, float* lse);
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                       float* lse);
 
 // Gradients of the forward above given dout = dLoss/dout. Adds (+=) into dq,
 // dk, dv, which have the layouts of q, k, v; callers zero them when needed.

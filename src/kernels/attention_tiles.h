@@ -98,23 +98,23 @@ inline void row_block(int64_t n_cols, int64_t depth, const float* a, int64_t a_r
 // that transposed tiles (P^T, dS^T) need no copy; B and C are row-major
 // with leading dimensions ldb, ldc. accumulate=false overwrites C.
 inline void tile_product(int64_t m_rows, int64_t n_cols, int64_t depth, const float* a, int64_t a_rs,
-                         int64_t a_cs, const float* b, int64_t ldb, float* c, int64_t ldc,
-                         bool accumulate) {
+                         int64_t a_cs, const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
   int64_t i = 0;
   for (; i + kRowsPerChunk <= m_rows; i += kRowsPerChunk)
-    row_block<kRowsPerChunk>(n_cols, depth, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc,
-                             accumulate);
+    row_block<kRowsPerChunk>(n_cols, depth, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc, accumulate);
   for (; i < m_rows; ++i)
     row_block<1>(n_cols, depth, a + i * a_rs, a_rs, a_cs, b, ldb, c + i * ldc, ldc, accumulate);
 }
 
-// exp(min(x, 0)) in float32, within ~2 ulp; 0 below -87 (and for -inf).
-// Softmax arguments are never positive, so clamping there only drops
-// rounding noise. Branch-free so loops over score rows vectorise (std::exp
-// does not without -ffast-math).
+// exp(min(x, 0)) in float32, within ~2 ulp; 0 below -87 (and for -inf);
+// NaN stays NaN so a diverging run is not silently masked. Softmax
+// arguments are never positive, so the clamp only drops rounding noise.
+// Branch-free so loops over score rows vectorise (std::exp does not
+// without -ffast-math).
 inline float exp_nonpositive(float x) {
-  const bool underflow = !(x >= -87.0f);  // also catches -inf and NaN
-  const float xc = std::min(std::max(x, -87.0f), 0.0f);
+  const bool underflow = x < -87.0f;
+  // Argument order makes std::max pick -87 for NaN, keeping xc finite.
+  const float xc = std::min(0.0f, std::max(-87.0f, x));
   constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float n = (xc * 1.44269504f + kRoundMagic) - kRoundMagic;
   // r = x - n ln2 with ln2 split in two so r stays exact to float precision.
@@ -130,7 +130,8 @@ inline float exp_nonpositive(float x) {
   p = p * r + 1.0f;
   // 2^n built from its exponent bits; n >= -126 here so it stays normal.
   const float two_n = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  return underflow ? 0.0f : p * two_n;
+  // x - x is 0 for finite x and NaN otherwise, so NaN propagates.
+  return underflow ? 0.0f : p * two_n + (x - x);
 }
 
 }  // namespace memoe::attention_tiles

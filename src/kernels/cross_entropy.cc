@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace memoe {
 
@@ -18,13 +19,25 @@ double cross_entropy(const float* logits, const int64_t* targets, int64_t n, int
       if (drow) std::fill(drow, drow + vocab, 0.0f);
       continue;
     }
-    float mx = *std::max_element(row, row + vocab);
-    double sum = 0.0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v] - mx));
-    double lse = double(mx) + std::log(sum);
-    total += lse - double(row[targets[i]]);
+    const float mx = *std::max_element(row, row + vocab);
+    // exp(row - max) once, in float, into dlogits (or scratch) for the sum.
+    float* e = drow;
+    std::vector<float> scratch;
+    if (!e) {
+      scratch.resize(size_t(vocab));
+      e = scratch.data();
+    }
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t v = 0; v < vocab; ++v) {
+      e[v] = std::exp(row[v] - mx);
+      sum += e[v];
+    }
+    total += double(mx) + std::log(double(sum)) - double(row[targets[i]]);
     if (drow) {
-      for (int64_t v = 0; v < vocab; ++v) drow[v] = float(std::exp(double(row[v]) - lse) * inv);
+      const float scale = float(inv) / sum;
+#pragma omp simd
+      for (int64_t v = 0; v < vocab; ++v) drow[v] *= scale;
       drow[targets[i]] -= float(inv);
     }
   }

@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -88,7 +90,22 @@ std::vector<int64_t> next_token_targets(const int64_t* ids, int64_t batch, int64
   return t;
 }
 
+const char* PartTimes::name(int part) {
+  static const char* names[kParts] = {"embed", "engram", "attention", "dense ffn", "moe", "head+loss"};
+  return names[part];
+}
+
 namespace {
+
+// Adds the time since the last lap to `slot`.
+struct Lap {
+  double last = omp_get_wtime();
+  void operator()(double& slot) {
+    const double now = omp_get_wtime();
+    slot += now - last;
+    last = now;
+  }
+};
 
 void add_into(float* dst, const float* src, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
@@ -115,9 +132,12 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
     st.compressed_ids[size_t(i)] = m.token_map.empty() ? ids[i] : m.token_map[size_t(ids[i])];
   st.layers.resize(size_t(cfg.num_hidden_layers));
 
+  Lap lap;
+  double* ft = st.times.forward;
   Tensor h({N, d}), branch({N, d});
   for (int64_t i = 0; i < N; ++i)
     std::memcpy(h.data() + i * d, m.params.embed_tokens.data() + ids[i] * d, sizeof(float) * size_t(d));
+  lap(ft[PartTimes::Embed]);
 
   st.aux_loss = 0.0;
   for (int li = 0; li < cfg.num_hidden_layers; ++li) {
@@ -128,6 +148,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
       engram_forward(cfg, m.engram_hash[size_t(li)], p.engram, h.data(), st.compressed_ids.data(), batch, seq_len,
                      s.engram, branch.data());
       add_into(h.data(), branch.data(), N * d);
+      lap(ft[PartTimes::Engram]);
     }
     s.h_mid = h;
     s.x_attn.ensure({N, d});
@@ -137,6 +158,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
     attention_block_forward(cfg, st.rope, p.attn, s.x_attn.data(), batch, seq_len, s.attn, branch.data());
     add_into(h.data(), branch.data(), N * d);
     s.h_attn = h;
+    lap(ft[PartTimes::Attention]);
     s.x_ffn.ensure({N, d});
     s.rstd_ffn.ensure({N});
     rmsnorm_forward(h.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), N, d, s.x_ffn.data(),
@@ -148,6 +170,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
       swiglu_ffn_forward(p.mlp, s.x_ffn.data(), N, s.mlp, branch.data());
     }
     add_into(h.data(), branch.data(), N * d);
+    lap(ft[p.is_moe ? PartTimes::MoE : PartTimes::DenseFfn]);
   }
   st.h_final = std::move(h);
   st.final_out.ensure({N, d});
@@ -156,6 +179,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
                   st.final_rstd.data());
   st.logits.ensure({N, V});
   linear_forward(st.final_out.data(), lm_head_weight(m), nullptr, N, d, V, st.logits.data());
+  lap(ft[PartTimes::Head]);
 }
 
 double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* targets, int64_t batch,
@@ -173,6 +197,8 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
   loss += st.aux_loss;
   if (!grads) return loss;
 
+  Lap lap;
+  double* bt = st.times.backward;
   // LM head and final norm.
   Tensor dfinal({N, d}), dh({N, d}), dx({N, d}), dbranch({N, d});
   ModelParams& g = *grads;
@@ -181,6 +207,7 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
   dlogits = Tensor();
   rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
                    g.norm.data());
+  lap(bt[PartTimes::Head]);
 
   for (int li = cfg.num_hidden_layers - 1; li >= 0; --li) {
     const LayerParams& p = m.params.layers[size_t(li)];
@@ -194,14 +221,17 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
       swiglu_ffn_backward(p.mlp, s.x_ffn.data(), s.mlp, dh.data(), N, gl.mlp, dx.data());
     rmsnorm_backward(dx.data(), s.h_attn.data(), p.post_attention_layernorm.data(), s.rstd_ffn.data(), N, d,
                      dh.data(), gl.post_attention_layernorm.data());
+    lap(bt[p.is_moe ? PartTimes::MoE : PartTimes::DenseFfn]);
     dx.zero();
     attention_block_backward(cfg, st.rope, p.attn, s.x_attn.data(), s.attn, dh.data(), batch, seq_len, gl.attn,
                              dx.data());
     rmsnorm_backward(dx.data(), s.h_mid.data(), p.input_layernorm.data(), s.rstd_attn.data(), N, d, dh.data(),
                      gl.input_layernorm.data());
+    lap(bt[PartTimes::Attention]);
     if (p.has_engram) {
       dbranch = dh;  // Engram(h) was added to h: its output gradient is dh
       engram_backward(cfg, p.engram, s.h_in.data(), s.engram, dbranch.data(), batch, seq_len, gl.engram, dh.data());
+      lap(bt[PartTimes::Engram]);
     }
   }
   for (int64_t i = 0; i < N; ++i) {
@@ -209,6 +239,7 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
     const float* src = dh.data() + i * d;
     for (int64_t j = 0; j < d; ++j) row[j] += src[j];
   }
+  lap(bt[PartTimes::Embed]);
   return loss;
 }
 

@@ -62,8 +62,18 @@ struct LayerState {
   EngramCache engram;
 };
 
+// Seconds spent per part of the model, accumulated over passes (for
+// benchmarks and profiling; reset by the caller).
+struct PartTimes {
+  enum Part { Embed, Engram, Attention, DenseFfn, MoE, Head, kParts };
+  double forward[kParts] = {};
+  double backward[kParts] = {};
+  static const char* name(int part);
+};
+
 // Activations of one forward pass over ids [batch, seq_len].
 struct ModelState {
+  PartTimes times;
   int64_t batch = 0, seq_len = 0;
   RopeTable rope;
   std::vector<int64_t> ids, compressed_ids;

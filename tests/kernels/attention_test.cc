@@ -127,18 +127,17 @@ AttentionShape make_shape(int64_t batch, int64_t len, int64_t heads, int64_t kv_
 // Block size is 64: lengths below, at and across block edges; GQA groups of
 // 1, 2 and 4; MLA dims; dims that are not a multiple of the vector width.
 std::vector<AttentionShape> test_shapes() {
-  return {make_shape(1, 1, 1, 1, 8, 8),      make_shape(2, 7, 4, 2, 16, 8),
-          make_shape(1, 70, 4, 1, 64, 64),   make_shape(2, 130, 4, 2, 24, 40),
+  return {make_shape(1, 1, 1, 1, 8, 8),       make_shape(2, 7, 4, 2, 16, 8),
+          make_shape(1, 70, 4, 1, 64, 64),    make_shape(2, 130, 4, 2, 24, 40),
           make_shape(1, 130, 2, 2, 192, 128), make_shape(1, 128, 4, 4, 33, 17),
-          make_shape(1, 64, 2, 1, 5, 3),     make_shape(1, 200, 8, 2, 64, 64)};
+          make_shape(1, 64, 2, 1, 5, 3),      make_shape(1, 200, 8, 2, 64, 64)};
 }
 
 TEST(AttentionForward, MatchesNaiveReference) {
   uint32_t seed = 1;
   for (const AttentionShape& s : test_shapes()) {
     SCOPED_TRACE(::testing::Message() << "B=" << s.batch << " L=" << s.seq_len << " H=" << s.n_heads
-                                      << " KVH=" << s.n_kv_heads << " Dqk=" << s.qk_dim
-                                      << " Dv=" << s.v_dim);
+                                      << " KVH=" << s.n_kv_heads << " Dqk=" << s.qk_dim << " Dv=" << s.v_dim);
     const Inputs in = random_inputs(s, seed++);
     const Forward f = run_forward(s, in);
     const Reference ref = naive_attention(s, in, nullptr);
@@ -179,16 +178,20 @@ TEST(AttentionForward, IsCausal) {
     Inputs changed = in;
     for (int64_t b = 0; b < s.batch; ++b)
       for (int64_t g = 0; g < s.n_kv_heads; ++g) {
-        for (int64_t d = 0; d < s.qk_dim; ++d) changed.k[((b * s.seq_len + t) * s.n_kv_heads + g) * s.qk_dim + d] += 0.5f;
-        for (int64_t d = 0; d < s.v_dim; ++d) changed.v[((b * s.seq_len + t) * s.n_kv_heads + g) * s.v_dim + d] -= 0.5f;
+        for (int64_t d = 0; d < s.qk_dim; ++d)
+          changed.k[((b * s.seq_len + t) * s.n_kv_heads + g) * s.qk_dim + d] += 0.5f;
+        for (int64_t d = 0; d < s.v_dim; ++d)
+          changed.v[((b * s.seq_len + t) * s.n_kv_heads + g) * s.v_dim + d] -= 0.5f;
       }
     const Forward f = run_forward(s, changed);
     const size_t row = s.n_heads * s.v_dim;  // out floats per (batch, position)
     for (int64_t b = 0; b < s.batch; ++b) {
       const size_t begin = b * s.seq_len * row;
-      for (size_t i = begin; i < begin + t * row; ++i) ASSERT_EQ(f.out[i], base.out[i]) << "t=" << t << " i=" << i;
+      for (size_t i = begin; i < begin + t * row; ++i)
+        ASSERT_EQ(f.out[i], base.out[i]) << "t=" << t << " i=" << i;
       bool row_t_changed = false;
-      for (size_t i = begin + t * row; i < begin + (t + 1) * row; ++i) row_t_changed |= f.out[i] != base.out[i];
+      for (size_t i = begin + t * row; i < begin + (t + 1) * row; ++i)
+        row_t_changed |= f.out[i] != base.out[i];
       EXPECT_TRUE(row_t_changed) << "t=" << t;
       for (int64_t h = 0; h < s.n_heads; ++h)
         for (int64_t p = 0; p < t; ++p) {
@@ -199,11 +202,29 @@ TEST(AttentionForward, IsCausal) {
   }
 }
 
+// A NaN key must poison every output that attends to it rather than be
+// dropped from the softmax, so divergence stays visible.
+TEST(AttentionForward, NanKeyPropagatesToLaterQueriesOnly) {
+  const AttentionShape s = make_shape(1, 100, 2, 1, 8, 4);
+  const int64_t t = 70;
+  Inputs in = random_inputs(s, 13);
+  in.k[t * s.qk_dim + 3] = std::numeric_limits<float>::quiet_NaN();
+  const Forward f = run_forward(s, in);
+  for (int64_t pos = 0; pos < s.seq_len; ++pos)
+    for (int64_t h = 0; h < s.n_heads; ++h) {
+      const float o = f.out[(pos * s.n_heads + h) * s.v_dim];
+      const float l = f.lse[h * s.seq_len + pos];
+      EXPECT_EQ(std::isnan(o), pos >= t) << "pos=" << pos;
+      EXPECT_EQ(std::isnan(l), pos >= t) << "pos=" << pos;
+    }
+}
+
 struct Grads {
   Vec dq, dk, dv;
 };
 
-Grads run_backward(const AttentionShape& s, const Inputs& in, const Forward& f, const Vec& dout, float fill = 0) {
+Grads run_backward(const AttentionShape& s, const Inputs& in, const Forward& f, const Vec& dout,
+                   float fill = 0) {
   Grads g{Vec(q_size(s), fill), Vec(k_size(s), fill), Vec(v_size(s), fill)};
   attention_backward(s, in.q.data(), in.k.data(), in.v.data(), f.out.data(), f.lse.data(), dout.data(),
                      g.dq.data(), g.dk.data(), g.dv.data());
@@ -214,8 +235,7 @@ TEST(AttentionBackward, MatchesNaiveGradient) {
   uint32_t seed = 100;
   for (const AttentionShape& s : test_shapes()) {
     SCOPED_TRACE(::testing::Message() << "B=" << s.batch << " L=" << s.seq_len << " H=" << s.n_heads
-                                      << " KVH=" << s.n_kv_heads << " Dqk=" << s.qk_dim
-                                      << " Dv=" << s.v_dim);
+                                      << " KVH=" << s.n_kv_heads << " Dqk=" << s.qk_dim << " Dv=" << s.v_dim);
     const Inputs in = random_inputs(s, seed++);
     std::mt19937 rng(seed++);
     const Vec dout = random_vec(o_size(s), rng);
@@ -318,6 +338,7 @@ TEST(AttentionTiles, ExpIsAccurateOverTheSoftmaxRange) {
   EXPECT_EQ(attention_tiles::exp_nonpositive(0.0f), 1.0f);
   EXPECT_EQ(attention_tiles::exp_nonpositive(1e-6f), 1.0f);  // rounding noise above 0 is clamped
   EXPECT_EQ(attention_tiles::exp_nonpositive(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_TRUE(std::isnan(attention_tiles::exp_nonpositive(std::numeric_limits<float>::quiet_NaN())));
 }
 
 TEST(AttentionTiles, ProductMatchesNaiveForRaggedSizes) {

@@ -1,0 +1,52 @@
+// `memoe prepare`: text corpora -> a token data directory (io/token_shards.h).
+//
+// Inputs are streamed: .txt files hold one document per blank-line-separated
+// block, .jsonl files one {"text": "..."} object per line. Each document goes
+// to the "val" split with probability val_fraction, decided by a hash of
+// (seed, document index), so the split is the same on every run; the rest go
+// to "train". Output is built in OUT.tmp and renamed to OUT only when
+// complete, so OUT never holds a partial data set.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "io/token_shards.h"
+
+namespace memoe {
+
+struct PrepareOptions {
+  std::vector<std::string> inputs;
+  std::string tokenizer_dir;
+  std::string out_dir;
+  double val_fraction = 0.005;
+  uint64_t seed = 0;
+  int64_t max_shard_tokens = kDefaultShardTokens;
+};
+
+// What preparation needs from a tokenizer; tests can pass a stand-in.
+struct TextEncoder {
+  std::function<std::vector<int32_t>(const std::string&)> encode;  // no eot appended
+  int64_t vocab_size = 0;
+  int64_t eot_id = 0;
+};
+
+// Loads the tokenizer from options.tokenizer_dir, then prepares.
+TokenDataMeta prepare_data(const PrepareOptions& options);
+// Prepares with the given encoder (options.tokenizer_dir is not used).
+TokenDataMeta prepare_data(const PrepareOptions& options, const TextEncoder& encoder);
+
+// Whether document `index` (counted over all inputs, in order) goes to val.
+bool goes_to_val(uint64_t seed, uint64_t index, double val_fraction);
+
+// Calls on_document for each document of a .txt or .jsonl file, reading it
+// line by line. Errors name the file (and line): missing, empty, binary
+// (NUL bytes), invalid UTF-8, malformed JSONL, no documents.
+void for_each_document(const std::string& path, const std::function<void(const std::string&)>& on_document);
+
+// Offset of the first byte that breaks strict UTF-8 (no overlongs,
+// surrogates or code points past U+10FFFF), or npos if `text` is valid.
+size_t invalid_utf8_offset(const std::string& text);
+
+}  // namespace memoe
