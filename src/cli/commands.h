@@ -7,5 +7,10 @@ namespace memoe::cli {
 void add_params_command(CLI::App& app);
 void add_init_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
+void add_tokenizer_command(CLI::App& app);
+void add_prepare_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace memoe::cli

@@ -11,6 +11,11 @@ int main(int argc, char** argv) {
   memoe::cli::add_params_command(app);
   memoe::cli::add_init_command(app);
   memoe::cli::add_logits_command(app);
+  memoe::cli::add_tokenizer_command(app);
+  memoe::cli::add_prepare_command(app);
+  memoe::cli::add_generate_command(app);
+  memoe::cli::add_train_command(app);
+  memoe::cli::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -11,7 +11,7 @@ double cross_entropy(const float* logits, const int64_t* targets, int64_t n, int
   for (int64_t i = 0; i < n; ++i) count += targets[i] >= 0;
   const double inv = count > 0 ? 1.0 / double(count) : 0.0;
   double total = 0.0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
+#pragma omp parallel for reduction(+ : total) schedule(static) if (n * vocab > 65536)
   for (int64_t i = 0; i < n; ++i) {
     const float* row = logits + i * vocab;
     float* drow = dlogits ? dlogits + i * vocab : nullptr;

@@ -191,9 +191,8 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
     MEMOE_CHECK(targets[i] >= -1 && targets[i] < V, "target id ", targets[i], " at position ", i,
                 " is outside the vocabulary");
   model_forward(m, ids, batch, seq_len, st);
-  Tensor dlogits;
-  if (grads) dlogits.resize({N, V});
-  double loss = cross_entropy(st.logits.data(), targets, N, V, grads ? dlogits.data() : nullptr);
+  if (grads) st.dlogits.ensure({N, V});
+  double loss = cross_entropy(st.logits.data(), targets, N, V, grads ? st.dlogits.data() : nullptr);
   loss += st.aux_loss;
   if (!grads) return loss;
 
@@ -203,8 +202,7 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
   Tensor dfinal({N, d}), dh({N, d}), dx({N, d}), dbranch({N, d});
   ModelParams& g = *grads;
   float* dlm = cfg.tie_word_embeddings ? g.embed_tokens.data() : g.lm_head.data();
-  linear_backward(dlogits.data(), st.final_out.data(), lm_head_weight(m), N, d, V, dfinal.data(), dlm, nullptr);
-  dlogits = Tensor();
+  linear_backward(st.dlogits.data(), st.final_out.data(), lm_head_weight(m), N, d, V, dfinal.data(), dlm, nullptr);
   rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
                    g.norm.data());
   lap(bt[PartTimes::Head]);

@@ -80,6 +80,7 @@ struct ModelState {
   std::vector<LayerState> layers;
   Tensor h_final, final_rstd, final_out;  // residual at the end, its norm
   Tensor logits;                          // [B*L, V]
+  Tensor dlogits;                         // its gradient (kept: 4·B·L·V bytes are worth reusing)
   double aux_loss = 0.0;                  // sequence-wise balance loss (0 unless enabled)
 };
 

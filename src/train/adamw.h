@@ -25,6 +25,7 @@ class AdamW {
   void step(Model& model, ModelParams& grads, double lr);
 
   int64_t steps() const { return step_; }
+  void set_steps(int64_t steps) { step_ = steps; }  // when restoring the moments
   ModelParams& first_moment() { return m_; }
   ModelParams& second_moment() { return v_; }
 

@@ -7,10 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#if __has_include("io/tokenizer.h")  // TEMPORARY until the tokenizer lands
 #include "io/tokenizer.h"
-#define MEMOE_HAVE_TOKENIZER 1
-#endif
+#include "io/utf8.h"
 #include "train/counter_hash.h"
 
 namespace memoe {
@@ -57,7 +55,7 @@ void for_each_line(const std::string& path, const std::function<void(const std::
     if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // byte-order mark
     if (!line.empty() && line.back() == '\r') line.pop_back();
     MEMOE_CHECK(line.find('\0') == std::string::npos, path, ": binary file (NUL byte on line ", number, ")");
-    const size_t bad = invalid_utf8_offset(line);
+    const size_t bad = find_invalid_utf8(line);
     MEMOE_CHECK(bad == std::string::npos, path, ":", number, ": invalid UTF-8 at byte ", bad + 1);
     on_line(line, number);
   }
@@ -79,38 +77,6 @@ class RemoveOnFailure {
 };
 
 }  // namespace
-
-size_t invalid_utf8_offset(const std::string& text) {
-  const size_t n = text.size();
-  size_t i = 0;
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp, min;
-    if ((c >> 5) == 0x6) {
-      len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c >> 4) == 0xE) {
-      len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c >> 3) == 0x1E) {
-      len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-      return i;  // a continuation byte or 0xF8..0xFF where a sequence starts
-    }
-    if (n - i < len) return i;
-    for (size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(text[i + k]);
-      if ((cc & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += len;
-  }
-  return std::string::npos;
-}
 
 bool goes_to_val(uint64_t seed, uint64_t index, double val_fraction) {
   return unit_interval(counter_hash(seed, kSplitDomain, index)) < val_fraction;
@@ -197,7 +163,6 @@ TokenDataMeta prepare_data(const PrepareOptions& o, const TextEncoder& encoder) 
   return meta;
 }
 
-#ifdef MEMOE_HAVE_TOKENIZER
 TokenDataMeta prepare_data(const PrepareOptions& o) {
   MEMOE_CHECK(!o.tokenizer_dir.empty(), "prepare: --tokenizer is empty");
   MEMOE_CHECK(fs::is_directory(o.tokenizer_dir), "--tokenizer ", o.tokenizer_dir, ": no such directory");
@@ -210,6 +175,5 @@ TokenDataMeta prepare_data(const PrepareOptions& o) {
               ": the tokenizer has no end-of-text id");
   return prepare_data(o, encoder);
 }
-#endif
 
 }  // namespace memoe

@@ -45,8 +45,4 @@ bool goes_to_val(uint64_t seed, uint64_t index, double val_fraction);
 // (NUL bytes), invalid UTF-8, malformed JSONL, no documents.
 void for_each_document(const std::string& path, const std::function<void(const std::string&)>& on_document);
 
-// Offset of the first byte that breaks strict UTF-8 (no overlongs,
-// surrogates or code points past U+10FFFF), or npos if `text` is valid.
-size_t invalid_utf8_offset(const std::string& text);
-
 }  // namespace memoe

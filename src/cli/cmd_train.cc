@@ -1,0 +1,95 @@
+// memoe train --config C --data DIR --out RUN [options] | --resume RUN:
+// trains, checkpoints, and draws RUN/loss.png at the end.
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "eval/plot.h"
+#include "train/trainer.h"
+
+namespace memoe::cli {
+
+namespace {
+
+struct Options {
+  TrainOptions train;
+  std::string out, resume;
+  CLI::Option* steps = nullptr;
+};
+
+// Train and held-out loss against step, from metrics.jsonl.
+void draw_loss_curve(const std::string& run_dir) {
+  std::ifstream in(metrics_path(run_dir));
+  Series train{"train loss", {}, {}}, val{"held-out loss", {}, {}};
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      const double step = j.at("step").get<double>();
+      train.x.push_back(step);
+      train.y.push_back(j.at("loss").get<double>());
+      if (j.contains("val_loss")) {
+        val.x.push_back(step);
+        val.y.push_back(j["val_loss"].get<double>());
+      }
+    } catch (const nlohmann::json::exception&) {
+      continue;
+    }
+  }
+  if (train.x.empty()) return;
+  plot_lines_png(run_dir + "/loss.png", "memoe training loss", "step", "loss (nats/token)", {train, val});
+}
+
+void run(Options& o) {
+  TrainResult r;
+  std::string run_dir;
+  if (!o.resume.empty()) {
+    MEMOE_CHECK(o.out.empty() && o.train.config.empty(), "--resume takes the run's own options; drop --out/--config");
+    run_dir = o.resume;
+    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0);
+  } else {
+    MEMOE_CHECK(!o.train.config.empty() && !o.train.data.empty() && !o.out.empty(),
+                "train needs --config, --data and --out (or --resume RUN)");
+    run_dir = o.out;
+    r = train_new(o.train, run_dir);
+  }
+  draw_loss_curve(run_dir);
+  std::printf("trained %lld steps: loss %.4f, held-out loss %.4f (perplexity %.2f)\ncheckpoint %s\nloss curve %s/loss.png\n",
+              (long long)r.step, r.last_loss, r.last_val_loss, std::exp(r.last_val_loss), r.last_checkpoint.c_str(),
+              run_dir.c_str());
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto o = std::make_shared<Options>();
+  TrainOptions& t = o->train;
+  CLI::App* cmd = app.add_subcommand("train", "Train a model on a prepared data directory");
+  cmd->add_option("--config", t.config, "model config.json");
+  cmd->add_option("--data", t.data, "data directory from memoe prepare");
+  cmd->add_option("--tokenizer", t.tokenizer, "tokenizer directory (its Engram token map goes into the model)");
+  cmd->add_option("--out", o->out, "run directory to create");
+  cmd->add_option("--resume", o->resume, "continue the run in this directory from its newest checkpoint");
+  cmd->add_option("--batch", t.batch, "sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--seq", t.seq_len, "sequence length")->capture_default_str();
+  cmd->add_option("--grad-accum", t.grad_accum, "micro-batches per optimizer step")->capture_default_str();
+  o->steps = cmd->add_option("--steps", t.steps, "optimizer steps in all (with --resume: extends the run)")
+                 ->capture_default_str();
+  cmd->add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr-ratio", t.min_lr_ratio, "final lr / peak lr (cosine)")->capture_default_str();
+  cmd->add_option("--warmup", t.warmup, "linear warmup steps")->capture_default_str();
+  cmd->add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay (matrices)")->capture_default_str();
+  cmd->add_option("--clip", t.clip, "global gradient-norm clip (0 = off)")->capture_default_str();
+  cmd->add_option("--seed", t.seed, "seed of the init and of the data order")->capture_default_str();
+  cmd->add_option("--eval-every", t.eval_every, "steps between held-out evaluations")->capture_default_str();
+  cmd->add_option("--eval-windows", t.eval_windows, "held-out windows per evaluation")->capture_default_str();
+  cmd->add_option("--checkpoint-every", t.checkpoint_every, "steps between checkpoints")->capture_default_str();
+  cmd->add_option("--keep-last", t.keep_last, "checkpoints to keep")->capture_default_str();
+  cmd->add_option("--log-every", t.log_every, "steps between progress lines (non-terminal)")->capture_default_str();
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace memoe::cli

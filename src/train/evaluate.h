@@ -1,0 +1,18 @@
+// Held-out loss: mean next-token cross-entropy over the first windows of a
+// split, in order (the same windows every time, so evaluations compare).
+#pragma once
+#include "model/model.h"
+#include "train/data_loader.h"
+
+namespace memoe {
+
+struct HeldoutResult {
+  double loss = 0;
+  double perplexity = 0;
+  int64_t tokens = 0;
+};
+
+// max_windows <= 0 means every window of the split.
+HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows);
+
+}  // namespace memoe

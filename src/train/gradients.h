@@ -1,0 +1,11 @@
+// Whole-model gradient utilities: the global norm (dense tensors and the
+// sparse Engram table rows together), scaling, and a finiteness check.
+#pragma once
+#include "model/model.h"
+
+namespace memoe {
+
+double gradient_global_norm(ModelParams& grads);  // NaN/inf propagate
+void scale_gradients(ModelParams& grads, float factor);
+
+}  // namespace memoe

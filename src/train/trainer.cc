@@ -1,0 +1,323 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/token_map.h"
+#include "io/token_shards.h"
+#include "io/tokenizer.h"
+#include "model/checkpoint.h"
+#include "model/init.h"
+#include "train/batch.h"
+#include "train/checkpoint_state.h"
+#include "train/data_loader.h"
+#include "train/evaluate.h"
+#include "train/gradients.h"
+#include "train/schedule.h"
+
+namespace memoe {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string options_path(const std::string& run_dir) { return run_dir + "/train.json"; }
+std::string metrics_path(const std::string& run_dir) { return run_dir + "/metrics.jsonl"; }
+
+std::string latest_checkpoint(const std::string& run_dir) {
+  const fs::path pointer = fs::path(run_dir) / "checkpoints" / "latest";
+  std::ifstream in(pointer);
+  std::string name;
+  if (!(in >> name)) return "";
+  const fs::path dir = fs::path(run_dir) / "checkpoints" / name;
+  return fs::is_directory(dir) ? dir.string() : "";
+}
+
+namespace {
+
+json options_to_json(const TrainOptions& o) {
+  return {{"config", o.config},     {"data", o.data},
+          {"tokenizer", o.tokenizer}, {"batch", o.batch},
+          {"seq_len", o.seq_len},   {"grad_accum", o.grad_accum},
+          {"steps", o.steps},       {"lr", o.lr},
+          {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup},
+          {"weight_decay", o.weight_decay}, {"beta1", o.beta1},
+          {"beta2", o.beta2},       {"clip", o.clip},
+          {"seed", o.seed},         {"eval_every", o.eval_every},
+          {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
+          {"keep_last", o.keep_last}, {"log_every", o.log_every}};
+}
+
+TrainOptions options_from_json(const json& j) {
+  TrainOptions o;
+  o.config = j.at("config");
+  o.data = j.at("data");
+  o.tokenizer = j.value("tokenizer", "");
+  o.batch = j.at("batch");
+  o.seq_len = j.at("seq_len");
+  o.grad_accum = j.at("grad_accum");
+  o.steps = j.at("steps");
+  o.lr = j.at("lr");
+  o.min_lr_ratio = j.at("min_lr_ratio");
+  o.warmup = j.at("warmup");
+  o.weight_decay = j.at("weight_decay");
+  o.beta1 = j.at("beta1");
+  o.beta2 = j.at("beta2");
+  o.clip = j.at("clip");
+  o.seed = j.at("seed");
+  o.eval_every = j.at("eval_every");
+  o.eval_windows = j.at("eval_windows");
+  o.checkpoint_every = j.at("checkpoint_every");
+  o.keep_last = j.at("keep_last");
+  o.log_every = j.at("log_every");
+  return o;
+}
+
+void check_options(const TrainOptions& o) {
+  MEMOE_CHECK(o.batch >= 1, "--batch must be >= 1");
+  MEMOE_CHECK(o.seq_len >= 2, "--seq must be >= 2");
+  MEMOE_CHECK(o.grad_accum >= 1, "--grad-accum must be >= 1");
+  MEMOE_CHECK(o.steps >= 1, "--steps must be >= 1");
+  MEMOE_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive");
+  MEMOE_CHECK(o.warmup >= 0, "--warmup must be >= 0");
+  MEMOE_CHECK(o.checkpoint_every >= 1, "--checkpoint-every must be >= 1");
+  MEMOE_CHECK(o.keep_last >= 1, "--keep-last must be >= 1");
+  MEMOE_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "AdamW betas must be in [0, 1)");
+}
+
+std::string tokenizer_file(const TrainOptions& o) {
+  if (o.tokenizer.empty()) return "";
+  return (fs::path(o.tokenizer) / Tokenizer::kModelFile).string();
+}
+
+// Drops metric records past `step` (from a run that died after its last
+// checkpoint), so a resumed run's log reads as one uninterrupted run.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    try {
+      if (json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+    } catch (const json::exception&) {
+      break;  // a torn last line from a killed process
+    }
+  }
+  write_file_atomic(path, kept);
+}
+
+std::string format_eta(double seconds) {
+  char buf[32];
+  const long s = long(std::max(0.0, seconds));
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  return buf;
+}
+
+struct Run {
+  TrainOptions o;
+  std::string dir;
+  Model model;
+  TrainState state;
+};
+
+TrainResult train_loop(Run& run) {
+  const TrainOptions& o = run.o;
+  Model& model = run.model;
+  const ModelConfig& cfg = model.config;
+  const TokenDataMeta meta = read_token_meta(o.data);
+  MEMOE_CHECK(meta.vocab_size <= cfg.vocab_size, o.data, ": data vocabulary (", meta.vocab_size,
+              ") is larger than the model's vocab_size (", cfg.vocab_size, ")");
+  DataLoader train(o.data, "train", o.seq_len, o.seed);
+  DataLoader val(o.data, "val", o.seq_len, o.seed);
+  train.set_cursor(run.state.data_cursor);
+
+  AdamWConfig acfg;
+  acfg.beta1 = o.beta1;
+  acfg.beta2 = o.beta2;
+  acfg.weight_decay = o.weight_decay;
+  AdamW opt(model, acfg);
+  const std::string last = latest_checkpoint(run.dir);
+  if (run.state.step > 0) load_optimizer_state(last, opt);
+
+  const LrSchedule schedule{o.lr, o.warmup, o.steps, o.min_lr_ratio};
+  ModelParams grads = model.make_gradients();
+  ModelState fwd;
+  Batch batch;
+  std::vector<int64_t> windows(size_t(o.batch * (o.seq_len + 1)));
+  std::ofstream metrics(metrics_path(run.dir), std::ios::app);
+  MEMOE_CHECK(metrics, "cannot write ", metrics_path(run.dir));
+  const bool tty = isatty(STDERR_FILENO);
+  const std::string tok_file = tokenizer_file(o);
+  TrainResult result;
+  result.step = run.state.step;
+  result.last_checkpoint = last;
+
+  const auto t_start = std::chrono::steady_clock::now();
+  const int64_t first_step = run.state.step;
+  while (run.state.step < o.steps) {
+    const int64_t step = run.state.step;
+    const auto t0 = std::chrono::steady_clock::now();
+    grads.zero();
+    std::vector<std::vector<int64_t>> loads(model.params.layers.size());
+    std::vector<double> gate_sum(model.params.layers.size(), 0.0);
+    double loss = 0, gnorm = 0;
+    auto stop = [&](const std::string& why) {
+      fail("step ", step + 1, ": ", why, "; training stopped without saving; last good checkpoint: ",
+           result.last_checkpoint.empty() ? std::string("none") : result.last_checkpoint);
+    };
+    try {
+      for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+        train.next_batch(o.batch, windows.data());
+        batch.from_windows(windows.data(), o.batch, o.seq_len);
+        loss += model_loss_and_grad(model, batch.ids.data(), batch.targets.data(), o.batch, o.seq_len, fwd, &grads);
+        for (size_t l = 0; l < loads.size(); ++l) {
+          const auto& load = fwd.layers[l].moe.expert_load;
+          if (model.params.layers[l].is_moe) {
+            loads[l].resize(load.size(), 0);
+            for (size_t e = 0; e < load.size(); ++e) loads[l][e] += load[e];
+          }
+          const Tensor& alpha = fwd.layers[l].engram.alpha;
+          for (int64_t i = 0; i < alpha.numel(); ++i) gate_sum[l] += alpha[i];
+        }
+      }
+    } catch (const Error& e) {
+      stop(e.what());  // e.g. the router refusing non-finite activations
+    }
+    loss /= double(o.grad_accum);
+    if (o.grad_accum > 1) scale_gradients(grads, float(1.0 / double(o.grad_accum)));
+    gnorm = gradient_global_norm(grads);
+    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+      std::ostringstream why;
+      why << (!std::isfinite(loss) ? "loss" : "gradient norm") << " is not finite (loss " << loss
+          << ", gradient norm " << gnorm << ")";
+      stop(why.str());
+    }
+    if (o.clip > 0 && gnorm > o.clip) scale_gradients(grads, float(o.clip / gnorm));
+    const double lr = schedule.at(step);
+    opt.step(model, grads, lr);
+    update_router_biases(model, loads);
+    run.state.step = step + 1;
+    run.state.data_cursor = train.cursor();
+    run.state.tokens_seen += o.batch * o.seq_len * o.grad_accum;
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double tps = double(o.batch * o.seq_len * o.grad_accum) / dt;
+
+    json rec = {{"step", run.state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
+                {"tokens_per_s", tps}, {"tokens", run.state.tokens_seen}};
+    json load_ratio = json::object(), gates = json::object();
+    for (size_t l = 0; l < loads.size(); ++l) {
+      if (!loads[l].empty()) {
+        int64_t mx = 0, sum = 0;
+        for (int64_t c : loads[l]) mx = std::max(mx, c), sum += c;
+        load_ratio[std::to_string(l)] = sum > 0 ? double(mx) * double(loads[l].size()) / double(sum) : 0.0;
+      }
+      if (model.params.layers[l].has_engram)
+        gates[std::to_string(l)] = gate_sum[l] / double(o.batch * o.seq_len * o.grad_accum);
+    }
+    rec["expert_load_max_over_mean"] = load_ratio;
+    rec["engram_gate_mean"] = gates;
+
+    const bool last_step = run.state.step == o.steps;
+    if ((o.eval_every > 0 && run.state.step % o.eval_every == 0) || last_step) {
+      const HeldoutResult h = heldout_loss(model, val, o.batch, o.eval_windows);
+      rec["val_loss"] = h.loss;
+      rec["val_ppl"] = h.perplexity;
+      result.last_val_loss = h.loss;
+    }
+    metrics << rec.dump() << "\n" << std::flush;
+    result.last_loss = loss;
+    result.step = run.state.step;
+
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double eta = elapsed / double(run.state.step - first_step) * double(o.steps - run.state.step);
+    if (tty || run.state.step % std::max<int64_t>(1, o.log_every) == 0 || last_step || rec.contains("val_loss")) {
+      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s%s%s",
+                   tty ? "\r\033[K" : "", (long long)run.state.step, (long long)o.steps, loss, lr, tps,
+                   format_eta(eta).c_str(),
+                   rec.contains("val_loss") ? (" | val " + std::to_string(rec["val_loss"].get<double>())).c_str() : "",
+                   tty && !last_step && !rec.contains("val_loss") ? "" : "\n");
+      std::fflush(stderr);
+    }
+    if (run.state.step % o.checkpoint_every == 0 || last_step)
+      result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last);
+  }
+  return result;
+}
+
+}  // namespace
+
+TrainResult train_new(const TrainOptions& options, const std::string& run_dir) {
+  check_options(options);
+  MEMOE_CHECK(!fs::exists(options_path(run_dir)), run_dir,
+              " already holds a run (train.json); use --resume to continue it or choose another --out");
+  MEMOE_CHECK(fs::is_directory(options.data), "data directory ", options.data, " does not exist");
+  Run run;
+  run.o = options;
+  run.dir = run_dir;
+  const ModelConfig cfg = load_config(options.config);
+  std::vector<int64_t> token_map;
+  if (!options.tokenizer.empty()) {
+    const Tokenizer tok = Tokenizer::load(options.tokenizer);
+    MEMOE_CHECK(tok.vocab_size() <= cfg.vocab_size, "tokenizer ", options.tokenizer, " has ", tok.vocab_size(),
+                " pieces but the config's vocab_size is ", cfg.vocab_size);
+    token_map = compressed_token_map(tok, cfg.vocab_size);
+  }
+  run.model = init_model(cfg, options.seed, token_map);
+  run.state.seed = options.seed;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  MEMOE_CHECK(!ec, "cannot create ", run_dir, ": ", ec.message());
+  write_file_atomic(options_path(run_dir), options_to_json(options).dump(2) + "\n");
+  write_file_atomic(metrics_path(run_dir), "");
+  return train_loop(run);
+}
+
+TrainResult train_resume(const std::string& run_dir, int64_t steps) {
+  json j;
+  try {
+    std::ifstream in(options_path(run_dir));
+    MEMOE_CHECK(in, "cannot resume: ", options_path(run_dir), " not found");
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail("cannot resume: ", options_path(run_dir), " is malformed (", e.what(), ")");
+  }
+  Run run;
+  try {
+    run.o = options_from_json(j);
+  } catch (const json::exception& e) {
+    fail("cannot resume: ", options_path(run_dir), " is malformed (", e.what(), ")");
+  }
+  if (steps > 0) run.o.steps = steps;
+  check_options(run.o);
+  run.dir = run_dir;
+  const std::string last = latest_checkpoint(run_dir);
+  if (last.empty()) {
+    // Killed before its first checkpoint: start over from the same options.
+    fs::remove(options_path(run_dir));
+    return train_new(run.o, run_dir);
+  }
+  try {
+    run.model = load_model(last);
+    run.state = load_train_state(last);
+  } catch (const Error& e) {
+    fail("cannot resume from ", last, ": ", e.what());
+  }
+  truncate_metrics(metrics_path(run_dir), run.state.step);
+  MEMOE_CHECK(run.state.step < run.o.steps, "run ", run_dir, " already finished its ", run.o.steps,
+              " steps (pass --steps N to extend it)");
+  return train_loop(run);
+}
+
+}  // namespace memoe

@@ -1,0 +1,52 @@
+// The training loop: data, forward/backward with gradient accumulation,
+// global-norm clipping, AdamW with the sparse Engram rows, the router's
+// aux-loss-free bias update, periodic held-out evaluation, JSONL metrics,
+// and atomic checkpoints that resume exactly.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace memoe {
+
+struct TrainOptions {
+  std::string config;         // model config.json (fresh runs)
+  std::string data;           // token data directory (memoe prepare)
+  std::string tokenizer;      // optional: its token map goes into the model; copied into checkpoints
+  int64_t batch = 8;          // sequences per micro-batch
+  int64_t seq_len = 256;
+  int64_t grad_accum = 1;     // micro-batches per optimizer step
+  int64_t steps = 1000;       // optimizer steps in all
+  double lr = 3e-3;
+  double min_lr_ratio = 0.1;
+  int64_t warmup = 50;
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95;
+  double clip = 1.0;          // global gradient norm; <= 0 turns clipping off
+  uint64_t seed = 0;
+  int64_t eval_every = 100;   // steps; 0 = only at the end
+  int64_t eval_windows = 32;  // held-out windows per evaluation
+  int64_t checkpoint_every = 100;
+  int64_t keep_last = 3;
+  int64_t log_every = 10;     // progress lines when stderr is not a terminal
+};
+
+struct TrainResult {
+  int64_t step = 0;                // optimizer steps done
+  std::string last_checkpoint;     // directory of the newest checkpoint
+  double last_loss = 0;
+  double last_val_loss = 0;
+};
+
+// Starts a run in run_dir (which must not hold one already).
+TrainResult train_new(const TrainOptions& options, const std::string& run_dir);
+// Continues the run in run_dir from its newest checkpoint, with the options
+// it was started with; steps > 0 replaces the total step count.
+TrainResult train_resume(const std::string& run_dir, int64_t steps);
+
+// The run's files.
+std::string options_path(const std::string& run_dir);  // train.json
+std::string metrics_path(const std::string& run_dir);  // metrics.jsonl
+std::string latest_checkpoint(const std::string& run_dir);  // "" when none
+
+}  // namespace memoe

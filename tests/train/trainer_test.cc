@@ -1,0 +1,172 @@
+// memoe train end to end: exact resume after SIGKILL, divergence handling,
+// and one-line errors for bad input. Runs the CLI binary on a tiny config
+// and a synthetic token corpus.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "core/rng.h"
+#include "io/token_shards.h"
+#include "train/schedule.h"
+
+namespace memoe {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Train : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("memoe_train_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    // A corpus with structure to learn: repeated phrases of the tiny vocabulary.
+    TokenShardWriter w(path("data"), 64, 3);
+    Rng rng(5);
+    for (int doc = 0; doc < 60; ++doc) {
+      std::vector<int32_t> ids;
+      for (int phrase = 0; phrase < 20; ++phrase) {
+        const int32_t start = int32_t(4 + rng.below(50));
+        for (int k = 0; k < 6; ++k) ids.push_back(start + k);
+      }
+      w.add_document(doc % 10 == 0 ? "val" : "train", ids);
+    }
+    w.finish();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  static std::string tiny() { return std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json"; }
+  std::string train_args(const std::string& out, int steps) const {
+    return "train --config " + tiny() + " --data " + path("data") + " --out " + out + " --steps " +
+           std::to_string(steps) + " --batch 4 --seq 32 --warmup 5 --lr 3e-3 --eval-every 0 --eval-windows 4" +
+           " --checkpoint-every 5 --keep-last 2";
+  }
+  // Runs memoe with 1 thread; returns the exit status, stderr in *err.
+  int memoe(const std::string& args, std::string* err = nullptr) {
+    const std::string e = path("stderr");
+    const int raw =
+        std::system(("OMP_NUM_THREADS=1 " + std::string(MEMOE_CLI) + " " + args + " >/dev/null 2>" + e).c_str());
+    if (err) {
+      std::ifstream in(e);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      *err = ss.str();
+    }
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  }
+  // step -> the "loss" field exactly as written.
+  static std::map<int64_t, std::string> losses(const std::string& run) {
+    std::map<int64_t, std::string> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto j = nlohmann::json::parse(line);
+      out[j.at("step").get<int64_t>()] = j.at("loss").dump();
+    }
+    return out;
+  }
+  static std::string latest(const std::string& run) {
+    std::ifstream in(run + "/checkpoints/latest");
+    std::string name;
+    in >> name;
+    return name;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
+  const int steps = 150;
+  ASSERT_EQ(memoe(train_args(path("whole"), steps)), 0);
+
+  // The same run, killed with SIGKILL once it has written a checkpoint.
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("OMP_NUM_THREADS", "1", 1);
+    const std::string cmd = std::string(MEMOE_CLI) + " " + train_args(path("killed"), steps) + " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (latest(path("killed")) < "step_00000010" && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  ASSERT_GE(latest(path("killed")), "step_00000010");
+
+  std::string err;
+  ASSERT_EQ(memoe("train --resume " + path("killed"), &err), 0) << err;
+  const auto want = losses(path("whole")), got = losses(path("killed"));
+  ASSERT_EQ(want.size(), size_t(steps));
+  ASSERT_EQ(got.size(), size_t(steps));
+  for (const auto& [step, loss] : want) EXPECT_EQ(got.at(step), loss) << "step " << step;
+  // Training learned something, and only the newest checkpoints remain.
+  EXPECT_LT(std::stod(want.rbegin()->second), std::stod(want.begin()->second) - 0.5);
+  int kept = 0;
+  for (const auto& e : fs::directory_iterator(path("killed") + "/checkpoints")) kept += e.is_directory();
+  EXPECT_EQ(kept, 2);
+  EXPECT_TRUE(fs::exists(path("killed") + "/loss.png"));
+}
+
+TEST_F(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
+  std::string err;
+  const std::string args = "train --config " + tiny() + " --data " + path("data") + " --out " + path("run") +
+                           " --steps 20 --batch 2 --seq 16 --warmup 0 --lr 1e30 --clip 0 --checkpoint-every 1";
+  EXPECT_NE(memoe(args, &err), 0);
+  EXPECT_NE(err.find("step "), std::string::npos) << err;
+  EXPECT_NE(err.find("training stopped"), std::string::npos) << err;
+  EXPECT_NE(err.find("last good checkpoint"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1 + std::count(err.begin(), err.end(), '\r')) << err;
+  const std::string good = latest(path("run"));
+  ASSERT_FALSE(good.empty());
+  EXPECT_NE(err.find(good), std::string::npos) << err;
+  EXPECT_TRUE(fs::exists(path("run") + "/checkpoints/" + good + "/model.safetensors"));
+}
+
+TEST_F(Train, BadInputIsOneLine) {
+  std::string err;
+  EXPECT_NE(memoe("train --config " + tiny() + " --data " + path("nowhere") + " --out " + path("r"), &err), 0);
+  EXPECT_NE(err.find("nowhere"), std::string::npos) << err;
+  EXPECT_NE(memoe("train --resume " + path("no_run"), &err), 0);
+  EXPECT_NE(err.find("no_run"), std::string::npos) << err;
+
+  // A corrupt checkpoint at --resume: an error, and the files stay as they were.
+  ASSERT_EQ(memoe(train_args(path("run"), 5)), 0);
+  const std::string ckpt = path("run") + "/checkpoints/" + latest(path("run")) + "/model.safetensors";
+  fs::resize_file(ckpt, fs::file_size(ckpt) / 3);
+  const auto size = fs::file_size(ckpt);
+  EXPECT_NE(memoe("train --resume " + path("run") + " --steps 10", &err), 0);
+  EXPECT_NE(err.find("cannot resume"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_EQ(fs::file_size(ckpt), size);
+  // A second run into the same directory is refused rather than overwriting it.
+  EXPECT_NE(memoe(train_args(path("run"), 5), &err), 0);
+  EXPECT_NE(err.find("already holds a run"), std::string::npos) << err;
+}
+
+TEST(LrSchedule, WarmsUpThenDecaysToTheFloor) {
+  LrSchedule s{1.0, 10, 110, 0.1};
+  EXPECT_DOUBLE_EQ(s.at(0), 0.1);
+  EXPECT_DOUBLE_EQ(s.at(9), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(10), 1.0);
+  EXPECT_NEAR(s.at(60), 0.55, 1e-12);
+  EXPECT_NEAR(s.at(110), 0.1, 1e-12);
+  for (int i = 11; i < 110; ++i) EXPECT_LT(s.at(i), s.at(i - 1));
+}
+
+}  // namespace
+}  // namespace memoe
