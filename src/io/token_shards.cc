@@ -228,7 +228,7 @@ TokenDataMeta TokenShardWriter::finish() {
   for (const auto& name : splits) close_shard(name);
   json splits_json = json::object();
   for (const auto& [name, info] : meta_.splits) splits_json[name] = split_to_json(info);
-  const json j = {{"format", kTokenFormat}, {"dtype", "uint32"},       {"vocab_size", meta_.vocab_size},
+  const json j = {{"format", kTokenFormat}, {"dtype", "uint32"},     {"vocab_size", meta_.vocab_size},
                   {"eot_id", meta_.eot_id}, {"splits", splits_json}, {"sources", meta_.sources}};
   write_file_atomic(join_path(dir_, "meta.json"), j.dump(2) + "\n");
   finished_ = true;

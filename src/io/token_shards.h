@@ -22,9 +22,9 @@ inline constexpr const char* kTokenFormat = "memoe-tokens-v1";
 inline constexpr int64_t kDefaultShardTokens = int64_t(64) << 20;
 
 struct TokenSplitMeta {
-  std::vector<std::string> shards;   // file names inside the data directory
-  std::vector<int64_t> shard_tokens; // tokens in each shard
-  int64_t tokens = 0;                // sum of shard_tokens
+  std::vector<std::string> shards;    // file names inside the data directory
+  std::vector<int64_t> shard_tokens;  // tokens in each shard
+  int64_t tokens = 0;                 // sum of shard_tokens
   int64_t documents = 0;
 };
 
@@ -44,8 +44,7 @@ TokenDataMeta read_token_meta(const std::string& dir);
 // leaves no temporary files behind, but may leave completed shards.
 class TokenShardWriter {
  public:
-  TokenShardWriter(std::string dir, int64_t vocab_size, int64_t eot_id,
-                   int64_t max_shard_tokens = kDefaultShardTokens);
+  TokenShardWriter(std::string dir, int64_t vocab_size, int64_t eot_id, int64_t max_shard_tokens = kDefaultShardTokens);
   ~TokenShardWriter();
   TokenShardWriter(const TokenShardWriter&) = delete;
   TokenShardWriter& operator=(const TokenShardWriter&) = delete;

@@ -23,7 +23,8 @@ int64_t DataLoader::window_start(uint64_t index) const {
 
 void DataLoader::next_batch(int64_t batch, int64_t* ids) {
   MEMOE_CHECK(batch > 0, "data loader: batch must be positive, got ", batch);
-  for (int64_t b = 0; b < batch; ++b) reader_.read(window_start(cursor_ + uint64_t(b)), seq_len_ + 1, ids + b * (seq_len_ + 1));
+  for (int64_t b = 0; b < batch; ++b)
+    reader_.read(window_start(cursor_ + uint64_t(b)), seq_len_ + 1, ids + b * (seq_len_ + 1));
   cursor_ += uint64_t(batch);  // only after every read succeeded
 }
 

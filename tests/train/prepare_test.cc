@@ -273,7 +273,8 @@ TEST_F(PrepareWithTokenizer, MissingTokenizerDirectory) {
 // bad input.
 TEST_F(PrepareWithTokenizer, CommandLine) {
   auto run = [&](const std::string& args, std::string* err) {
-    const std::string cmd = std::string(MEMOE_CLI) + " prepare " + args + " >" + file("stdout") + " 2>" + file("stderr");
+    const std::string cmd =
+        std::string(MEMOE_CLI) + " prepare " + args + " >" + file("stdout") + " 2>" + file("stderr");
     const int raw = std::system(cmd.c_str());
     *err = read_bytes(file("stderr"));
     return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;

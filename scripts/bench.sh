@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The training-step benchmark: the engine against the PyTorch reference on
+# the same batch, 2 threads each (see bench/train_step_bench.cc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh --reference
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"${JOBS:-2}" --target memoe_bench
+./build/memoe_bench --config configs/small.json --batch 8 --seq 256 --steps 5 --threads 2 "$@"
