@@ -4,8 +4,10 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/process.h"
 
 int main(int argc, char** argv) {
+  memoe::keep_freed_memory_for_reuse();
   CLI::App app{"memoe: an engine for Engram + DeepSeekMoE language models"};
   app.require_subcommand(1);
   memoe::cli::add_params_command(app);

@@ -1,5 +1,7 @@
 #include "kernels/cross_entropy.h"
 
+#include "kernels/fast_exp.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -30,7 +32,7 @@ double cross_entropy(const float* logits, const int64_t* targets, int64_t n, int
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t v = 0; v < vocab; ++v) {
-      e[v] = std::exp(row[v] - mx);
+      e[v] = exp_nonpositive(row[v] - mx);
       sum += e[v];
     }
     total += double(mx) + std::log(double(sum)) - double(row[targets[i]]);

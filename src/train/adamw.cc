@@ -12,9 +12,10 @@ std::vector<Tensor*> tensors_of(ModelParams& p) {
   return out;
 }
 
+// One contiguous run of elements; callers parallelise over runs.
 void adamw_update(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps,
                   float decay, float bc1, float bc2) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     m[i] = b1 * m[i] + (1 - b1) * g[i];
     v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
@@ -51,11 +52,24 @@ void AdamW::step(Model& model, ModelParams& grads, double lr) {
   v_.visit([&](const std::string& name, Tensor& t) {
     if (name.find(".engram.embedding.") == std::string::npos) v.push_back(&t);
   });
-  for (size_t i = 0; i < w.size(); ++i) {
+  // Many tensors are small (one expert's matrix), so the threads share
+  // fixed-size runs across all tensors rather than splitting each tensor.
+  constexpr int64_t kRun = 16384;
+  struct Run {
+    size_t tensor;
+    int64_t begin, count;
+  };
+  std::vector<Run> runs;
+  for (size_t i = 0; i < w.size(); ++i)
+    for (int64_t b = 0; b < w[i]->numel(); b += kRun) runs.push_back({i, b, std::min(kRun, w[i]->numel() - b)});
+#pragma omp parallel for schedule(dynamic, 8)
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const Run& run = runs[r];
+    const size_t i = run.tensor;
     // Matrices decay; vectors (norm scales, biases) do not.
     const float decay = w[i]->ndim() >= 2 ? float(cfg_.weight_decay) : 0.0f;
-    adamw_update(w[i]->data(), g[i]->data(), m[i]->data(), v[i]->data(), w[i]->numel(), float(lr), b1, b2, eps,
-                 decay, bc1, bc2);
+    adamw_update(w[i]->data() + run.begin, g[i]->data() + run.begin, m[i]->data() + run.begin,
+                 v[i]->data() + run.begin, run.count, float(lr), b1, b2, eps, decay, bc1, bc2);
   }
 
   // Engram tables: only the rows that were read, no decay, their own rate.
