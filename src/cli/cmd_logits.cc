@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/id_list.h"
 #include "core/error.h"
 #include "io/npy.h"
 #include "model/checkpoint.h"
@@ -16,40 +17,8 @@ struct Options {
   std::string model, ids, out;
 };
 
-// "1,2,3;4,5,6" -> rows of equal length.
-std::vector<std::vector<int64_t>> parse_ids(const std::string& text) {
-  std::vector<std::vector<int64_t>> rows(1);
-  std::string num;
-  auto flush = [&](char sep) {
-    MEMOE_CHECK(!num.empty(), "--ids: empty token id before '", sep, "'");
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(num, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    MEMOE_CHECK(used == num.size(), "--ids: '", num, "' is not an integer");
-    rows.back().push_back(v);
-    num.clear();
-  };
-  for (char ch : text) {
-    if (ch == ',' || ch == ';') {
-      flush(ch);
-      if (ch == ';') rows.emplace_back();
-    } else if (ch != ' ') {
-      num += ch;
-    }
-  }
-  flush('$');
-  for (const auto& r : rows)
-    MEMOE_CHECK(r.size() == rows[0].size(), "--ids: every sequence must have the same length (", rows[0].size(),
-                " vs ", r.size(), ")");
-  return rows;
-}
-
 void run(const Options& o) {
-  const auto rows = parse_ids(o.ids);
+  const auto rows = parse_id_rows(o.ids);
   Model m = load_model(o.model);
   const int64_t B = int64_t(rows.size()), L = int64_t(rows[0].size()), V = m.config.vocab_size;
   std::vector<int64_t> ids;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/id_list.h"
 #include "core/error.h"
 #include "io/tokenizer.h"
 
@@ -24,29 +25,13 @@ struct UseOptions {
 
 // "1, 2,3" -> {1, 2, 3}; ranges are checked by Tokenizer::decode.
 std::vector<int32_t> parse_id_list(const std::string& text) {
+  const auto rows = parse_id_rows(text);
+  MEMOE_CHECK(rows.size() == 1, "--ids: one sequence expected (no ';')");
   std::vector<int32_t> ids;
-  std::string num;
-  auto flush = [&] {
-    MEMOE_CHECK(!num.empty(), "--ids: empty token id in '", text, "'");
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(num, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    MEMOE_CHECK(used == num.size() && v >= INT32_MIN && v <= INT32_MAX, "--ids: '", num,
-                "' is not a token id");
+  for (int64_t v : rows[0]) {
+    MEMOE_CHECK(v >= INT32_MIN && v <= INT32_MAX, "--ids: '", v, "' is not a token id");
     ids.push_back(int32_t(v));
-    num.clear();
-  };
-  for (char ch : text) {
-    if (ch == ',')
-      flush();
-    else if (ch != ' ')
-      num += ch;
   }
-  if (!num.empty() || !ids.empty()) flush();
   return ids;
 }
 

@@ -158,6 +158,18 @@ TEST_F(Train, BadInputIsOneLine) {
   EXPECT_NE(err.find("already holds a run"), std::string::npos) << err;
 }
 
+TEST_F(Train, GradientAccumulationEqualsOneLargeBatch) {
+  // 2 micro-batches of 4 windows read the same 8 windows as one batch of 8.
+  const std::string common = "train --config " + tiny() + " --data " + path("data") +
+                             " --steps 3 --seq 32 --warmup 1 --eval-every 0 --eval-windows 2 --checkpoint-every 10";
+  ASSERT_EQ(memoe(common + " --batch 8 --out " + path("one")), 0);
+  ASSERT_EQ(memoe(common + " --batch 4 --grad-accum 2 --out " + path("two")), 0);
+  const auto a = losses(path("one")), b = losses(path("two"));
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (const auto& [step, loss] : a) EXPECT_NEAR(std::stod(b.at(step)), std::stod(loss), 1e-5) << "step " << step;
+}
+
 TEST(LrSchedule, WarmsUpThenDecaysToTheFloor) {
   LrSchedule s{1.0, 10, 110, 0.1};
   EXPECT_DOUBLE_EQ(s.at(0), 0.1);

@@ -1,0 +1,84 @@
+// AdamW: decoupled decay on matrices only, and Engram table rows updated
+// sparsely — rows no step read never change.
+#include "train/adamw.h"
+
+#include <gtest/gtest.h>
+
+#include "model/init.h"
+#include "train/gradients.h"
+
+namespace memoe {
+namespace {
+
+Model tiny_model() {
+  return init_model(load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json"), 3);
+}
+
+TEST(AdamW, ZeroGradientDecaysMatricesOnly) {
+  Model m = tiny_model();
+  Model before = m;
+  ModelParams g = m.make_gradients();
+  AdamWConfig cfg;
+  cfg.weight_decay = 0.5;
+  AdamW opt(m, cfg);
+  opt.step(m, g, 0.1);
+  const float w0 = before.params.layers[0].attn.o_proj[5];
+  EXPECT_FLOAT_EQ(m.params.layers[0].attn.o_proj[5], w0 - 0.1f * 0.5f * w0);
+  EXPECT_EQ(m.params.norm[0], before.params.norm[0]);                            // a norm scale
+  EXPECT_EQ(m.params.layers[1].engram.value_bias[0], before.params.layers[1].engram.value_bias[0]);  // a bias
+  // Tables: no decay, and nothing was read.
+  const Tensor& t0 = before.params.layers[1].engram.embedding;
+  const Tensor& t1 = m.params.layers[1].engram.embedding;
+  for (int64_t i = 0; i < t0.numel(); ++i) ASSERT_EQ(t0[i], t1[i]);
+}
+
+TEST(AdamW, OnlyTableRowsThatWereReadChange) {
+  Model m = tiny_model();
+  const Model before = m;
+  ModelParams g = m.make_gradients();
+  AdamW opt(m, AdamWConfig{});
+  std::vector<int64_t> ids = {5, 9, 9, 13, 2, 40, 41, 7};
+  const auto targets = next_token_targets(ids.data(), 1, 8);
+  ModelState s;
+  model_loss_and_grad(m, ids.data(), targets.data(), 1, 8, s, &g);
+  const SparseRowGrad& sg = g.layers[1].engram.embedding_grad;
+  ASSERT_FALSE(sg.rows.empty());
+  opt.step(m, g, 1e-2);
+  const Tensor& t0 = before.params.layers[1].engram.embedding;
+  const Tensor& t1 = m.params.layers[1].engram.embedding;
+  const int64_t D = sg.row_width;
+  // Rows read only by the last position get a zero gradient (it has no
+  // target), so they stay put as well.
+  int changed = 0, with_gradient = 0;
+  for (size_t r = 0; r < sg.rows.size(); ++r) {
+    bool any = false;
+    for (int64_t j = 0; j < D; ++j) any = any || sg.grad[r * size_t(D) + size_t(j)] != 0.0f;
+    with_gradient += any;
+  }
+  for (int64_t row = 0; row < t0.dim(0); ++row) {
+    const bool read = std::binary_search(sg.rows.begin(), sg.rows.end(), row);
+    bool same = true;
+    for (int64_t j = 0; j < D; ++j) same = same && t0[row * D + j] == t1[row * D + j];
+    if (!read) {
+      EXPECT_TRUE(same) << "row " << row << " was not read but changed";
+    }
+    changed += !same;
+  }
+  EXPECT_GT(with_gradient, 10);
+  EXPECT_EQ(changed, with_gradient);
+}
+
+TEST(Gradients, GlobalNormCountsSparseRowsAndScales) {
+  Model m = tiny_model();
+  ModelParams g = m.make_gradients();
+  g.norm[0] = 3.0f;
+  g.layers[1].engram.embedding_grad.rows = {4};
+  g.layers[1].engram.embedding_grad.grad.assign(size_t(g.layers[1].engram.embedding_grad.row_width), 0.0f);
+  g.layers[1].engram.embedding_grad.grad[0] = 4.0f;
+  EXPECT_DOUBLE_EQ(gradient_global_norm(g), 5.0);
+  scale_gradients(g, 0.5f);
+  EXPECT_DOUBLE_EQ(gradient_global_norm(g), 2.5);
+}
+
+}  // namespace
+}  // namespace memoe
