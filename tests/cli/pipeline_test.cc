@@ -81,6 +81,20 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
   EXPECT_NE(out.find("perplexity"), std::string::npos) << out;
   EXPECT_NE(out.find("unigram baseline"), std::string::npos) << out;
 
+  // A tokenizer larger than the model's vocabulary is refused, naming both sizes.
+  const std::string tiny = std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json";
+  EXPECT_NE(memoe("train --config " + tiny + " --data " + path("data") + " --tokenizer " + path("tok") + " --out " +
+                  path("bad")),
+            0);
+  EXPECT_NE(memoe("init " + tiny + " --tokenizer " + path("tok") + " --out " + path("bad2")), 0);
+  {
+    std::ifstream in(path("stderr"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    EXPECT_NE(ss.str().find("400"), std::string::npos) << ss.str();
+    EXPECT_NE(ss.str().find("64"), std::string::npos) << ss.str();
+  }
+
   std::string a, b;
   ASSERT_EQ(memoe("generate --model " + model + " --prompt 'the model' --max-tokens 12 --greedy", &a), 0);
   ASSERT_EQ(memoe("generate --model " + model + " --prompt 'the model' --max-tokens 12 --greedy", &b), 0);
