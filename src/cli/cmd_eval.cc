@@ -19,7 +19,8 @@ struct Options {
 void run(const Options& o) {
   const Model model = load_model(o.model);
   const DataLoader data(o.data, o.split, o.seq_len, 0);
-  const HeldoutResult r = heldout_loss(model, data, o.batch, o.windows);
+  ModelState scratch;
+  const HeldoutResult r = heldout_loss(model, data, o.batch, o.windows, scratch);
   std::printf("%s split: %lld tokens, loss %.4f nats/token, perplexity %.2f\n", o.split.c_str(), (long long)r.tokens,
               r.loss, r.perplexity);
   if (o.split == "val") {

@@ -81,6 +81,9 @@ class SafetensorsWriter {
   void add_f32(const std::string& name, const Tensor& tensor, DType stored = DType::F32);
   void add_f32(const std::string& name, std::vector<int64_t> shape, const float* data,
                DType stored = DType::F32);
+  // Stores F32 without copying: `tensor` must stay alive and unchanged until
+  // write() returns (checkpoints of large models need no second copy).
+  void add_f32_view(const std::string& name, const Tensor& tensor);
   void add_i64(const std::string& name, std::vector<int64_t> shape, const int64_t* data);
   void set_metadata(const std::string& key, const std::string& value);
   void write(const std::string& path) const;
@@ -89,9 +92,11 @@ class SafetensorsWriter {
   struct Entry {
     DType dtype;
     std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> bytes;   // owned data, or
+    const void* view = nullptr;   // the caller's (add_f32_view)
+    size_t size = 0;              // bytes either way
   };
-  Entry& new_entry(const std::string& name, DType dtype, std::vector<int64_t> shape);
+  Entry& new_entry(const std::string& name, DType dtype, std::vector<int64_t> shape, bool allocate);
 
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> metadata_;

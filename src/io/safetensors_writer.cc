@@ -21,7 +21,7 @@ std::string quoted(const std::string& name) {
 }  // namespace
 
 SafetensorsWriter::Entry& SafetensorsWriter::new_entry(const std::string& name, DType dtype,
-                                                       std::vector<int64_t> shape) {
+                                                       std::vector<int64_t> shape, bool allocate) {
   MEMOE_CHECK(!name.empty(), "safetensors: tensor name is empty");
   MEMOE_CHECK(name != "__metadata__", "safetensors: \"__metadata__\" is reserved, not a tensor name");
   MEMOE_CHECK(!entries_.count(name), "safetensors: tensor ", quoted(name), " added twice");
@@ -37,8 +37,14 @@ SafetensorsWriter::Entry& SafetensorsWriter::new_entry(const std::string& name, 
   Entry& entry = entries_[name];
   entry.dtype = dtype;
   entry.shape = std::move(shape);
-  entry.bytes.resize(static_cast<size_t>(nbytes));
+  if (allocate) entry.bytes.resize(static_cast<size_t>(nbytes));
+  entry.size = static_cast<size_t>(nbytes);
   return entry;
+}
+
+void SafetensorsWriter::add_f32_view(const std::string& name, const Tensor& tensor) {
+  Entry& entry = new_entry(name, DType::F32, tensor.shape(), false);
+  entry.view = tensor.data();
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, const Tensor& tensor, DType stored) {
@@ -49,7 +55,7 @@ void SafetensorsWriter::add_f32(const std::string& name, std::vector<int64_t> sh
                                 DType stored) {
   MEMOE_CHECK(stored == DType::F32 || stored == DType::BF16, "safetensors: tensor ", quoted(name),
               ": float tensors are stored as F32 or BF16, not ", dtype_name(stored));
-  Entry& entry = new_entry(name, stored, std::move(shape));
+  Entry& entry = new_entry(name, stored, std::move(shape), true);
   const size_t n = entry.bytes.size() / dtype_size(stored);
   if (n > 0 && !data) {
     entries_.erase(name);
@@ -66,7 +72,7 @@ void SafetensorsWriter::add_f32(const std::string& name, std::vector<int64_t> sh
 }
 
 void SafetensorsWriter::add_i64(const std::string& name, std::vector<int64_t> shape, const int64_t* data) {
-  Entry& entry = new_entry(name, DType::I64, std::move(shape));
+  Entry& entry = new_entry(name, DType::I64, std::move(shape), true);
   if (!entry.bytes.empty() && !data) {
     entries_.erase(name);
     fail("safetensors: tensor ", quoted(name), ": no data");
@@ -89,7 +95,7 @@ void SafetensorsWriter::write(const std::string& path) const {
   json header = json::object();
   uint64_t offset = 0;
   for (const auto* entry : order) {
-    const uint64_t end = offset + entry->second.bytes.size();
+    const uint64_t end = offset + entry->second.size;
     header[entry->first] = {{"dtype", dtype_name(entry->second.dtype)},
                             {"shape", entry->second.shape},
                             {"data_offsets", {offset, end}}};
@@ -111,7 +117,10 @@ void SafetensorsWriter::write(const std::string& path) const {
   AtomicFileWriter out(path);
   out.write(length_field, 8);
   out.write(text);
-  for (const auto* entry : order) out.write(entry->second.bytes.data(), entry->second.bytes.size());
+  for (const auto* entry : order) {
+    const Entry& e = entry->second;
+    out.write(e.view ? e.view : e.bytes.data(), e.size);
+  }
   out.commit();
 }
 

@@ -34,8 +34,12 @@ void save_model(const Model& m, const std::string& dir, DType dtype) {
   make_dir(dir);
   SafetensorsWriter w;
   // visit() only hands out references; nothing here modifies the tensors.
-  const_cast<ModelParams&>(m.params).visit(
-      [&](const std::string& name, Tensor& t) { w.add_f32(name, t, dtype); });
+  const_cast<ModelParams&>(m.params).visit([&](const std::string& name, Tensor& t) {
+    if (dtype == DType::F32)
+      w.add_f32_view(name, t);  // no second copy of the weights
+    else
+      w.add_f32(name, t, dtype);
+  });
   w.add_i64(kTokenMap, {int64_t(m.token_map.size())}, m.token_map.data());
   for (size_t l = 0; l < m.engram_hash.size(); ++l) {
     const EngramHash& h = m.engram_hash[l];

@@ -49,8 +49,8 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
 
   save_model(model, tmp.string());
   SafetensorsWriter w;
-  optimizer.first_moment().visit([&](const std::string& n, Tensor& t) { w.add_f32("exp_avg." + n, t); });
-  optimizer.second_moment().visit([&](const std::string& n, Tensor& t) { w.add_f32("exp_avg_sq." + n, t); });
+  optimizer.first_moment().visit([&](const std::string& n, Tensor& t) { w.add_f32_view("exp_avg." + n, t); });
+  optimizer.second_moment().visit([&](const std::string& n, Tensor& t) { w.add_f32_view("exp_avg_sq." + n, t); });
   w.set_metadata("optimizer_steps", std::to_string(optimizer.steps()));
   w.write((tmp / kOptimizerFile).string());
   nlohmann::json j = {{"step", state.step},

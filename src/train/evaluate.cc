@@ -8,14 +8,14 @@
 
 namespace memoe {
 
-HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows) {
+HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows,
+                           ModelState& state) {
   const int64_t L = data.seq_len();
   int64_t windows = data.eval_window_count();
   if (max_windows > 0) windows = std::min(windows, max_windows);
   MEMOE_CHECK(windows > 0, "held-out split has no window of ", L + 1, " tokens");
   std::vector<int64_t> win;
   Batch batch_data;
-  ModelState state;
   double total = 0;
   int64_t tokens = 0;
   for (int64_t first = 0; first < windows; first += batch) {

@@ -12,7 +12,9 @@ struct HeldoutResult {
   int64_t tokens = 0;
 };
 
-// max_windows <= 0 means every window of the split.
-HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows);
+// max_windows <= 0 means every window of the split. `scratch` holds the
+// activations (pass the training loop's, so evaluation allocates no second set).
+HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows,
+                           ModelState& scratch);
 
 }  // namespace memoe

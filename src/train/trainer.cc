@@ -231,7 +231,7 @@ TrainResult train_loop(Run& run) {
 
     const bool last_step = run.state.step == o.steps;
     if ((o.eval_every > 0 && run.state.step % o.eval_every == 0) || last_step) {
-      const HeldoutResult h = heldout_loss(model, val, o.batch, o.eval_windows);
+      const HeldoutResult h = heldout_loss(model, val, o.batch, o.eval_windows, fwd);
       rec["val_loss"] = h.loss;
       rec["val_ppl"] = h.perplexity;
       result.last_val_loss = h.loss;
