@@ -10,15 +10,17 @@ namespace memoe::cli {
 
 namespace {
 
-std::string human(double x, const char* unit) {
-  const char* prefixes[] = {"", " K", " M", " G", " T", " P"};
+// 1.23 M, 37.6 B, 0.999 T: the unit that keeps the value in [0.5, 500).
+std::string human(double x, const char* unit, bool count = false) {
+  const char* flops[] = {"", " K", " M", " G", " T", " P"};
+  const char* counts[] = {"", " K", " M", " B", " T", " P"};
   int i = 0;
-  while (x >= 1000.0 && i < 5) {
+  while (x >= 500.0 && i < 5) {
     x /= 1000.0;
     ++i;
   }
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.3f%s%s", x, prefixes[i], unit);
+  std::snprintf(buf, sizeof buf, "%.3f%s%s", x, (count ? counts : flops)[i], unit);
   return buf;
 }
 
@@ -66,10 +68,10 @@ void run(const Options& o) {
     return;
   }
   std::printf("config                  %s\n", o.config.c_str());
-  std::printf("total parameters        %s (%lld)\n", human(total, "").c_str(), (long long)pc.total);
-  std::printf("active per token        %s (%lld)\n", human(double(pc.active), "").c_str(), (long long)pc.active);
-  std::printf("engram tables           %s\n", human(double(pc.engram_table), "").c_str());
-  std::printf("embedding + lm_head     %s\n", human(double(pc.embedding), "").c_str());
+  std::printf("total parameters        %s (%lld)\n", human(total, "", true).c_str(), (long long)pc.total);
+  std::printf("active per token        %s (%lld)\n", human(double(pc.active), "", true).c_str(), (long long)pc.active);
+  std::printf("engram tables           %s\n", human(double(pc.engram_table), "", true).c_str());
+  std::printf("embedding + lm_head     %s\n", human(double(pc.embedding), "", true).c_str());
   std::printf("forward FLOPs / token   %s  (context %lld, causal)\n", human(pc.forward_flops_per_token, "FLOP").c_str(),
               (long long)o.seq_len);
   std::printf("training FLOPs / token  %s\n", human(pc.train_flops_per_token, "FLOP").c_str());
