@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli_runner.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 
@@ -18,53 +19,25 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int status;
-  std::string out, err;
-};
-
-class Cli : public ::testing::Test {
+class Cli : public testing::CliTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("memoe_cli_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  Result run(const std::string& args) {
-    const std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
-    const std::string cmd = std::string(MEMOE_CLI) + " " + args + " >" + out + " 2>" + err;
-    const int raw = std::system(cmd.c_str());
-    return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(out), slurp(err)};
-  }
-  static std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string write(const std::string& name, const std::string& text) {
-    std::ofstream(path(name)) << text;
+    io_testing::write_bytes(path(name), text);
     return path(name);
   }
   static std::string tiny() { return std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json"; }
 
   // One line on stderr that contains `needle`, and a non-zero exit.
-  static void expect_one_line_error(const Result& r, const std::string& needle) {
+  static void expect_one_line_error(const testing::CliResult& r, const std::string& needle) {
     EXPECT_NE(r.status, 0);
     EXPECT_NE(r.status, -1) << "crashed";
     EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
-
-  fs::path dir_;
 };
 
 TEST_F(Cli, ParamsPrintsTheOneTrillionPreset) {
-  Result r = run("params " + std::string(MEMOE_SOURCE_DIR) + "/configs/v4-1t.json");
+  testing::CliResult r = memoe("params " + std::string(MEMOE_SOURCE_DIR) + "/configs/v4-1t.json");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("total parameters        0.999 T"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("active per token        37.635 B"), std::string::npos) << r.out;
@@ -72,35 +45,35 @@ TEST_F(Cli, ParamsPrintsTheOneTrillionPreset) {
 }
 
 TEST_F(Cli, InitThenLogitsWritesBLV) {
-  ASSERT_EQ(run("init " + tiny() + " --out " + path("m") + " --seed 3").status, 0);
+  ASSERT_EQ(memoe("init " + tiny() + " --out " + path("m") + " --seed 3").status, 0);
   EXPECT_TRUE(fs::exists(path("m/config.json")));
-  Result r = run("logits --model " + path("m") + " --ids '1,2,3;4,5,6' --out " + path("x.npy"));
+  testing::CliResult r = memoe("logits --model " + path("m") + " --ids '1,2,3;4,5,6' --out " + path("x.npy"));
   ASSERT_EQ(r.status, 0) << r.err;
   NpyArray a = read_npy(path("x.npy"));
   EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3, 64}));
 }
 
 TEST_F(Cli, ConfigErrorsNameTheKey) {
-  expect_one_line_error(run("params " + path("missing.json")), "missing.json");
-  expect_one_line_error(run("params " + write("bad.json", "{\"vocab_size\": ")), "not valid JSON");
-  std::string text = Cli::slurp(tiny());
+  expect_one_line_error(memoe("params " + path("missing.json")), "missing.json");
+  expect_one_line_error(memoe("params " + write("bad.json", "{\"vocab_size\": ")), "not valid JSON");
+  std::string text = io_testing::read_bytes(tiny());
   auto with = [&](const std::string& from, const std::string& to) {
     std::string t = text;
     t.replace(t.find(from), from.size(), to);
     return write("c.json", t);
   };
-  expect_one_line_error(run("params " + with("\"num_experts_per_tok\": 2", "\"num_experts_per_tok\": 9")),
+  expect_one_line_error(memoe("params " + with("\"num_experts_per_tok\": 2", "\"num_experts_per_tok\": 9")),
                         "num_experts_per_tok");
-  expect_one_line_error(run("params " + with("\"layer_ids\": [1]", "\"layer_ids\": [3]")), "engram.layer_ids");
-  expect_one_line_error(run("params " + with("\"hc_mult\": 1", "\"hc_mult\": 4")), "hc_mult");
-  expect_one_line_error(run("params " + with("\"n_group\": 2", "\"n_group\": 3")), "n_group");
-  expect_one_line_error(run("params " + with("\"hidden_size\": 32", "\"hidden_size\": \"big\"")), "hidden_size");
-  expect_one_line_error(run("params " + with("\"scoring_func\": \"sigmoid\"", "\"scoring_func\": \"relu\"")),
+  expect_one_line_error(memoe("params " + with("\"layer_ids\": [1]", "\"layer_ids\": [3]")), "engram.layer_ids");
+  expect_one_line_error(memoe("params " + with("\"hc_mult\": 1", "\"hc_mult\": 4")), "hc_mult");
+  expect_one_line_error(memoe("params " + with("\"n_group\": 2", "\"n_group\": 3")), "n_group");
+  expect_one_line_error(memoe("params " + with("\"hidden_size\": 32", "\"hidden_size\": \"big\"")), "hidden_size");
+  expect_one_line_error(memoe("params " + with("\"scoring_func\": \"sigmoid\"", "\"scoring_func\": \"relu\"")),
                         "scoring_func");
 }
 
 TEST_F(Cli, CheckpointProblemsAreOneLine) {
-  ASSERT_EQ(run("init " + tiny() + " --out " + path("m")).status, 0);
+  ASSERT_EQ(memoe("init " + tiny() + " --out " + path("m")).status, 0);
   // A missing tensor: rewrite the file without one.
   {
     SafetensorsFile f = SafetensorsFile::open(path("m/model.safetensors"));
@@ -118,28 +91,28 @@ TEST_F(Cli, CheckpointProblemsAreOneLine) {
     fs::copy_file(path("m/config.json"), path("holes/config.json"));
     w.write(path("holes/model.safetensors"));
   }
-  expect_one_line_error(run("logits --model " + path("holes") + " --ids 1,2 --out " + path("x.npy")),
+  expect_one_line_error(memoe("logits --model " + path("holes") + " --ids 1,2 --out " + path("x.npy")),
                         "model.norm.weight");
   // A truncated file.
   fs::create_directories(path("cut"));
   fs::copy_file(path("m/config.json"), path("cut/config.json"));
   fs::copy_file(path("m/model.safetensors"), path("cut/model.safetensors"));
   fs::resize_file(path("cut/model.safetensors"), fs::file_size(path("cut/model.safetensors")) / 2);
-  expect_one_line_error(run("logits --model " + path("cut") + " --ids 1,2 --out " + path("x.npy")),
+  expect_one_line_error(memoe("logits --model " + path("cut") + " --ids 1,2 --out " + path("x.npy")),
                         "model.safetensors");
-  expect_one_line_error(run("logits --model " + path("nowhere") + " --ids 1,2 --out " + path("x.npy")), "nowhere");
+  expect_one_line_error(memoe("logits --model " + path("nowhere") + " --ids 1,2 --out " + path("x.npy")), "nowhere");
 }
 
 TEST_F(Cli, BadIdsAndUnwritableOutput) {
-  ASSERT_EQ(run("init " + tiny() + " --out " + path("m")).status, 0);
-  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,64 --out " + path("x.npy")), "token id 64");
-  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,-2 --out " + path("x.npy")), "token id -2");
-  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,x --out " + path("x.npy")), "'x'");
-  expect_one_line_error(run("logits --model " + path("m") + " --ids '1,2;3' --out " + path("x.npy")),
+  ASSERT_EQ(memoe("init " + tiny() + " --out " + path("m")).status, 0);
+  expect_one_line_error(memoe("logits --model " + path("m") + " --ids 1,64 --out " + path("x.npy")), "token id 64");
+  expect_one_line_error(memoe("logits --model " + path("m") + " --ids 1,-2 --out " + path("x.npy")), "token id -2");
+  expect_one_line_error(memoe("logits --model " + path("m") + " --ids 1,x --out " + path("x.npy")), "'x'");
+  expect_one_line_error(memoe("logits --model " + path("m") + " --ids '1,2;3' --out " + path("x.npy")),
                         "same length");
-  expect_one_line_error(run("logits --model " + path("m") + " --ids 1,2 --out /no/such/dir/x.npy"),
+  expect_one_line_error(memoe("logits --model " + path("m") + " --ids 1,2 --out /no/such/dir/x.npy"),
                         "/no/such/dir/x.npy");
-  expect_one_line_error(run("init " + tiny() + " --out /proc/memoe_cannot"), "/proc/memoe_cannot");
+  expect_one_line_error(memoe("init " + tiny() + " --out /proc/memoe_cannot"), "/proc/memoe_cannot");
   EXPECT_FALSE(fs::exists(path("x.npy")));
 }
 

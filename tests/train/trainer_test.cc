@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_runner.h"
 #include "core/rng.h"
 #include "io/token_shards.h"
 #include "train/schedule.h"
@@ -23,13 +24,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class Train : public ::testing::Test {
+class Train : public testing::CliTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("memoe_train_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    CliTest::SetUp();
     // A corpus with structure to learn: repeated phrases of the tiny vocabulary.
     TokenShardWriter w(path("data"), 64, 3);
     Rng rng(5);
@@ -43,27 +41,17 @@ class Train : public ::testing::Test {
     }
     w.finish();
   }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
   static std::string tiny() { return std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json"; }
   std::string train_args(const std::string& out, int steps) const {
     return "train --config " + tiny() + " --data " + path("data") + " --out " + out + " --steps " +
            std::to_string(steps) + " --batch 4 --seq 32 --warmup 5 --lr 3e-3 --eval-every 0 --eval-windows 4" +
            " --checkpoint-every 5 --keep-last 2";
   }
-  // Runs memoe with 1 thread; returns the exit status, stderr in *err.
-  int memoe(const std::string& args, std::string* err = nullptr) {
-    const std::string e = path("stderr");
-    const int raw =
-        std::system(("OMP_NUM_THREADS=1 " + std::string(MEMOE_CLI) + " " + args + " >/dev/null 2>" + e).c_str());
-    if (err) {
-      std::ifstream in(e);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      *err = ss.str();
-    }
-    return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  // Exit status; stderr in *err.
+  int run(const std::string& args, std::string* err = nullptr) {
+    const testing::CliResult r = memoe(args);
+    if (err) *err = r.err;
+    return r.status;
   }
   // step -> the "loss" field exactly as written.
   static std::map<int64_t, std::string> losses(const std::string& run) {
@@ -82,13 +70,11 @@ class Train : public ::testing::Test {
     in >> name;
     return name;
   }
-
-  fs::path dir_;
 };
 
 TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
   const int steps = 150;
-  ASSERT_EQ(memoe(train_args(path("whole"), steps)), 0);
+  ASSERT_EQ(run(train_args(path("whole"), steps)), 0);
 
   // The same run, killed with SIGKILL once it has written a checkpoint.
   const pid_t pid = fork();
@@ -109,7 +95,7 @@ TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
   ASSERT_GE(latest(path("killed")), "step_00000010");
 
   std::string err;
-  ASSERT_EQ(memoe("train --resume " + path("killed"), &err), 0) << err;
+  ASSERT_EQ(run("train --resume " + path("killed"), &err), 0) << err;
   const auto want = losses(path("whole")), got = losses(path("killed"));
   ASSERT_EQ(want.size(), size_t(steps));
   ASSERT_EQ(got.size(), size_t(steps));
@@ -126,7 +112,7 @@ TEST_F(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
   std::string err;
   const std::string args = "train --config " + tiny() + " --data " + path("data") + " --out " + path("run") +
                            " --steps 20 --batch 2 --seq 16 --warmup 0 --lr 1e30 --clip 0 --checkpoint-every 1";
-  EXPECT_NE(memoe(args, &err), 0);
+  EXPECT_NE(run(args, &err), 0);
   EXPECT_NE(err.find("step "), std::string::npos) << err;
   EXPECT_NE(err.find("training stopped"), std::string::npos) << err;
   EXPECT_NE(err.find("last good checkpoint"), std::string::npos) << err;
@@ -139,22 +125,22 @@ TEST_F(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
 
 TEST_F(Train, BadInputIsOneLine) {
   std::string err;
-  EXPECT_NE(memoe("train --config " + tiny() + " --data " + path("nowhere") + " --out " + path("r"), &err), 0);
+  EXPECT_NE(run("train --config " + tiny() + " --data " + path("nowhere") + " --out " + path("r"), &err), 0);
   EXPECT_NE(err.find("nowhere"), std::string::npos) << err;
-  EXPECT_NE(memoe("train --resume " + path("no_run"), &err), 0);
+  EXPECT_NE(run("train --resume " + path("no_run"), &err), 0);
   EXPECT_NE(err.find("no_run"), std::string::npos) << err;
 
   // A corrupt checkpoint at --resume: an error, and the files stay as they were.
-  ASSERT_EQ(memoe(train_args(path("run"), 5)), 0);
+  ASSERT_EQ(run(train_args(path("run"), 5)), 0);
   const std::string ckpt = path("run") + "/checkpoints/" + latest(path("run")) + "/model.safetensors";
   fs::resize_file(ckpt, fs::file_size(ckpt) / 3);
   const auto size = fs::file_size(ckpt);
-  EXPECT_NE(memoe("train --resume " + path("run") + " --steps 10", &err), 0);
+  EXPECT_NE(run("train --resume " + path("run") + " --steps 10", &err), 0);
   EXPECT_NE(err.find("cannot resume"), std::string::npos) << err;
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
   EXPECT_EQ(fs::file_size(ckpt), size);
   // A second run into the same directory is refused rather than overwriting it.
-  EXPECT_NE(memoe(train_args(path("run"), 5), &err), 0);
+  EXPECT_NE(run(train_args(path("run"), 5), &err), 0);
   EXPECT_NE(err.find("already holds a run"), std::string::npos) << err;
 }
 
@@ -162,8 +148,8 @@ TEST_F(Train, GradientAccumulationEqualsOneLargeBatch) {
   // 2 micro-batches of 4 windows read the same 8 windows as one batch of 8.
   const std::string common = "train --config " + tiny() + " --data " + path("data") +
                              " --steps 3 --seq 32 --warmup 1 --eval-every 0 --eval-windows 2 --checkpoint-every 10";
-  ASSERT_EQ(memoe(common + " --batch 8 --out " + path("one")), 0);
-  ASSERT_EQ(memoe(common + " --batch 4 --grad-accum 2 --out " + path("two")), 0);
+  ASSERT_EQ(run(common + " --batch 8 --out " + path("one")), 0);
+  ASSERT_EQ(run(common + " --batch 4 --grad-accum 2 --out " + path("two")), 0);
   const auto a = losses(path("one")), b = losses(path("two"));
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u);
