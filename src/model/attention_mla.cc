@@ -52,6 +52,7 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
   cache.c_norm.ensure({N, kvl});
   cache.c_rstd.ensure({N});
   Tensor kpe({N, pe});
+#pragma omp parallel for schedule(static) if (N * (kvl + pe) > 65536)
   for (int64_t i = 0; i < N; ++i) {
     std::memcpy(cache.c.data() + i * kvl, ckv.data() + i * (kvl + pe), sizeof(float) * size_t(kvl));
     std::memcpy(kpe.data() + i * pe, ckv.data() + i * (kvl + pe) + kvl, sizeof(float) * size_t(pe));
@@ -96,6 +97,7 @@ void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionPa
 
   // Split dk/dv back into the decompressed kv rows and the shared rotary key.
   Tensor dkv({N, H, nope + dv}), dckv({N, kvl + pe});
+#pragma omp parallel for schedule(static) if (N * H * dqk > 65536)
   for (int64_t i = 0; i < N; ++i) {
     float* dkpe = dckv.data() + i * (kvl + pe) + kvl;
     for (int64_t h = 0; h < H; ++h) {
@@ -112,6 +114,7 @@ void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionPa
                   grads.kv_b_proj.data(), nullptr);
   rmsnorm_backward(dc_norm.data(), cache.c.data(), p.kv_a_layernorm.data(), cache.c_rstd.data(), N, kvl, dc.data(),
                    grads.kv_a_layernorm.data());
+#pragma omp parallel for schedule(static) if (N * (kvl + pe) > 65536)
   for (int64_t i = 0; i < N; ++i)
     std::memcpy(dckv.data() + i * (kvl + pe), dc.data() + i * kvl, sizeof(float) * size_t(kvl));
   linear_backward(dckv.data(), x, p.kv_a_proj_with_mqa.data(), N, d, kvl + pe, dx, grads.kv_a_proj_with_mqa.data(),

@@ -70,6 +70,7 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
   c.gate_score.ensure({N});
   c.alpha.ensure({N});
   const float inv_sqrt_d = float(1.0 / std::sqrt(double(d)));
+#pragma omp parallel for schedule(static) if (N * d > 65536)
   for (int64_t i = 0; i < N; ++i) {
     double dot = 0.0;
     for (int64_t j = 0; j < d; ++j) dot += double(c.key[i * d + j]) * c.query[i * d + j];
@@ -83,6 +84,7 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
   c.value.ensure({N, d});
   c.u.ensure({N, d});
   linear_forward(c.e.data(), p.value_proj.data(), p.value_bias.data(), N, E, d, c.value.data());
+#pragma omp parallel for schedule(static) if (N * d > 65536)
   for (int64_t i = 0; i < N; ++i)
     for (int64_t j = 0; j < d; ++j) c.u[i * d + j] = c.alpha[i] * c.value[i * d + j];
 
@@ -94,6 +96,7 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
   short_conv_forward(c.conv_in.data(), p.conv_weight.data(), batch, seq_len, d, ec.kernel_size, ec.max_ngram_size,
                      c.conv_z.data());
   silu_forward(c.conv_z.data(), N * d, out);
+#pragma omp parallel for simd schedule(static) if (N * d > 65536)
   for (int64_t i = 0; i < N * d; ++i) out[i] += c.u[i];
 }
 
@@ -115,6 +118,7 @@ void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float*
   // u = alpha * value.
   Tensor dvalue({N, d}), dkey({N, d}), dquery({N, d}), dkey_pre({N, d}), de({N, E});
   const float inv_sqrt_d = float(1.0 / std::sqrt(double(d)));
+#pragma omp parallel for schedule(static) if (N * d > 65536)
   for (int64_t i = 0; i < N; ++i) {
     double dalpha = 0.0;
     for (int64_t j = 0; j < d; ++j) {
