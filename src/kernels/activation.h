@@ -1,10 +1,19 @@
 // SwiGLU's gate: h = silu(a) * b, elementwise; and plain SiLU.
 #pragma once
+#include <cmath>
 #include <cstdint>
+
+#include "kernels/fast_exp.h"
 
 namespace memoe {
 
-inline float sigmoidf(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
+// Branch-free, so loops that call it vectorise: e = exp(-|x|) never
+// overflows, and sigmoid(x) is 1/(1+e) for x >= 0, e/(1+e) below.
+inline float sigmoidf(float x) {
+  const float e = exp_nonpositive(-std::fabs(x));
+  const float r = 1.0f / (1.0f + e);
+  return x >= 0.0f ? r : e * r;
+}
 
 void swiglu_forward(const float* a, const float* b, int64_t n, float* h);
 // Adds into da and db.
