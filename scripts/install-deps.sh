@@ -14,6 +14,8 @@ packages=(build-essential cmake pkg-config
 # Node.js + npm deliver the demo corpus; keep a Node.js that is already there.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 [ "${1:-}" = "--reference" ] && packages+=(python3-torch python3-numpy python3-matplotlib)
+# --list prints the packages (for CI, which installs them itself first).
+if [ "${1:-}" = "--list" ]; then echo "${packages[@]}"; exit 0; fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 echo "dependencies installed"
