@@ -27,19 +27,20 @@ void AttentionParams::allocate(const ModelConfig& c) {
 }
 
 void AttentionParams::visit(const std::string& prefix, const ParamVisitor& f) {
-  auto visit_if = [&](const char* name, Tensor& t) {
-    if (!t.empty()) f(prefix + name + ".weight", t);
+  auto visit_if = [&](const char* name, Tensor& t, const ParamRole& role) {
+    if (!t.empty()) f(prefix + name + ".weight", t, role);
   };
-  visit_if("q_proj", q_proj);
-  visit_if("q_a_proj", q_a_proj);
-  visit_if("q_a_layernorm", q_a_layernorm);
-  visit_if("q_b_proj", q_b_proj);
-  visit_if("kv_a_proj_with_mqa", kv_a_proj_with_mqa);
-  visit_if("kv_a_layernorm", kv_a_layernorm);
-  visit_if("kv_b_proj", kv_b_proj);
-  visit_if("k_proj", k_proj);
-  visit_if("v_proj", v_proj);
-  visit_if("o_proj", o_proj);
+  using namespace param_role;
+  visit_if("q_proj", q_proj, kMatrix);
+  visit_if("q_a_proj", q_a_proj, kMatrix);
+  visit_if("q_a_layernorm", q_a_layernorm, kNormScale);
+  visit_if("q_b_proj", q_b_proj, kMatrix);
+  visit_if("kv_a_proj_with_mqa", kv_a_proj_with_mqa, kMatrix);
+  visit_if("kv_a_layernorm", kv_a_layernorm, kNormScale);
+  visit_if("kv_b_proj", kv_b_proj, kMatrix);
+  visit_if("k_proj", k_proj, kMatrix);
+  visit_if("v_proj", v_proj, kMatrix);
+  visit_if("o_proj", o_proj, kOutputMatrix);
 }
 
 void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,

@@ -34,15 +34,20 @@ void EngramParams::allocate(const ModelConfig& cfg, int64_t table_rows, bool wit
 }
 
 void EngramParams::visit(const std::string& prefix, const ParamVisitor& f) {
-  if (!embedding.empty()) f(prefix + "embedding.weight", embedding);
-  f(prefix + "value_proj.weight", value_proj);
-  f(prefix + "value_proj.bias", value_bias);
-  f(prefix + "key_projs.0.weight", key_proj);
-  f(prefix + "key_projs.0.bias", key_bias);
-  f(prefix + "norm1.0.weight", norm1);
-  f(prefix + "norm2.0.weight", norm2);
-  f(prefix + "short_conv.conv.weight", conv_weight);
-  f(prefix + "short_conv.norms.0.weight", conv_norm);
+  using namespace param_role;
+  if (!embedding.empty()) f(prefix + "embedding.weight", embedding, kEngramTable);
+  f(prefix + "value_proj.weight", value_proj, kMatrix);
+  f(prefix + "value_proj.bias", value_bias, kBias);
+  f(prefix + "key_projs.0.weight", key_proj, kMatrix);
+  f(prefix + "key_projs.0.bias", key_bias, kBias);
+  f(prefix + "norm1.0.weight", norm1, kNormScale);
+  f(prefix + "norm2.0.weight", norm2, kNormScale);
+  f(prefix + "short_conv.conv.weight", conv_weight, kShortConv);
+  f(prefix + "short_conv.norms.0.weight", conv_norm, kNormScale);
+}
+
+void EngramParams::visit_sparse_grads(const std::string& prefix, const SparseRowGradVisitor& f) {
+  f(prefix + "embedding.weight", embedding_grad);
 }
 
 void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,

@@ -32,6 +32,8 @@ struct EngramParams {
 
   void allocate(const ModelConfig& cfg, int64_t table_rows, bool with_table);
   void visit(const std::string& prefix, const ParamVisitor& f);  // prefix "model.layers.{i}.engram."
+  // Gradient structs: the table's sparse gradient under the table's name.
+  void visit_sparse_grads(const std::string& prefix, const SparseRowGradVisitor& f);
 };
 
 struct EngramCache {

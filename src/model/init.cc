@@ -10,10 +10,6 @@ namespace memoe {
 
 namespace {
 constexpr double kInitStd = 0.02;
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 }  // namespace
 
 std::vector<EngramHash> make_engram_hashes(const ModelConfig& cfg, const std::vector<int64_t>& token_map) {
@@ -52,19 +48,22 @@ Model init_model(const ModelConfig& cfg, uint64_t seed, std::vector<int64_t> tok
 
   Rng rng(seed);
   const double out_std = kInitStd / std::sqrt(2.0 * cfg.num_hidden_layers);
-  m.params.visit([&](const std::string& name, Tensor& t) {
+  m.params.visit([&](const std::string&, Tensor& t, const ParamRole& role) {
     float* x = t.data();
     const int64_t n = t.numel();
-    if (ends_with(name, "norm.weight") || name.find("layernorm") != std::string::npos ||
-        name.find(".norm1.") != std::string::npos || name.find(".norm2.") != std::string::npos ||
-        name.find(".norms.") != std::string::npos) {
-      std::fill(x, x + n, 1.0f);
-    } else if (ends_with(name, "bias") || ends_with(name, "conv.weight")) {
-      std::fill(x, x + n, 0.0f);
-    } else {
-      const bool output_proj = ends_with(name, "o_proj.weight") || ends_with(name, "down_proj.weight");
-      const double std = output_proj ? out_std : kInitStd;
-      for (int64_t i = 0; i < n; ++i) x[i] = float(rng.normal() * std);
+    switch (role.init) {
+      case ParamInit::Ones:
+        std::fill(x, x + n, 1.0f);
+        break;
+      case ParamInit::Zeros:
+        std::fill(x, x + n, 0.0f);
+        break;
+      case ParamInit::Normal:
+      case ParamInit::OutputNormal: {
+        const double std = role.init == ParamInit::OutputNormal ? out_std : kInitStd;
+        for (int64_t i = 0; i < n; ++i) x[i] = float(rng.normal() * std);
+        break;
+      }
     }
   });
   return m;

@@ -35,12 +35,13 @@ void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& e
 }
 
 void ModelParams::visit(const ParamVisitor& f) {
-  f("model.embed_tokens.weight", embed_tokens);
+  using namespace param_role;
+  f("model.embed_tokens.weight", embed_tokens, kMatrix);
   for (size_t i = 0; i < layers.size(); ++i) {
     LayerParams& l = layers[i];
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
-    f(prefix + "input_layernorm.weight", l.input_layernorm);
-    f(prefix + "post_attention_layernorm.weight", l.post_attention_layernorm);
+    f(prefix + "input_layernorm.weight", l.input_layernorm, kNormScale);
+    f(prefix + "post_attention_layernorm.weight", l.post_attention_layernorm, kNormScale);
     l.attn.visit(prefix + "self_attn.", f);
     if (l.is_moe)
       l.moe.visit(prefix + "mlp.", f);
@@ -48,8 +49,13 @@ void ModelParams::visit(const ParamVisitor& f) {
       l.mlp.visit(prefix + "mlp.", f);
     if (l.has_engram) l.engram.visit(prefix + "engram.", f);
   }
-  f("model.norm.weight", norm);
-  if (!lm_head.empty()) f("lm_head.weight", lm_head);
+  f("model.norm.weight", norm, kNormScale);
+  if (!lm_head.empty()) f("lm_head.weight", lm_head, kMatrix);
+}
+
+void ModelParams::visit_sparse_grads(const SparseRowGradVisitor& f) {
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i].has_engram) layers[i].engram.visit_sparse_grads("model.layers." + std::to_string(i) + ".engram.", f);
 }
 
 void ModelParams::zero() {

@@ -36,6 +36,7 @@ struct ModelParams {
   void allocate(const ModelConfig& cfg, const std::vector<int64_t>& engram_rows, bool is_gradient);
   // Every float tensor under its checkpoint name (spec §6).
   void visit(const ParamVisitor& f);
+  void visit_sparse_grads(const SparseRowGradVisitor& f);  // gradient structs
   void zero();
 };
 

@@ -76,8 +76,8 @@ void MoEParams::allocate(const ModelConfig& cfg) {
 }
 
 void MoEParams::visit(const std::string& prefix, const ParamVisitor& f) {
-  f(prefix + "gate.weight", gate);
-  f(prefix + "gate.e_score_correction_bias", e_score_correction_bias);
+  f(prefix + "gate.weight", gate, param_role::kMatrix);
+  f(prefix + "gate.e_score_correction_bias", e_score_correction_bias, param_role::kRouterBias);
   for (size_t j = 0; j < experts.size(); ++j) experts[j].visit(prefix + "experts." + std::to_string(j) + ".", f);
   if (!shared.gate_proj.empty()) shared.visit(prefix + "shared_experts.", f);
 }

@@ -12,9 +12,9 @@ void SwiGLUParams::allocate(int64_t d, int64_t f) {
 }
 
 void SwiGLUParams::visit(const std::string& prefix, const ParamVisitor& f) {
-  f(prefix + "gate_proj.weight", gate_proj);
-  f(prefix + "up_proj.weight", up_proj);
-  f(prefix + "down_proj.weight", down_proj);
+  f(prefix + "gate_proj.weight", gate_proj, param_role::kMatrix);
+  f(prefix + "up_proj.weight", up_proj, param_role::kMatrix);
+  f(prefix + "down_proj.weight", down_proj, param_role::kOutputMatrix);
 }
 
 void swiglu_ffn_forward(const SwiGLUParams& p, const float* x, int64_t n, SwiGLUCache& cache, float* y) {

@@ -1,6 +1,7 @@
-// AdamW over a model's parameters: decoupled weight decay on matrices only
-// (none on norms and biases), and the Engram tables updated sparsely — only
-// the rows a step read — with their own learning rate (spec §5.5).
+// AdamW over a model's parameters, each as its declared role says
+// (model/params.h): decoupled decay on matrices only, the Engram tables
+// updated sparsely — only the rows a step read — at their own learning rate
+// (spec §5.5), the router's correction bias left to its balancing rule.
 #pragma once
 #include <vector>
 

@@ -1,9 +1,15 @@
-// AdamW: decoupled decay on matrices only, and Engram table rows updated
-// sparsely — rows no step read never change.
+// AdamW: each parameter as its declared role says — decoupled decay on
+// matrices only, Engram table rows updated sparsely (rows no step read never
+// change), the router bias left alone — and gradients and moments paired
+// with their weights by name and shape.
 #include "train/adamw.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <map>
+
+#include "core/error.h"
 #include "model/init.h"
 #include "train/gradients.h"
 
@@ -30,6 +36,103 @@ TEST(AdamW, ZeroGradientDecaysMatricesOnly) {
   const Tensor& t0 = before.params.layers[1].engram.embedding;
   const Tensor& t1 = m.params.layers[1].engram.embedding;
   for (int64_t i = 0; i < t0.numel(); ++i) ASSERT_EQ(t0[i], t1[i]);
+}
+
+TEST(AdamW, ShortConvAndRouterBiasAreNotDecayed) {
+  Model m = tiny_model();
+  Tensor& conv = m.params.layers[1].engram.conv_weight;
+  for (int64_t i = 0; i < conv.numel(); ++i) conv[i] = 0.25f;
+  MoEParams* moe = nullptr;
+  for (LayerParams& l : m.params.layers)
+    if (l.is_moe) moe = &l.moe;
+  ASSERT_NE(moe, nullptr);
+  moe->e_score_correction_bias[0] = 0.5f;
+  ModelParams g = m.make_gradients();
+  g.layers[1].engram.conv_weight[0] = 1.0f;  // moves by the Adam step only
+  AdamWConfig cfg;
+  cfg.weight_decay = 0.5;
+  AdamW opt(m, cfg);
+  opt.step(m, g, 0.1);
+  EXPECT_EQ(conv[1], 0.25f);  // zero gradient, no decay
+  EXPECT_NEAR(conv[0], 0.25f - 0.1f, 1e-6f);
+  EXPECT_EQ(moe->e_score_correction_bias[0], 0.5f);
+}
+
+TEST(AdamW, RolesAreDeclaredForEveryParameter) {
+  Model m = tiny_model();
+  std::map<std::string, ParamRole> roles;
+  m.params.visit([&](const std::string& name, Tensor&, const ParamRole& role) { roles.emplace(name, role); });
+  auto ends = [](const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  int tables = 0, decayed = 0;
+  for (const auto& [name, role] : roles) {
+    const bool norm = name.find("norm") != std::string::npos;
+    const bool bias = ends(name, "bias");
+    const bool conv = ends(name, "conv.weight");
+    const bool table = ends(name, "engram.embedding.weight");
+    EXPECT_EQ(role.weight_decay, !(norm || bias || conv || table)) << name;
+    EXPECT_EQ(role.update == ParamUpdate::SparseRows, table) << name;
+    EXPECT_EQ(role.lr == LrScale::EngramTable, table) << name;
+    EXPECT_EQ(role.update == ParamUpdate::RouterBias, ends(name, "e_score_correction_bias")) << name;
+    if (norm) {
+      EXPECT_EQ(role.init, ParamInit::Ones) << name;
+    }
+    if (bias || conv) {
+      EXPECT_EQ(role.init, ParamInit::Zeros) << name;
+    }
+    if (ends(name, "o_proj.weight") || ends(name, "down_proj.weight")) {
+      EXPECT_EQ(role.init, ParamInit::OutputNormal) << name;
+    }
+    tables += table;
+    decayed += role.weight_decay;
+  }
+  EXPECT_EQ(tables, 1);
+  EXPECT_GT(decayed, 10);
+}
+
+TEST(AdamW, InitFollowsRoles) {
+  const Model m = tiny_model();
+  const_cast<ModelParams&>(m.params).visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
+    double sum_sq = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (role.init == ParamInit::Ones) {
+        ASSERT_EQ(t[i], 1.0f) << name;
+      }
+      if (role.init == ParamInit::Zeros) {
+        ASSERT_EQ(t[i], 0.0f) << name;
+      }
+      sum_sq += double(t[i]) * t[i];
+    }
+    if (role.init == ParamInit::Normal && t.numel() > 200) {
+      EXPECT_NEAR(std::sqrt(sum_sq / double(t.numel())), 0.02, 0.004) << name;
+    }
+  });
+}
+
+TEST(AdamW, GradientsAndMomentsMustMatchTheirWeights) {
+  Model m = tiny_model();
+  AdamW opt(m, AdamWConfig{});
+  {
+    ModelParams g = m.make_gradients();
+    g.norm.resize({3});  // wrong shape
+    EXPECT_THROW(opt.step(m, g, 1e-3), Error);
+  }
+  {
+    ModelParams g = m.make_gradients();
+    ASSERT_FALSE(m.params.lm_head.empty());
+    g.lm_head = Tensor();  // a weight without its gradient
+    EXPECT_THROW(opt.step(m, g, 1e-3), Error);
+  }
+  {
+    ModelParams g = m.make_gradients();
+    g.layers[1].engram.embedding_grad.rows = {m.params.layers[1].engram.embedding.dim(0)};  // past the table
+    g.layers[1].engram.embedding_grad.grad.assign(size_t(g.layers[1].engram.embedding_grad.row_width), 1.0f);
+    EXPECT_THROW(opt.step(m, g, 1e-3), Error);
+  }
+  opt.first_moment().norm.resize({2});
+  ModelParams g = m.make_gradients();
+  EXPECT_THROW(opt.step(m, g, 1e-3), Error);
 }
 
 TEST(AdamW, OnlyTableRowsThatWereReadChange) {
