@@ -9,7 +9,6 @@
 //
 // The machine is shared and noisy, so engine and reference are timed in
 // alternating rounds and the median of the per-round ratios is reported.
-#include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -25,6 +24,7 @@
 #include "core/process.h"
 #include "core/rng.h"
 #include "io/npy.h"
+#include "kernels/linear.h"
 #include "model/init.h"
 #include "model/param_count.h"
 #include "train/adamw.h"
@@ -41,18 +41,6 @@ double peak_rss_bytes() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) * 1024.0;
-}
-
-// Best-of-5 sgemm rate on square matrices: the machine's practical peak.
-double sgemm_peak_gflops(int n) {
-  std::vector<float> a(size_t(n) * n, 1.0f), b(size_t(n) * n, 0.5f), c(size_t(n) * n);
-  double best = 0;
-  for (int r = 0; r < 5; ++r) {
-    double t = now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    best = std::max(best, 2.0 * n * n * double(n) / (now() - t) / 1e9);
-  }
-  return best;
 }
 
 double reference_tokens_per_s(const std::string& config, const std::string& ids_path, int batch, int seq, int steps,
@@ -161,7 +149,7 @@ int main(int argc, char** argv) {
       std::printf("ratio      %10.2fx engine / reference (median; PyTorch 1.13 with OMP_WAIT_POLICY=PASSIVE, "
                   "same batch, same threads)\n",
                   median(ratios));
-    const double peak = sgemm_peak_gflops(1024);
+    const double peak = measure_sgemm_gflops(1024);
     const double achieved = pc.train_flops_per_token * engine_tps / 1e9;
     const double rss = peak_rss_bytes();
     const double predicted = training_state_bytes(cfg, batch, seq);

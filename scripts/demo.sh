@@ -25,7 +25,7 @@ rm -rf "$out/run"
 ./build/memoe train --config configs/small.json --data "$out/data" --tokenizer "$out/tokenizer" --out "$out/run" \
   --steps "$steps" --batch 16 --seq 256 --lr 3e-3 --warmup 25 --eval-every 50 --eval-windows 32 \
   --checkpoint-every 50
-model="$out/run/checkpoints/$(cat "$out/run/checkpoints/latest")"
+model="$out/run/checkpoints/latest"
 echo "== held-out evaluation (model vs unigram baseline)"
 ./build/memoe eval --model "$model" --data "$out/data" --seq 256
 echo "== sample"

@@ -1,16 +1,14 @@
-// memoe generate --model DIR --prompt TEXT: samples a continuation token by
-// token and streams it to stdout as it is produced.
-#include <algorithm>
+// memoe generate --model DIR --prompt TEXT: streams a sampled continuation
+// to stdout as it is produced (the loop lives in serve/generate).
+#include <chrono>
 #include <cstdio>
-#include <limits>
 #include <string>
-#include <vector>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "io/tokenizer.h"
 #include "model/checkpoint.h"
-#include "serve/sampler.h"
+#include "serve/generate.h"
 
 namespace memoe::cli {
 
@@ -26,19 +24,9 @@ struct Options {
   bool greedy = false;
 };
 
-// An incomplete UTF-8 sequence at the end of the text decodes to U+FFFD
-// until its remaining bytes arrive; such a tail is held back, not printed.
-size_t printable_length(const std::string& text) {
-  static const std::string kReplacement = "\xEF\xBF\xBD";
-  size_t n = text.size();
-  while (n >= kReplacement.size() && text.compare(n - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
-    n -= kReplacement.size();
-  return n;
-}
-
-void write_out(const std::string& text, size_t from, size_t to) {
-  if (to <= from) return;
-  std::fwrite(text.data() + from, 1, to - from, stdout);
+void write_out(const std::string& text) {
+  if (text.empty()) return;
+  std::fwrite(text.data(), 1, text.size(), stdout);
   std::fflush(stdout);
 }
 
@@ -53,47 +41,21 @@ void run(const Options& o) {
   Sampler sampler(sc);  // checks the sampling options before the slow load
 
   const Model m = load_model(o.model);
-  const Tokenizer tok = Tokenizer::load(o.model);
-  const int64_t V = m.config.vocab_size;
-  MEMOE_CHECK(tok.vocab_size() <= V, "the tokenizer in ", o.model, " has ", tok.vocab_size(),
-              " tokens but the model's vocab_size is ", V);
-
-  // Training streams put the end-of-text id before every document but the
-  // first, so it leads the prompt: the model then reads the prompt as the
-  // start of a document (and an empty prompt still has a token to go on).
-  std::vector<int64_t> ids = {int64_t(tok.eos_id())};
-  for (int32_t t : tok.encode(o.prompt)) ids.push_back(t);
-  const int64_t max_ctx = m.config.max_position_embeddings;
-  MEMOE_CHECK(max_ctx > 0, "model config: max_position_embeddings must be > 0");
-
-  std::vector<int32_t> generated;
-  std::vector<float> logits(static_cast<size_t>(V));
-  std::string text;
-  size_t printed = 0;
-  ModelState state;
-  for (int step = 0; step < o.max_tokens; ++step) {
-    // Recompute the whole (most recent) context: there is no KV cache yet.
-    const int64_t len = std::min<int64_t>(int64_t(ids.size()), max_ctx);
-    model_forward(m, ids.data() + (int64_t(ids.size()) - len), 1, len, state);
-    std::copy_n(state.logits.data() + (len - 1) * V, V, logits.begin());
-    // Rows past the tokenizer's own pieces are vocabulary padding: never emit them.
-    std::fill(logits.begin() + tok.vocab_size(), logits.end(), -std::numeric_limits<float>::infinity());
-    const int32_t next = sampler.sample(logits.data(), V);
-    if (next == tok.eos_id()) break;
-    ids.push_back(next);
-    generated.push_back(next);
-    // Decoding all generated ids (not just the new one) keeps multi-byte
-    // characters split over byte pieces intact; print what is new.
-    text = tok.decode(generated);
-    const size_t ready = printable_length(text);
-    if (ready > printed) {
-      write_out(text, printed, ready);
-      printed = ready;
-    }
-  }
-  write_out(text, printed, text.size());  // a trailing incomplete character, if any
-  std::fputs("\n", stdout);
-  std::fflush(stdout);
+  const Tokenizer tok = Tokenizer::load(resolve_model_dir(o.model));
+  MEMOE_CHECK(tok.vocab_size() <= m.config.vocab_size, "the tokenizer in ", o.model, " has ", tok.vocab_size(),
+              " tokens but the model's vocab_size is ", m.config.vocab_size);
+  GenerateOptions g;
+  g.max_tokens = o.max_tokens;
+  g.stop_id = tok.eos_id();
+  g.emit_vocab = tok.vocab_size();  // rows past the tokenizer's pieces are vocabulary padding
+  TextStream text(tok);
+  const auto t0 = std::chrono::steady_clock::now();
+  const GenerateResult r =
+      generate(m, prompt_ids(tok, o.prompt), g, sampler, [&](int32_t token) { write_out(text.push(token)); });
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_out(text.finish() + "\n");
+  std::fprintf(stderr, "generated %zu tokens (finish: %s) in %.2f s\n", r.tokens.size(),
+               r.finish == FinishReason::Stop ? "stop" : "length", s);
 }
 
 }  // namespace

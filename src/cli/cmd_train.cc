@@ -1,5 +1,6 @@
 // memoe train --config C --data DIR --out RUN [options] | --resume RUN:
 // trains, checkpoints, and draws RUN/loss.png at the end.
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,9 +17,25 @@ namespace {
 
 struct Options {
   TrainOptions train;
-  std::string out, resume;
+  std::string out, resume, time_budget;
   CLI::Option* steps = nullptr;
 };
+
+// "90", "90s", "4m", "1.5h": seconds.
+double parse_duration(const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = text.substr(used);
+  const double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : 0;
+  MEMOE_CHECK(used > 0 && scale > 0 && std::isfinite(value) && value > 0, "--time-budget '", text,
+              "' is not a duration (e.g. 90s, 4m, 1.5h)");
+  return value * scale;
+}
 
 // Train and held-out loss against step, from metrics.jsonl.
 void draw_loss_curve(const std::string& run_dir) {
@@ -44,19 +61,22 @@ void draw_loss_curve(const std::string& run_dir) {
 }
 
 void run(Options& o) {
+  TrainLimits limits;
+  if (!o.time_budget.empty()) limits.time_budget_s = parse_duration(o.time_budget);
   TrainResult r;
   std::string run_dir;
   if (!o.resume.empty()) {
     MEMOE_CHECK(o.out.empty() && o.train.config.empty(), "--resume takes the run's own options; drop --out/--config");
     run_dir = o.resume;
-    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0);
+    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits);
   } else {
     MEMOE_CHECK(!o.train.config.empty() && !o.train.data.empty() && !o.out.empty(),
                 "train needs --config, --data and --out (or --resume RUN)");
     run_dir = o.out;
-    r = train_new(o.train, run_dir);
+    r = train_new(o.train, run_dir, limits);
   }
   draw_loss_curve(run_dir);
+  if (r.stopped_by_budget) std::printf("stopped by the time budget\n");
   std::printf("trained %lld steps: loss %.4f, held-out loss %.4f (perplexity %.2f)\ncheckpoint %s\nloss curve %s/loss.png\n",
               (long long)r.step, r.last_loss, r.last_val_loss, std::exp(r.last_val_loss), r.last_checkpoint.c_str(),
               run_dir.c_str());
@@ -78,6 +98,11 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--grad-accum", t.grad_accum, "micro-batches per optimizer step")->capture_default_str();
   o->steps = cmd->add_option("--steps", t.steps, "optimizer steps in all (with --resume: extends the run)")
                  ->capture_default_str();
+  cmd->add_option("--decay-steps", t.decay_steps,
+                  "steps of the cosine decay (default: --steps; with --resume: moves the horizon)");
+  cmd->add_option("--time-budget", o->time_budget,
+                  "stop cleanly (checkpoint, evaluation, plot) within this wall time, e.g. 4m; a fresh run fits its "
+                  "schedule to it");
   cmd->add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--min-lr-ratio", t.min_lr_ratio, "final lr / peak lr (cosine)")->capture_default_str();
   cmd->add_option("--warmup", t.warmup, "linear warmup steps")->capture_default_str();

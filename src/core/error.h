@@ -4,6 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace memoe {
 
@@ -20,6 +21,9 @@ std::string concat(const Args&... args) {
   return os.str();
 }
 }  // namespace detail
+
+// The operating system's words for an errno value.
+inline std::string os_reason(int error_number) { return std::system_category().message(error_number); }
 
 // Throws memoe::Error with the arguments streamed into one message.
 template <typename... Args>

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,10 +16,6 @@ namespace memoe {
 namespace {
 
 constexpr size_t kBufferBytes = 1 << 20;
-
-std::string os_reason(int error_number) {
-  return std::system_category().message(error_number);
-}
 
 // Makes the rename itself durable. Best effort: some filesystems refuse to
 // fsync a directory, and the data is already safe by then.
@@ -33,9 +30,18 @@ void sync_parent_directory(const std::string& path) {
 
 }  // namespace
 
+std::string unique_temp_suffix() {
+  static std::atomic<uint64_t> counter{0};
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == 0) std::strcpy(host, "host");
+  for (char* c = host; *c; ++c)
+    if (*c == '/' || *c == '.') *c = '_';  // stays one path component
+  return std::string(host) + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
 AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)) {
   MEMOE_CHECK(!path_.empty(), "cannot write a file with an empty path");
-  temp_path_ = path_ + ".tmp." + std::to_string(::getpid());
+  temp_path_ = path_ + ".tmp." + unique_temp_suffix();
   fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd_ < 0) fail("cannot write ", path_, ": ", os_reason(errno));
   buffer_.reserve(kBufferBytes);

@@ -1,4 +1,4 @@
-// Atomic file writes: data goes to "<path>.tmp.<pid>", is fsync'ed, and is
+// Atomic file writes: data goes to "<path>.tmp.<host>-<pid>-<n>", is fsync'ed, and is
 // then renamed over the target, so readers (and a crash) see either the old
 // file or the complete new one, never a half-written file.
 #pragma once
@@ -40,6 +40,10 @@ class AtomicFileWriter {
   bool committed_ = false;
   std::vector<char> buffer_;  // batches small writes into few syscalls
 };
+
+// "<host>-<pid>-<n>": unique per host, process and call, so temporaries of
+// processes on several hosts (MPI ranks on a shared filesystem) never collide.
+std::string unique_temp_suffix();
 
 // Writes all of `bytes` to `path` atomically.
 void write_file_atomic(const std::string& path, const std::string& bytes);

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/format_util.h"
 
 namespace memoe {
 
@@ -26,16 +27,9 @@ size_t item_size(NpyDType dtype) {
   return dtype == NpyDType::F64 || dtype == NpyDType::I64 ? 8 : 4;
 }
 
-template <typename T>
-T load_le(const uint8_t* p) {
-  T value;
-  std::memcpy(&value, p, sizeof(T));
-  return value;
-}
-
 std::vector<uint8_t> read_whole_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open ", path, ": ", std::system_category().message(errno));
+  if (fd < 0) fail("cannot open ", path, ": ", os_reason(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -49,7 +43,7 @@ std::vector<uint8_t> read_whole_file(const std::string& path) {
     if (n <= 0) {
       const int err = n < 0 ? errno : 0;
       ::close(fd);
-      fail("cannot read ", path, ": ", err ? std::system_category().message(err) : "file shrank while reading");
+      fail("cannot read ", path, ": ", err ? os_reason(err) : "file shrank while reading");
     }
     done += static_cast<size_t>(n);
   }

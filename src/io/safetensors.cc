@@ -15,6 +15,7 @@
 
 #include "core/bf16.h"
 #include "core/error.h"
+#include "io/format_util.h"
 
 namespace memoe {
 
@@ -46,21 +47,8 @@ const DTypeEntry* find_dtype(const std::string& name) {
   return nullptr;
 }
 
-// A name as a JSON string literal: quoted, and escaped so that a hostile name
-// cannot break the one-line error message.
-std::string quoted(const std::string& name) {
-  return json(name).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 bool is_float(DType dtype) {
   return dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16 || dtype == DType::F64;
-}
-
-template <typename T>
-T load_le(const uint8_t* p) {
-  T value;
-  std::memcpy(&value, p, sizeof(T));
-  return value;
 }
 
 // Parses the header, refusing duplicate keys (nlohmann would silently keep
@@ -170,12 +158,12 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   file.path_ = path;
 
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open ", path, ": ", std::system_category().message(errno));
+  if (fd < 0) fail("cannot open ", path, ": ", os_reason(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    fail("cannot open ", path, ": ", std::system_category().message(err));
+    fail("cannot open ", path, ": ", os_reason(err));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -189,7 +177,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   void* address = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_errno = errno;
   ::close(fd);  // the mapping stays valid without the descriptor
-  if (address == MAP_FAILED) fail("cannot map ", path, ": ", std::system_category().message(map_errno));
+  if (address == MAP_FAILED) fail("cannot map ", path, ": ", os_reason(map_errno));
   file.mapping_ = std::make_shared<const Mapping>(address, file_size);
   const uint8_t* bytes = static_cast<const uint8_t*>(address);
 

@@ -6,19 +6,12 @@
 #include "core/bf16.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/format_util.h"
 #include "io/safetensors.h"
 
 namespace memoe {
 
 using nlohmann::json;
-
-namespace {
-
-std::string quoted(const std::string& name) {
-  return json(name).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-}  // namespace
 
 SafetensorsWriter::Entry& SafetensorsWriter::new_entry(const std::string& name, DType dtype,
                                                        std::vector<int64_t> shape, bool allocate) {

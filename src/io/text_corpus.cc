@@ -19,20 +19,27 @@ std::string lower_extension(const std::string& path) {
   return ext;
 }
 
+bool blank(const std::string& line) { return line.find_first_not_of(" \t") == std::string::npos; }
+
 void strip_cr(std::string& line) {
   if (!line.empty() && line.back() == '\r') line.pop_back();
 }
 }  // namespace
 
-TextLineReader::TextLineReader(std::string path) : path_(std::move(path)) {
+void check_text_input(const std::string& path) {
   std::error_code ec;
-  const auto status = fs::status(path_, ec);
-  MEMOE_CHECK(fs::exists(status), "cannot open ", path_, ": No such file or directory");
-  MEMOE_CHECK(fs::is_regular_file(status), path_, " is not a regular file");
-  const std::string ext = lower_extension(path_);
-  MEMOE_CHECK(ext == ".txt" || ext == ".jsonl", path_, ": unsupported input type '", ext,
+  const auto status = fs::status(path, ec);
+  MEMOE_CHECK(fs::exists(status), "cannot open ", path, ": No such file or directory");
+  MEMOE_CHECK(fs::is_regular_file(status), path, " is not a regular file");
+  const std::string ext = lower_extension(path);
+  MEMOE_CHECK(ext == ".txt" || ext == ".jsonl", path, ": unsupported input type '", ext,
               "' (expected .txt or .jsonl)");
-  jsonl_ = ext == ".jsonl";
+  MEMOE_CHECK(fs::file_size(path, ec) > 0 && !ec, path, ": empty file");
+}
+
+TextLineReader::TextLineReader(std::string path) : path_(std::move(path)) {
+  check_text_input(path_);
+  jsonl_ = lower_extension(path_) == ".jsonl";
   in_.open(path_, std::ios::binary);
   MEMOE_CHECK(in_.good(), "cannot open ", path_);
 }
@@ -58,7 +65,7 @@ bool TextLineReader::read_raw_line(std::string& raw) {
   return true;
 }
 
-void TextLineReader::queue_jsonl_record(const std::string& raw) {
+std::string TextLineReader::jsonl_text(const std::string& raw) const {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(raw);
@@ -68,9 +75,41 @@ void TextLineReader::queue_jsonl_record(const std::string& raw) {
   const auto text = j.is_object() ? j.find("text") : j.end();
   MEMOE_CHECK(j.is_object() && text != j.end() && text->is_string(), path_, ":", line_number_,
               ": expected a JSON object with a string \"text\"");
-  const auto& doc = text->get_ref<const std::string&>();
+  std::string doc = text->get<std::string>();
   // "\u0000" escapes decode to NUL, which is no text a tokenizer should learn.
   MEMOE_CHECK(doc.find('\0') == std::string::npos, path_, ":", line_number_, ": \"text\" contains a NUL character");
+  return doc;
+}
+
+void for_each_document(const std::string& path, const std::function<void(const std::string&)>& on_document) {
+  TextLineReader reader(path);
+  int64_t documents = 0;
+  std::string raw, doc;
+  auto flush = [&] {
+    if (doc.empty()) return;
+    ++documents;
+    on_document(doc);
+    doc.clear();
+  };
+  while (reader.read_raw_line(raw)) {
+    if (blank(raw)) {
+      if (!reader.jsonl_) flush();
+      continue;
+    }
+    if (reader.jsonl_) {
+      doc = reader.jsonl_text(raw);
+      flush();
+    } else {
+      if (!doc.empty()) doc += '\n';
+      doc += raw;
+    }
+  }
+  flush();
+  MEMOE_CHECK(documents > 0, path, ": no documents (only blank lines or empty texts)");
+}
+
+void TextLineReader::queue_jsonl_record(const std::string& raw) {
+  const std::string doc = jsonl_text(raw);
   pending_.clear();
   pending_next_ = 0;
   size_t begin = 0;
@@ -99,7 +138,7 @@ bool TextLineReader::next(std::string& line) {
       any_text_ = any_text_ || line.find_first_not_of(" \t") != std::string::npos;
       return true;
     }
-    if (raw.find_first_not_of(" \t") == std::string::npos) continue;  // blank JSONL line
+    if (blank(raw)) continue;  // blank JSONL line
     queue_jsonl_record(raw);
   }
   MEMOE_CHECK(any_text_, path_, ": no text (the file is empty or holds only blank lines",

@@ -1,35 +1,44 @@
-// Streams the lines of a training text file for the tokenizer trainer.
-//
-// Inputs: .txt (plain text) or .jsonl (one {"text": "..."} object per line;
-// blank lines are skipped). Document boundaries do not matter to tokenizer
-// training, so both kinds reduce to lines: the file's lines, or the lines of
-// each "text". (For corpus preparation the same files read as documents: a
-// .txt holds one document per blank-line-separated block.) Lines come
-// without "\n" or a trailing "\r"; empty lines are skipped.
+// Text corpora: .txt (plain text) or .jsonl (one {"text": "..."} object per
+// line; blank lines skipped). One reader checks every line (no NUL bytes,
+// valid UTF-8, well-formed JSONL) for both uses:
+//   - documents, for corpus preparation: a .txt holds one document per
+//     blank-line-separated block, a .jsonl one per record;
+//   - lines, for tokenizer training, where document boundaries do not
+//     matter: the file's lines, or the lines of each "text".
+// Lines come without "\n" or a trailing "\r". Errors are one line naming the
+// file and, where it helps, the line and byte offset.
 #pragma once
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
 namespace memoe {
 
+// Missing, not a regular file, empty, or of an unsupported extension: an
+// error before any work is done.
+void check_text_input(const std::string& path);
+
+// Calls on_document for each document of the file, reading it line by line.
+// A file with no document at all is an error.
+void for_each_document(const std::string& path, const std::function<void(const std::string&)>& on_document);
+
 class TextLineReader {
  public:
-  // Errors (one line, naming the file): missing, not a regular file,
-  // unsupported extension.
   explicit TextLineReader(std::string path);
 
-  // The next non-empty line, or false at the end. Errors name the file and,
-  // where it helps, the line and byte offset: NUL bytes (binary data),
-  // invalid UTF-8, malformed JSONL, a file with no text at all.
+  // The next non-empty line, or false at the end (a file with no text at
+  // all is an error).
   bool next(std::string& line);
 
   const std::string& path() const { return path_; }
 
  private:
-  bool read_raw_line(std::string& raw);  // false at end of file
-  void queue_jsonl_record(const std::string& raw);
+  friend void for_each_document(const std::string&, const std::function<void(const std::string&)>&);
+  bool read_raw_line(std::string& raw);  // a checked physical line; false at end of file
+  std::string jsonl_text(const std::string& raw) const;  // a record's "text"
+  void queue_jsonl_record(const std::string& raw);        // its lines into pending_
 
   std::string path_;
   bool jsonl_ = false;

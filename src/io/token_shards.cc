@@ -29,8 +29,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string os_reason(int error_number) { return std::system_category().message(error_number); }
-
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
 bool valid_split_name(const std::string& name) {

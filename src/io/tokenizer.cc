@@ -107,7 +107,7 @@ class TempDir {
   // Created like any directory (honouring the umask), since it becomes the
   // output directory itself when that does not exist yet.
   TempDir(const fs::path& parent, const std::string& stem) {
-    const std::string base = "." + stem + ".tmp-" + std::to_string(::getpid()) + "-";
+    const std::string base = "." + stem + ".tmp-" + unique_temp_suffix() + "-";
     for (int attempt = 0; attempt < 1000 && path_.empty(); ++attempt) {
       std::error_code ec;
       const fs::path candidate = parent / (base + std::to_string(attempt));

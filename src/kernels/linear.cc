@@ -2,7 +2,10 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <vector>
 
 namespace memoe {
 
@@ -29,6 +32,18 @@ void linear_backward(const float* dy, const float* x, const float* w, int64_t n,
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < out; ++o) dbias[o] += dy[i * out + o];
   }
+}
+
+double measure_sgemm_gflops(int64_t n, int rounds) {
+  std::vector<float> a(size_t(n * n), 1.0f), b(size_t(n * n), 0.5f), c(size_t(n * n));
+  double best = 0;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
+  }
+  return best;
 }
 
 }  // namespace memoe

@@ -17,4 +17,9 @@ void linear_backward(const float* dy, const float* x, const float* w, int64_t n,
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
+// This machine's practical sgemm rate: best of `rounds` n x n x n products
+// through the same BLAS and threads as the engine, in GFLOP/s. Lets a slow
+// machine be recognised as such next to tokens/s.
+double measure_sgemm_gflops(int64_t n = 1024, int rounds = 5);
+
 }  // namespace memoe

@@ -1,5 +1,7 @@
 #include "model/checkpoint.h"
 
+#include <fstream>
+
 #include <filesystem>
 
 #include "core/error.h"
@@ -53,7 +55,24 @@ void save_model(const Model& m, const std::string& dir, DType dtype) {
   write_file_atomic(dir + "/config.json", config_to_json(m.config));
 }
 
-Model load_model(const std::string& dir) {
+std::string resolve_model_dir(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  // A run's checkpoints/latest: a symlink (followed by is_directory), or in
+  // runs from before that a file holding the checkpoint's name.
+  if (fs::is_regular_file(path, ec) && fs::path(path).filename() == "latest" && fs::file_size(path, ec) < 256) {
+    std::ifstream in(path);
+    std::string name;
+    if (in >> name && name.find('/') == std::string::npos) {
+      const fs::path dir = fs::path(path).parent_path() / name;
+      if (fs::is_directory(dir, ec)) return dir.string();
+    }
+  }
+  return path;
+}
+
+Model load_model(const std::string& path) {
+  const std::string dir = resolve_model_dir(path);
   MEMOE_CHECK(std::filesystem::is_directory(dir), "model directory ", dir, " does not exist");
   Model m;
   m.config = load_config(dir + "/config.json");

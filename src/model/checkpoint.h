@@ -13,7 +13,11 @@ namespace memoe {
 void save_model(const Model& m, const std::string& dir, DType dtype = DType::F32);
 
 // Reads a model directory; any missing or misshapen tensor is an error
-// naming it.
+// naming it. A run's RUN/checkpoints/latest is accepted too.
 Model load_model(const std::string& dir);
+
+// The model directory that `path` names: itself, or, for an older run's
+// checkpoints/latest file holding a checkpoint's name, that checkpoint.
+std::string resolve_model_dir(const std::string& path);
 
 }  // namespace memoe

@@ -43,7 +43,7 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
   fs::create_directories(root, ec);
   MEMOE_CHECK(!ec, "cannot create ", root.string(), ": ", ec.message());
   const std::string name = step_name(state.step);
-  const fs::path tmp = root / ("." + name + ".tmp");
+  const fs::path tmp = root / ("." + name + ".tmp." + unique_temp_suffix());
   const fs::path final_dir = root / name;
   fs::remove_all(tmp, ec);
 
@@ -68,7 +68,13 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   MEMOE_CHECK(!ec, "cannot publish checkpoint ", final_dir.string(), ": ", ec.message());
-  write_file_atomic((root / "latest").string(), name + "\n");
+  // checkpoints/latest: a relative symlink, replaced atomically by rename,
+  // so RUN/checkpoints/latest works wherever a model directory is taken.
+  const fs::path link_tmp = root / (".latest.tmp." + unique_temp_suffix());
+  fs::create_directory_symlink(name, link_tmp, ec);
+  MEMOE_CHECK(!ec, "cannot create ", link_tmp.string(), ": ", ec.message());
+  fs::rename(link_tmp, root / "latest", ec);
+  MEMOE_CHECK(!ec, "cannot publish ", (root / "latest").string(), ": ", ec.message());
 
   // Keep the newest keep_last (never the one just written).
   std::vector<std::string> all;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "io/text_corpus.h"  // for_each_document: what a document is
 #include "io/token_shards.h"
 
 namespace memoe {
@@ -40,9 +41,5 @@ TokenDataMeta prepare_data(const PrepareOptions& options, const TextEncoder& enc
 // Whether document `index` (counted over all inputs, in order) goes to val.
 bool goes_to_val(uint64_t seed, uint64_t index, double val_fraction);
 
-// Calls on_document for each document of a .txt or .jsonl file, reading it
-// line by line. Errors name the file (and line): missing, empty, binary
-// (NUL bytes), invalid UTF-8, malformed JSONL, no documents.
-void for_each_document(const std::string& path, const std::function<void(const std::string&)>& on_document);
 
 }  // namespace memoe

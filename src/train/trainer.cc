@@ -10,13 +10,17 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <omp.h>
+
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/token_map.h"
 #include "io/token_shards.h"
 #include "io/tokenizer.h"
+#include "kernels/linear.h"
 #include "model/checkpoint.h"
 #include "model/init.h"
+#include "model/param_count.h"
 #include "train/batch.h"
 #include "train/checkpoint_state.h"
 #include "train/data_loader.h"
@@ -34,11 +38,12 @@ std::string metrics_path(const std::string& run_dir) { return run_dir + "/metric
 
 std::string latest_checkpoint(const std::string& run_dir) {
   const fs::path pointer = fs::path(run_dir) / "checkpoints" / "latest";
-  std::ifstream in(pointer);
-  std::string name;
-  if (!(in >> name)) return "";
+  std::error_code ec;
+  fs::path name = fs::read_symlink(pointer, ec);
+  if (ec) name = fs::path(resolve_model_dir(pointer.string())).filename();  // an older run's pointer file
+  if (name.empty() || name.has_parent_path() || name == "latest") return "";
   const fs::path dir = fs::path(run_dir) / "checkpoints" / name;
-  return fs::is_directory(dir) ? dir.string() : "";
+  return fs::is_directory(dir, ec) ? dir.string() : "";
 }
 
 namespace {
@@ -47,7 +52,8 @@ json options_to_json(const TrainOptions& o) {
   return {{"config", o.config},     {"data", o.data},
           {"tokenizer", o.tokenizer}, {"batch", o.batch},
           {"seq_len", o.seq_len},   {"grad_accum", o.grad_accum},
-          {"steps", o.steps},       {"lr", o.lr},
+          {"steps", o.steps},       {"decay_steps", o.decay_steps},
+          {"lr", o.lr},
           {"min_lr_ratio", o.min_lr_ratio}, {"warmup", o.warmup},
           {"weight_decay", o.weight_decay}, {"beta1", o.beta1},
           {"beta2", o.beta2},       {"clip", o.clip},
@@ -65,6 +71,7 @@ TrainOptions options_from_json(const json& j) {
   o.seq_len = j.at("seq_len");
   o.grad_accum = j.at("grad_accum");
   o.steps = j.at("steps");
+  o.decay_steps = j.value("decay_steps", o.steps);  // runs from before the option decayed over `steps`
   o.lr = j.at("lr");
   o.min_lr_ratio = j.at("min_lr_ratio");
   o.warmup = j.at("warmup");
@@ -86,6 +93,7 @@ void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.seq_len >= 2, "--seq must be >= 2");
   MEMOE_CHECK(o.grad_accum >= 1, "--grad-accum must be >= 1");
   MEMOE_CHECK(o.steps >= 1, "--steps must be >= 1");
+  MEMOE_CHECK(o.decay_steps >= 1, "--decay-steps must be >= 1");
   MEMOE_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive");
   MEMOE_CHECK(o.warmup >= 0, "--warmup must be >= 0");
   MEMOE_CHECK(o.checkpoint_every >= 1, "--checkpoint-every must be >= 1");
@@ -132,7 +140,26 @@ struct Run {
   TrainState state;
 };
 
-TrainResult train_loop(Run& run) {
+void write_options(const Run& run) { write_file_atomic(options_path(run.dir), options_to_json(run.o).dump(2) + "\n"); }
+
+// Seconds per optimizer step, measured from the second step on (the first
+// pays for allocations), with periodic evaluations spread over their steps.
+class StepClock {
+ public:
+  void record_step(double seconds) {
+    if (++steps_ > 1) measured_ += seconds, counted_ += 1;
+  }
+  void record_eval(double seconds) { eval_ += seconds, evals_ += 1; }
+  bool ready() const { return counted_ >= 3; }
+  double per_step() const { return counted_ > 0 ? measured_ / double(counted_) : 0.0; }
+  double per_eval(double fallback) const { return evals_ > 0 ? eval_ / double(evals_) : fallback; }
+
+ private:
+  int64_t steps_ = 0, counted_ = 0, evals_ = 0;
+  double measured_ = 0, eval_ = 0;
+};
+
+TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const TrainOptions& o = run.o;
   Model& model = run.model;
   const ModelConfig& cfg = model.config;
@@ -151,7 +178,15 @@ TrainResult train_loop(Run& run) {
   const std::string last = latest_checkpoint(run.dir);
   if (run.state.step > 0) load_optimizer_state(last, opt);
 
-  const LrSchedule schedule{o.lr, o.warmup, o.steps, o.min_lr_ratio};
+  const int threads = omp_get_max_threads();
+  const double sgemm = measure_sgemm_gflops(1024, 3);
+  const double flops_per_token = count_params(cfg, o.seq_len).train_flops_per_token;
+  std::fprintf(stderr, "machine: sgemm %.0f GFLOP/s on %d threads; model: %.1f MFLOP per training token\n", sgemm,
+               threads, flops_per_token / 1e6);
+  LrSchedule schedule{o.lr, o.warmup, o.decay_steps, o.min_lr_ratio};
+  const bool budgeted = limits.time_budget_s > 0;
+  bool fit_to_budget = budgeted && run.state.step == 0;  // only a fresh run's schedule is re-planned
+  StepClock clock;
   ModelParams grads = model.make_gradients();
   ModelState fwd;
   Batch batch;
@@ -165,8 +200,11 @@ TrainResult train_loop(Run& run) {
   result.last_checkpoint = last;
 
   const auto t_start = std::chrono::steady_clock::now();
+  auto seconds_since_start = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
   const int64_t first_step = run.state.step;
-  while (run.state.step < o.steps) {
+  while (run.state.step < run.o.steps) {
     const int64_t step = run.state.step;
     const auto t0 = std::chrono::steady_clock::now();
     grads.zero();
@@ -213,9 +251,11 @@ TrainResult train_loop(Run& run) {
     run.state.tokens_seen += o.batch * o.seq_len * o.grad_accum;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = double(o.batch * o.seq_len * o.grad_accum) / dt;
+    const double gflops = tps * flops_per_token / 1e9;
 
     json rec = {{"step", run.state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
-                {"tokens_per_s", tps}, {"tokens", run.state.tokens_seen}};
+                {"tokens_per_s", tps}, {"gflops", gflops}, {"tokens", run.state.tokens_seen}};
+    if (run.state.step == first_step + 1) rec["sgemm_gflops"] = sgemm;
     json load_ratio = json::object(), gates = json::object();
     for (size_t l = 0; l < loads.size(); ++l) {
       if (!loads[l].empty()) {
@@ -229,9 +269,35 @@ TrainResult train_loop(Run& run) {
     rec["expert_load_max_over_mean"] = load_ratio;
     rec["engram_gate_mean"] = gates;
 
-    const bool last_step = run.state.step == o.steps;
+    // The time budget: once a few steps are timed, a fresh run's schedule
+    // shrinks to the steps that fit (keeping room for the evaluations and
+    // the final checkpoint); any run stops when one more step would not fit.
+    const double eval_guess = clock.per_step() * double(o.eval_windows) / double(3 * o.batch * o.grad_accum);
+    clock.record_step(dt);
+    if (budgeted && clock.ready()) {
+      const double step_s = clock.per_step(), eval_s = clock.per_eval(eval_guess);
+      const double per_step = step_s + (o.eval_every > 0 ? eval_s / double(o.eval_every) : 0.0);
+      const double room = limits.time_budget_s - seconds_since_start() - eval_s - 1.0;
+      if (fit_to_budget) {
+        fit_to_budget = false;
+        const int64_t fit = run.state.step + std::max<int64_t>(0, int64_t(room / per_step));
+        if (fit < o.steps) {
+          if (run.o.decay_steps == run.o.steps) run.o.decay_steps = std::max<int64_t>(1, fit);
+          run.o.steps = std::max<int64_t>(run.state.step, fit);
+          schedule.total_steps = run.o.decay_steps;
+          write_options(run);
+          std::fprintf(stderr, "%stime budget %.0f s: %lld steps fit at %.2f s/step; the schedule now ends there\n",
+                       tty ? "\r\033[K" : "", limits.time_budget_s, (long long)run.o.steps, step_s);
+        }
+      } else if (run.state.step < o.steps && room < per_step) {
+        result.stopped_by_budget = true;
+      }
+    }
+    const bool last_step = run.state.step >= o.steps || result.stopped_by_budget;
     if ((o.eval_every > 0 && run.state.step % o.eval_every == 0) || last_step) {
+      const auto e0 = std::chrono::steady_clock::now();
       const HeldoutResult h = heldout_loss(model, val, o.batch, o.eval_windows, fwd);
+      clock.record_eval(std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count());
       rec["val_loss"] = h.loss;
       rec["val_ppl"] = h.perplexity;
       result.last_val_loss = h.loss;
@@ -243,8 +309,8 @@ TrainResult train_loop(Run& run) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double eta = elapsed / double(run.state.step - first_step) * double(o.steps - run.state.step);
     if (tty || run.state.step % std::max<int64_t>(1, o.log_every) == 0 || last_step || rec.contains("val_loss")) {
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s%s%s",
-                   tty ? "\r\033[K" : "", (long long)run.state.step, (long long)o.steps, loss, lr, tps,
+      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s, %.0f GFLOP/s | ETA %s%s%s",
+                   tty ? "\r\033[K" : "", (long long)run.state.step, (long long)o.steps, loss, lr, tps, gflops,
                    format_eta(eta).c_str(),
                    rec.contains("val_loss") ? (" | val " + std::to_string(rec["val_loss"].get<double>())).c_str() : "",
                    tty && !last_step && !rec.contains("val_loss") ? "" : "\n");
@@ -252,13 +318,20 @@ TrainResult train_loop(Run& run) {
     }
     if (run.state.step % o.checkpoint_every == 0 || last_step)
       result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last);
+    if (result.stopped_by_budget) {
+      std::fprintf(stderr, "time budget %.0f s reached after step %lld of %lld; --resume %s continues the run\n",
+                   limits.time_budget_s, (long long)run.state.step, (long long)o.steps, run.dir.c_str());
+      break;
+    }
   }
   return result;
 }
 
 }  // namespace
 
-TrainResult train_new(const TrainOptions& options, const std::string& run_dir) {
+TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir, const TrainLimits& limits) {
+  TrainOptions options = options_in;
+  if (options.decay_steps == 0) options.decay_steps = options.steps;
   check_options(options);
   MEMOE_CHECK(!fs::exists(options_path(run_dir)), run_dir,
               " already holds a run (train.json); use --resume to continue it or choose another --out");
@@ -279,12 +352,12 @@ TrainResult train_new(const TrainOptions& options, const std::string& run_dir) {
   std::error_code ec;
   fs::create_directories(run_dir, ec);
   MEMOE_CHECK(!ec, "cannot create ", run_dir, ": ", ec.message());
-  write_file_atomic(options_path(run_dir), options_to_json(options).dump(2) + "\n");
+  write_options(run);
   write_file_atomic(metrics_path(run_dir), "");
-  return train_loop(run);
+  return train_loop(run, limits);
 }
 
-TrainResult train_resume(const std::string& run_dir, int64_t steps) {
+TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps, const TrainLimits& limits) {
   json j;
   try {
     std::ifstream in(options_path(run_dir));
@@ -300,14 +373,20 @@ TrainResult train_resume(const std::string& run_dir, int64_t steps) {
     fail("cannot resume: ", options_path(run_dir), " is malformed (", e.what(), ")");
   }
   if (steps > 0) run.o.steps = steps;
+  if (decay_steps > 0) run.o.decay_steps = decay_steps;
   check_options(run.o);
   run.dir = run_dir;
   const std::string last = latest_checkpoint(run_dir);
   if (last.empty()) {
     // Killed before its first checkpoint: start over from the same options.
     fs::remove(options_path(run_dir));
-    return train_new(run.o, run_dir);
+    return train_new(run.o, run_dir, limits);
   }
+  // Temporaries of checkpoints a killed run left half-written: a resumed run
+  // is the only writer of its directory.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints", ec))
+    if (e.path().filename().string().rfind(".", 0) == 0) fs::remove_all(e.path(), ec);
   try {
     run.model = load_model(last);
     run.state = load_train_state(last);
@@ -317,7 +396,8 @@ TrainResult train_resume(const std::string& run_dir, int64_t steps) {
   truncate_metrics(metrics_path(run_dir), run.state.step);
   MEMOE_CHECK(run.state.step < run.o.steps, "run ", run_dir, " already finished its ", run.o.steps,
               " steps (pass --steps N to extend it)");
-  return train_loop(run);
+  if (steps > 0 || decay_steps > 0) write_options(run);  // so that the next plain resume keeps them
+  return train_loop(run, limits);
 }
 
 }  // namespace memoe

@@ -17,6 +17,7 @@ struct TrainOptions {
   int64_t seq_len = 256;
   int64_t grad_accum = 1;     // micro-batches per optimizer step
   int64_t steps = 1000;       // optimizer steps in all
+  int64_t decay_steps = 0;    // the cosine's horizon (0: steps); past it the rate stays at min_lr_ratio · lr
   double lr = 3e-3;
   double min_lr_ratio = 0.1;
   int64_t warmup = 50;
@@ -31,18 +32,32 @@ struct TrainOptions {
   int64_t log_every = 10;     // progress lines when stderr is not a terminal
 };
 
+// What one invocation of the trainer may ask beyond the run's own options.
+struct TrainLimits {
+  // > 0: stop cleanly (checkpoint, held-out evaluation) before this many
+  // seconds of training have passed. On a fresh run the schedule is also
+  // fitted to it: after the first steps are timed, `steps` (and the cosine
+  // horizon, when it was `steps`) shrink to what fits, and train.json says so.
+  double time_budget_s = 0;
+};
+
 struct TrainResult {
   int64_t step = 0;                // optimizer steps done
+  bool stopped_by_budget = false;  // the time budget ended the run before its last step
   std::string last_checkpoint;     // directory of the newest checkpoint
   double last_loss = 0;
   double last_val_loss = 0;
 };
 
 // Starts a run in run_dir (which must not hold one already).
-TrainResult train_new(const TrainOptions& options, const std::string& run_dir);
+TrainResult train_new(const TrainOptions& options, const std::string& run_dir, const TrainLimits& limits = {});
 // Continues the run in run_dir from its newest checkpoint, with the options
-// it was started with; steps > 0 replaces the total step count.
-TrainResult train_resume(const std::string& run_dir, int64_t steps);
+// it was started with. steps > 0 extends (or shortens) the run and
+// decay_steps > 0 moves the cosine horizon; both are written back to
+// train.json, so a later plain resume keeps them. Extending alone keeps the
+// horizon: the added steps run at min_lr_ratio · lr.
+TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps = 0,
+                         const TrainLimits& limits = {});
 
 // The run's files.
 std::string options_path(const std::string& run_dir);  // train.json

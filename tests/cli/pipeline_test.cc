@@ -60,11 +60,23 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
                   " --eval-every 15 --eval-windows 4 --checkpoint-every 15"),
             0);
   EXPECT_TRUE(fs::exists(path("run/loss.png")));
-  const std::string model = path("run/checkpoints/step_00000030");
+  // The run's newest checkpoint, through the checkpoints/latest link.
+  const std::string model = path("run/checkpoints/latest");
+  EXPECT_EQ(fs::read_symlink(model), "step_00000030");
   EXPECT_TRUE(fs::exists(model + "/tokenizer.model"));
   ASSERT_EQ(run("eval --model " + model + " --data " + path("data") + " --seq 32", &out), 0);
-  EXPECT_NE(out.find("perplexity"), std::string::npos) << out;
-  EXPECT_NE(out.find("unigram baseline"), std::string::npos) << out;
+  // "val split: N tokens, loss L nats/token, perplexity P" then "unigram baseline: loss L, perplexity P".
+  double model_ppl = 0, unigram_ppl = 0;
+  long long tokens = 0;
+  ASSERT_EQ(std::sscanf(out.c_str(), "val split: %lld tokens, loss %*f nats/token, perplexity %lf", &tokens, &model_ppl),
+            2)
+      << out;
+  const size_t u = out.find("unigram baseline: ");
+  ASSERT_NE(u, std::string::npos) << out;
+  ASSERT_EQ(std::sscanf(out.c_str() + u, "unigram baseline: loss %*f, perplexity %lf", &unigram_ppl), 1) << out;
+  EXPECT_GT(tokens, 1000);
+  EXPECT_GT(model_ppl, 1.0);
+  EXPECT_LT(model_ppl, unigram_ppl) << out;
 
   // A tokenizer larger than the model's vocabulary is refused, naming both sizes.
   const std::string tiny = std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json";
@@ -78,6 +90,15 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
 
   std::string a, b;
   ASSERT_EQ(run("generate --model " + model + " --prompt 'the model' --max-tokens 12 --greedy", &a), 0);
+  // "generated N tokens (finish: length|stop) in S s" on stderr.
+  const std::string gen_err = io_testing::read_bytes(path("stderr"));
+  int generated = -1;
+  char finish[16] = {};
+  ASSERT_EQ(std::sscanf(gen_err.c_str(), "generated %d tokens (finish: %15[a-z])", &generated, finish), 2) << gen_err;
+  EXPECT_TRUE((generated == 12 && std::string(finish) == "length") ||
+              (generated < 12 && std::string(finish) == "stop"))
+      << gen_err;
+  EXPECT_GT(generated, 0);
   ASSERT_EQ(run("generate --model " + model + " --prompt 'the model' --max-tokens 12 --greedy", &b), 0);
   EXPECT_EQ(a, b);
   EXPECT_GT(a.size(), 1u);

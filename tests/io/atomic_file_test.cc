@@ -1,6 +1,7 @@
 #include "io/atomic_file.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "io/test_files.h"
@@ -68,6 +69,18 @@ TEST_F(AtomicFileTest, FailuresNameThePathAndReason) {
   }
   EXPECT_EQ(regular_files(), 0);
   EXPECT_THROW(write_file_atomic("", "x"), Error);
+}
+
+TEST(UniqueTempSuffix, NamesHostProcessAndCall) {
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  std::string h = host;
+  for (char& c : h)
+    if (c == '/' || c == '.') c = '_';
+  const std::string a = unique_temp_suffix(), b = unique_temp_suffix();
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.rfind(h + "-" + std::to_string(::getpid()) + "-", 0), 0u) << a;
+  EXPECT_EQ(a.find('/'), std::string::npos);
 }
 
 }  // namespace

@@ -257,7 +257,7 @@ TEST_F(TokenizerTest, RejectsBadInputFilesBeforeTraining) {
     return [this, name] { Tokenizer::train({file("good.txt"), file(name)}, 300, file("out")); };
   };
   expect_error(train("missing.txt"), {"missing.txt", "No such file"});
-  expect_error(train("empty.txt"), {"empty.txt", "no text"});
+  expect_error(train("empty.txt"), {"empty.txt", "empty file"});
   expect_error(train("blank.txt"), {"blank.txt", "no text"});
   expect_error(train("binary.txt"), {"binary.txt", "NUL byte at byte offset 5", "line 2"});
   expect_error(train("latin1.txt"), {"latin1.txt", "invalid UTF-8 at byte offset 12", "line 2"});

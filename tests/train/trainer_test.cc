@@ -65,10 +65,8 @@ class Train : public testing::CliTest {
     return out;
   }
   static std::string latest(const std::string& run) {
-    std::ifstream in(run + "/checkpoints/latest");
-    std::string name;
-    in >> name;
-    return name;
+    std::error_code ec;
+    return fs::read_symlink(run + "/checkpoints/latest", ec).string();
   }
 };
 
@@ -102,9 +100,13 @@ TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
   for (const auto& [step, loss] : want) EXPECT_EQ(got.at(step), loss) << "step " << step;
   // Training learned something, and only the newest checkpoints remain.
   EXPECT_LT(std::stod(want.rbegin()->second), std::stod(want.begin()->second) - 0.5);
-  int kept = 0;
-  for (const auto& e : fs::directory_iterator(path("killed") + "/checkpoints")) kept += e.is_directory();
+  int kept = 0, temporaries = 0;
+  for (const auto& e : fs::directory_iterator(path("killed") + "/checkpoints")) {
+    kept += e.path().filename().string().rfind("step_", 0) == 0;
+    temporaries += e.path().filename().string()[0] == '.';
+  }
   EXPECT_EQ(kept, 2);
+  EXPECT_EQ(temporaries, 0);  // a checkpoint the kill interrupted is cleared on resume
   EXPECT_TRUE(fs::exists(path("killed") + "/loss.png"));
 }
 
@@ -116,7 +118,9 @@ TEST_F(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
   EXPECT_NE(err.find("step "), std::string::npos) << err;
   EXPECT_NE(err.find("training stopped"), std::string::npos) << err;
   EXPECT_NE(err.find("last good checkpoint"), std::string::npos) << err;
-  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1 + std::count(err.begin(), err.end(), '\r')) << err;
+  // The machine line, progress lines (each ends in \r on a terminal), then the error.
+  EXPECT_EQ(err.rfind("machine: sgemm ", 0), 0u) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2 + std::count(err.begin(), err.end(), '\r')) << err;
   const std::string good = latest(path("run"));
   ASSERT_FALSE(good.empty());
   EXPECT_NE(err.find(good), std::string::npos) << err;
@@ -154,6 +158,92 @@ TEST_F(Train, GradientAccumulationEqualsOneLargeBatch) {
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u);
   for (const auto& [step, loss] : a) EXPECT_NEAR(std::stod(b.at(step)), std::stod(loss), 1e-5) << "step " << step;
+}
+
+TEST_F(Train, ExtendedRunKeepsItsHorizonAcrossResumes) {
+  // 6 steps, extended to 9 and then to 12, equals one run of 12 steps that
+  // decays over 6: the extension is written back, so a plain resume sees it,
+  // and the added steps run at the floor of the schedule.
+  const std::string base = "train --config " + tiny() + " --data " + path("data") +
+                           " --batch 4 --seq 32 --warmup 2 --lr 3e-3 --min-lr-ratio 0.1 --eval-every 0 "
+                           "--eval-windows 2 --checkpoint-every 3";
+  ASSERT_EQ(run(base + " --steps 12 --decay-steps 6 --out " + path("whole")), 0);
+  ASSERT_EQ(run(base + " --steps 6 --out " + path("ext")), 0);
+  std::string err;
+  ASSERT_EQ(run("train --resume " + path("ext") + " --steps 9", &err), 0) << err;
+  auto options = [&] {
+    std::ifstream in(path("ext") + "/train.json");
+    return nlohmann::json::parse(in);
+  };
+  EXPECT_EQ(options().at("steps"), 9);
+  EXPECT_EQ(options().at("decay_steps"), 6);
+  EXPECT_NE(run("train --resume " + path("ext"), &err), 0);
+  EXPECT_NE(err.find("already finished its 9 steps"), std::string::npos) << err;
+  ASSERT_EQ(run("train --resume " + path("ext") + " --steps 12", &err), 0) << err;
+  EXPECT_EQ(options().at("steps"), 12);
+  const auto want = losses(path("whole")), got = losses(path("ext"));
+  ASSERT_EQ(want.size(), 12u);
+  ASSERT_EQ(got.size(), 12u);
+  for (const auto& [step, loss] : want) EXPECT_EQ(got.at(step), loss) << "step " << step;
+  std::ifstream in(path("ext") + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.at("step").get<int64_t>() > 6) {
+      EXPECT_NEAR(j.at("lr").get<double>(), 3e-4, 1e-12) << line;
+    }
+  }
+  // Moving the horizon on resume is written back too.
+  ASSERT_EQ(run("train --resume " + path("ext") + " --steps 14 --decay-steps 14", &err), 0) << err;
+  EXPECT_EQ(options().at("decay_steps"), 14);
+}
+
+TEST_F(Train, LatestIsAModelDirectoryAndOlderPointerFilesStillWork) {
+  ASSERT_EQ(run(train_args(path("run"), 5)), 0);
+  const std::string pointer = path("run") + "/checkpoints/latest";
+  EXPECT_TRUE(fs::is_symlink(pointer));
+  std::string err;
+  EXPECT_EQ(run("eval --model " + pointer + " --data " + path("data") + " --seq 32", &err), 0) << err;
+  // A run from before the link: checkpoints/latest is a file holding the name.
+  fs::remove(pointer);
+  std::ofstream(pointer) << "step_00000005\n";
+  EXPECT_EQ(run("eval --model " + pointer + " --data " + path("data") + " --seq 32", &err), 0) << err;
+  EXPECT_EQ(run("train --resume " + path("run") + " --steps 6", &err), 0) << err;
+  EXPECT_EQ(latest(path("run")), "step_00000006");
+}
+
+TEST_F(Train, TimeBudgetStopsCleanlyAndFitsTheSchedule) {
+  std::string err;
+  const std::string args = "train --config " + tiny() + " --data " + path("data") + " --out " + path("run") +
+                           " --steps 1000000 --batch 4 --seq 32 --warmup 2 --eval-every 0 --eval-windows 2"
+                           " --checkpoint-every 100000 --time-budget 2s";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run(args, &err), 0) << err;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(seconds, 30.0);  // 2 s of training plus start-up, on a loaded machine
+  EXPECT_NE(err.find("time budget 2 s: "), std::string::npos) << err;
+  std::ifstream opts(path("run") + "/train.json");
+  const auto o = nlohmann::json::parse(opts);
+  const int64_t steps = o.at("steps");
+  EXPECT_LT(steps, 1000000);
+  EXPECT_EQ(o.at("decay_steps"), steps);
+  // The last step has a held-out evaluation and a checkpoint.
+  const auto l = losses(path("run"));
+  ASSERT_FALSE(l.empty());
+  const int64_t last = l.rbegin()->first;
+  EXPECT_LE(last, steps);
+  char name[32];
+  std::snprintf(name, sizeof name, "step_%08lld", (long long)last);
+  EXPECT_EQ(latest(path("run")), name);
+  std::ifstream in(path("run") + "/metrics.jsonl");
+  std::string line, final_line;
+  while (std::getline(in, line)) final_line = line;
+  EXPECT_TRUE(nlohmann::json::parse(final_line).contains("val_loss")) << final_line;
+  EXPECT_TRUE(nlohmann::json::parse(final_line).contains("gflops")) << final_line;
+  EXPECT_NE(run("train --config " + tiny() + " --data " + path("data") + " --out " + path("bad") + " --time-budget 4x",
+                &err),
+            0);
+  EXPECT_NE(err.find("--time-budget '4x' is not a duration"), std::string::npos) << err;
 }
 
 TEST(LrSchedule, WarmsUpThenDecaysToTheFloor) {
