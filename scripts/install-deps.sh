@@ -10,6 +10,7 @@ packages=(build-essential cmake pkg-config
   libopenblas-openmp-dev libomp-dev
   nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev libutf8proc-dev libpng-dev
+  libplplot-dev plplot-driver-cairo fonts-dejavu-core
   libgtest-dev libbenchmark-dev)
 # Node.js + npm deliver the demo corpus; keep a Node.js that is already there.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)

@@ -57,7 +57,9 @@ void draw_loss_curve(const std::string& run_dir) {
     }
   }
   if (train.x.empty()) return;
-  plot_lines_png(run_dir + "/loss.png", "memoe training loss", "step", "loss (nats/token)", {train, val});
+  LinePlot plot{"memoe training loss", "step", "loss (nats/token)", {train}};
+  if (!val.x.empty()) plot.series.push_back(val);
+  write_line_plot_png(run_dir + "/loss.png", plot);
 }
 
 void run(Options& o) {

@@ -1,264 +1,606 @@
 #include "eval/plot.h"
 
+#include <plplot.h>
+
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 
 #include "core/error.h"
-#include "eval/bitmap_font.h"
-#include "io/png.h"
+#include "io/atomic_file.h"
 
 namespace memoe {
 
 namespace {
 
-constexpr Rgb kWhite{255, 255, 255};
-constexpr Rgb kText{30, 30, 30};
-constexpr Rgb kFrame{90, 90, 90};
-constexpr Rgb kGrid{228, 228, 228};
-constexpr Rgb kLegendBorder{190, 190, 190};
+// PLplot keeps its streams in global state: one render at a time.
+std::mutex g_plplot_mutex;
 
-// Series with at most this many finite points get a dot on every point.
-constexpr size_t kMaxPointsWithDots = 40;
+// cmap0 entries (PLplot's indexed colours).
+enum Colour : PLINT { kBackground = 0, kInk = 1, kGrid = 2, kWhiteInk = 3, kFirstSeries = 4 };
+constexpr std::array<std::array<int, 3>, 10> kSeriesColours = {{{31, 119, 180},
+                                                                 {255, 127, 14},
+                                                                 {44, 160, 44},
+                                                                 {214, 39, 40},
+                                                                 {148, 103, 189},
+                                                                 {140, 86, 75},
+                                                                 {227, 119, 194},
+                                                                 {127, 127, 127},
+                                                                 {188, 189, 34},
+                                                                 {23, 190, 207}}};
 
-// 1, 2, 5 or 10 times a power of ten near x (> 0): rounded, or at least x.
-double nice_number(double x, bool round) {
-  const double exponent = std::floor(std::log10(x));
-  const double base = std::pow(10.0, exponent), f = x / base;
-  double nice;
-  if (round) nice = f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10;
-  else nice = f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10;
-  return nice * base;
+// Heatmap colours: viridis, sampled at evenly spaced points and blended linearly.
+constexpr std::array<std::array<double, 3>, 9> kHeatColours = {{{0.267, 0.005, 0.329},
+                                                                {0.278, 0.175, 0.483},
+                                                                {0.231, 0.322, 0.546},
+                                                                {0.173, 0.449, 0.558},
+                                                                {0.128, 0.567, 0.551},
+                                                                {0.153, 0.683, 0.498},
+                                                                {0.361, 0.785, 0.388},
+                                                                {0.667, 0.862, 0.196},
+                                                                {0.993, 0.906, 0.144}}};
+
+// Relative luminance (0 black .. 1 white, on sRGB values) of heat colour f in [0, 1].
+double heat_luminance(double f) {
+  const double pos = f * double(kHeatColours.size() - 1);
+  const size_t i = std::min(size_t(pos), kHeatColours.size() - 2);
+  const double w = pos - double(i);
+  const double weights[] = {0.2126, 0.7152, 0.0722};
+  double luminance = 0.0;
+  for (int k = 0; k < 3; ++k) luminance += weights[k] * ((1 - w) * kHeatColours[i][k] + w * kHeatColours[i + 1][k]);
+  return luminance;
+}
+
+// Series with at most this many points get a marker on every point.
+constexpr size_t kMaxPointsWithMarkers = 40;
+
+// The cairo driver's resolution: PLplot's millimetres are 72 per inch of pixels.
+constexpr double kMmPerPixel = 25.4 / 72.0;
+// Size of the font's em relative to PLplot's character height (measured).
+constexpr double kEmPerTextHeight = 1.3;
+
+// PLplot reads '#' as the start of an escape sequence; "##" is a literal '#'.
+std::string escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    out += c;
+    if (c == '#') out += '#';
+  }
+  return out;
+}
+
+void check_size(const std::string& path, int width, int height) {
+  MEMOE_CHECK(width >= 200 && height >= 200 && width <= 8000 && height <= 8000, "cannot plot ", path, ": image size ",
+              width, "x", height, " out of range [200, 8000]");
+}
+
+void check_text(const std::string& path, const std::string& what, const std::string& text) {
+  MEMOE_CHECK(text.find_first_of("\n\r") == std::string::npos, "cannot plot ", path, ": ", what,
+              " must be a single line");
+}
+
+// Width of a line of text in ems of DejaVu Sans (a little generous, so that
+// margins computed from it never clip); UTF-8 continuation bytes add nothing.
+double text_ems(const std::string& text) {
+  double ems = 0.0;
+  for (unsigned char c : text) {
+    if ((c & 0xC0) == 0x80) continue;
+    if (c >= 0x80) ems += 0.7;
+    else if (c >= '0' && c <= '9') ems += 0.64;
+    else if (c >= 'A' && c <= 'Z') ems += std::strchr("IJ", c) ? 0.35 : c == 'M' || c == 'W' ? 0.9 : 0.72;
+    else if (c >= 'a' && c <= 'z') ems += std::strchr("fijlrt", c) ? 0.4 : c == 'm' || c == 'w' ? 0.92 : 0.62;
+    else if (c == ' ') ems += 0.32;
+    else if (c == '%') ems += 0.95;
+    else ems += 0.45;
+  }
+  return ems;
+}
+
+bool has_cairo_png_driver() {
+  static const bool found = [] {
+    // PLplot fills caller-owned arrays of capacity n.
+    std::array<const char*, 256> menu_storage{}, name_storage{};
+    const char** menu = menu_storage.data();
+    const char** names = name_storage.data();
+    int n = int(name_storage.size());
+    plgFileDevs(&menu, &names, &n);
+    for (int i = 0; i < n; ++i)
+      if (std::strcmp(names[i], "pngcairo") == 0) return true;
+    return false;
+  }();
+  return found;
+}
+
+// One PLplot stream drawing a PNG page into memory. Holds the PLplot lock
+// for its lifetime.
+class PngPage {
+ public:
+  PngPage(const std::string& path, int width, int height) : lock_(g_plplot_mutex), path_(path) {
+    MEMOE_CHECK(has_cairo_png_driver(), "cannot plot ", path,
+                ": PLplot's cairo driver (pngcairo) is not installed (apt-get install plplot-driver-cairo)");
+    PLINT stream = -1;
+    plmkstrm(&stream);
+    MEMOE_CHECK(stream >= 0, "cannot plot ", path, ": PLplot has no free stream");
+    open_ = true;
+    file_ = open_memstream(&buffer_, &size_);
+    if (file_ == nullptr) {
+      close();
+      fail("cannot plot ", path, ": out of memory");
+    }
+    // Non-fatal PLplot errors land here instead of on stderr.
+    plsError(&error_code_, error_message_);
+    plsdev("pngcairo");  // a file driver: no display needed
+    plsfile(file_);      // PLplot writes the PNG into our memory stream
+    plspage(0.0, 0.0, width, height, 0, 0);
+    plscolbg(255, 255, 255);
+    plscmap0n(kFirstSeries + PLINT(kSeriesColours.size()));
+    plscol0(kInk, 40, 40, 40);
+    plscol0(kGrid, 225, 225, 225);
+    plscol0(kWhiteInk, 255, 255, 255);
+    for (size_t i = 0; i < kSeriesColours.size(); ++i)
+      plscol0(kFirstSeries + PLINT(i), kSeriesColours[i][0], kSeriesColours[i][1], kSeriesColours[i][2]);
+    plinit();
+    plsfont(PL_FCI_SANS, PL_FCI_UPRIGHT, PL_FCI_MEDIUM);
+    pladv(0);
+    page_mm_ = {width * kMmPerPixel, height * kMmPerPixel};
+    // Text grows with the image so labels stay legible on big charts.
+    text_mm_ = std::clamp(std::min(width, height) / 36.0, 10.0, 60.0) * kMmPerPixel;
+    plschr(text_mm_, 1.0);
+    plcol0(kInk);
+  }
+
+  ~PngPage() {
+    close();
+    std::free(buffer_);
+  }
+  PngPage(const PngPage&) = delete;
+  PngPage& operator=(const PngPage&) = delete;
+
+  // Page size and the height of body text, in millimetres.
+  double width_mm() const { return page_mm_[0]; }
+  double height_mm() const { return page_mm_[1]; }
+  double text_mm() const { return text_mm_; }
+
+  // Text height scaled by `scale` (1: body text).
+  void text_size(double scale) const { plschr(0.0, scale); }
+
+  // Width of `text` in body text, in millimetres: an estimate from DejaVu
+  // Sans' advance widths (PLplot has no public call that measures text).
+  double text_width(const std::string& text) const { return text_mm_ * kEmPerTextHeight * text_ems(text); }
+
+  // Text scale (relative to body text) at which `text` fits in `room_mm`,
+  // at most `largest`.
+  double fitting_scale(const std::string& text, double room_mm, double largest) const {
+    const double width = text_width(text);
+    return width > 0.0 ? std::clamp(room_mm / width, 0.3, largest) : largest;
+  }
+
+  // Title above a viewport with these margins, shrunk to fit the page.
+  void title(const std::string& text, double left, double right) const {
+    if (text.empty()) return;
+    const double centre = left + 0.5 * (page_mm_[0] - left - right);
+    text_size(fitting_scale(text, 2.0 * std::min(centre, page_mm_[0] - centre) - text_mm_, 1.35));
+    plmtex("t", 1.2, 0.5, 0.5, escape(text).c_str());
+    text_size(1.0);
+  }
+
+  // Viewport from margins given in millimetres.
+  void viewport(double left, double right, double bottom, double top) const {
+    plvpor(left / page_mm_[0], 1.0 - right / page_mm_[0], bottom / page_mm_[1], 1.0 - top / page_mm_[1]);
+  }
+
+  // Finishes the page and returns the PNG's bytes.
+  std::string finish() {
+    close();
+    MEMOE_CHECK(error_code_ == 0, "cannot plot ", path_, ": PLplot: ", first_line(error_message_));
+    static constexpr char kSignature[] = "\x89PNG\r\n\x1a\n";
+    MEMOE_CHECK(size_ > 8 && std::memcmp(buffer_, kSignature, 8) == 0, "cannot plot ", path_,
+                ": PLplot produced no PNG image");
+    return std::string(buffer_, size_);
+  }
+
+ private:
+  static std::string first_line(const char* message) {
+    std::string s = message;
+    s.erase(0, s.find_first_not_of("\n *"));
+    return s.substr(0, s.find('\n'));
+  }
+
+  void close() {
+    if (open_) {
+      PLINT level = 0;
+      plglevel(&level);
+      plend1();  // ends the page: the driver writes the PNG and closes file_
+      open_ = false;
+      if (level > 0) file_ = nullptr;
+    }
+    if (file_ != nullptr) std::fclose(file_);
+    file_ = nullptr;
+  }
+
+  std::lock_guard<std::mutex> lock_;
+  std::string path_;
+  char* buffer_ = nullptr;
+  size_t size_ = 0;
+  FILE* file_ = nullptr;
+  bool open_ = false;
+  PLINT error_code_ = 0;
+  char error_message_[1024] = "";
+  std::array<double, 2> page_mm_{};
+  double text_mm_ = 0.0;
+};
+
+// Renders with `draw` into a PNG and writes it to `path` atomically. The
+// target's directory is checked first, so an unwritable path fails before
+// any drawing; a failure leaves neither the file nor a temporary behind.
+template <typename Draw>
+void write_png(const std::string& path, int width, int height, Draw draw) {
+  AtomicFileWriter out(path);
+  std::string png;
+  {
+    PngPage page(path, width, height);
+    draw(page);
+    png = page.finish();
+  }
+  out.write(png);
+  out.commit();
 }
 
 struct Range {
-  double lo = 0.0, hi = 1.0;
+  double lo, hi;
 };
 
-// Finite extent of values; a degenerate one is widened so the axis has a span.
-Range data_range(const std::vector<Series>& series, bool use_x) {
-  double lo = INFINITY, hi = -INFINITY;
-  for (const Series& s : series)
-    for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
-      const double v = use_x ? s.x[i] : s.y[i];
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
-    }
-  if (lo > hi) return {0.0, 1.0};  // no finite point at all
-  const double magnitude = std::max(std::fabs(lo), std::fabs(hi));
-  if (hi - lo <= 1e-9 * magnitude) {  // constant (up to rounding): centre it
-    const double pad = magnitude > 0.0 ? 0.1 * magnitude : 1.0;
-    lo -= pad;
-    hi += pad;
+// [lo, hi] padded by `pad` of its span at each end; a degenerate range is widened.
+Range padded(double lo, double hi, double pad) {
+  if (hi - lo <= 1e-12 * std::max(std::fabs(lo), std::fabs(hi))) {
+    const double half = lo != 0.0 ? 0.1 * std::fabs(lo) : 1.0;
+    return {lo - half, hi + half};
   }
-  MEMOE_CHECK(std::isfinite(hi - lo), "plot: ", use_x ? "x" : "y", " values span too wide a range to draw");
-  return {lo, hi};
+  const double span = hi - lo;
+  return {lo - pad * span, hi + pad * span};
 }
 
-struct Axis {
-  std::vector<double> ticks;
-  std::vector<std::string> labels;
-  Range range;  // ticks.front() .. ticks.back()
+// Tick label text: as many decimals as the spacing needs, or compact
+// scientific notation ("1.5e-5") for very large or very small numbers.
+std::string format_tick(double value, double step) {
+  if (std::fabs(value) < 1e-9 * step) value = 0.0;  // no "-0", no "1e-17"
+  char buf[64];
+  if (value != 0.0 && (step < 1e-3 || std::fabs(value) >= 1e6)) {
+    const int digits =
+        std::clamp(int(std::floor(std::log10(std::fabs(value))) - std::floor(std::log10(step))) + 1, 1, 15);
+    std::snprintf(buf, sizeof buf, "%.*e", digits - 1, value);
+    std::string s = buf;
+    const size_t e = s.find('e');
+    std::string exponent = s.substr(e + 2);
+    exponent.erase(0, std::min(exponent.find_first_not_of('0'), exponent.size() - 1));
+    return s.substr(0, e) + "e" + (s[e + 1] == '-' ? "-" : "") + exponent;
+  }
+  std::snprintf(buf, sizeof buf, "%.*f", std::max(0, -int(std::floor(std::log10(step) + 1e-9))), value);
+  return buf;
+}
+
+// A round tick spacing (1, 2 or 5 times a power of ten) giving about five
+// ticks over r, and the widest of its labels, in millimetres.
+struct LinearTicks {
+  double step;
+  double label_width;
 };
 
-Axis make_axis(Range data) {
-  Axis a;
-  a.ticks = nice_ticks(data.lo, data.hi);
-  const double step = a.ticks[1] - a.ticks[0];
-  for (double t : a.ticks) a.labels.push_back(format_tick(t, step));
-  a.range = {a.ticks.front(), a.ticks.back()};
-  return a;
+LinearTicks linear_ticks(const PngPage& page, Range r) {
+  const double raw = (r.hi - r.lo) / 5.0;
+  const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
+  const double f = raw / magnitude;
+  const double step = (f < 1.5 ? 1.0 : f < 3.0 ? 2.0 : f < 7.0 ? 5.0 : 10.0) * magnitude;
+  double widest = 0.0;
+  for (double k = std::ceil(r.lo / step); k <= std::floor(r.hi / step); k += 1.0)
+    widest = std::max(widest, page.text_width(format_tick(k * step, step)));
+  return {step, widest};
 }
 
-// Counts how much of the data (points and samples along segments) a
-// candidate legend box would hide.
-size_t data_under(const std::vector<std::vector<Point>>& lines, Rect box) {
-  size_t n = 0;
-  auto inside = [&](double x, double y) { return x >= box.x0 && x < box.x1 && y >= box.y0 && y < box.y1; };
-  for (const auto& pts : lines)
-    for (size_t i = 0; i < pts.size(); ++i) {
-      n += inside(pts[i].x, pts[i].y);
-      if (i == 0) continue;
-      const double len = std::hypot(pts[i].x - pts[i - 1].x, pts[i].y - pts[i - 1].y);
-      const int steps = int(std::min(len / 4.0, 1000.0));
-      for (int k = 1; k < steps; ++k) {
-        const double t = double(k) / steps;
-        n += inside(pts[i - 1].x + t * (pts[i].x - pts[i - 1].x), pts[i - 1].y + t * (pts[i].y - pts[i - 1].y));
+// Tick spacings of the current plot's axes, for PLplot's label callback.
+struct AxisSteps {
+  double x = 1.0, y = 1.0;
+};
+
+void label_tick(PLINT axis, PLFLT value, char* label, PLINT length, PLPointer data) {
+  const AxisSteps& steps = *static_cast<const AxisSteps*>(data);
+  std::snprintf(label, size_t(length), "%s", format_tick(value, axis == PL_X_AXIS ? steps.x : steps.y).c_str());
+}
+
+struct Tick {
+  double at;  // log10 of the value
+  std::string label;
+};
+
+// Ticks of a log axis over [lo, hi] (log10 values): the decades, or 1-2-5 or
+// 1..9 times each decade when the range is too short for three decades.
+std::vector<Tick> log_ticks(Range r) {
+  static const std::vector<std::vector<int>> kMantissas = {{1}, {1, 2, 5}, {1, 2, 3, 4, 5, 6, 7, 8, 9}};
+  std::vector<Tick> ticks;
+  for (const std::vector<int>& mantissas : kMantissas) {
+    ticks.clear();
+    for (double decade = std::floor(r.lo); decade <= std::ceil(r.hi) && ticks.size() <= 40; decade += 1.0)
+      for (int m : mantissas) {
+        const double at = decade + std::log10(double(m));
+        if (at < r.lo - 1e-9 || at > r.hi + 1e-9) continue;
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", m * std::pow(10.0, decade));
+        ticks.push_back({at, buf});
       }
-    }
-  return n;
+    if (ticks.size() >= 3) break;
+  }
+  return ticks;
+}
+
+// Draws a log y axis on the current window: grid lines, ticks on both sides
+// and the labels at the left (PLplot labels only whole decades).
+void draw_log_y_axis(const std::vector<Tick>& ticks, Range xr, Range yr, double tick_len) {
+  plcol0(kGrid);
+  for (const Tick& t : ticks) pljoin(xr.lo, t.at, xr.hi, t.at);
+  plcol0(kInk);
+  const double len = tick_len * (xr.hi - xr.lo);
+  for (const Tick& t : ticks) {
+    pljoin(xr.lo, t.at, xr.lo + len, t.at);
+    pljoin(xr.hi - len, t.at, xr.hi, t.at);
+    plmtex("lv", 0.6, (t.at - yr.lo) / (yr.hi - yr.lo), 1.0, t.label.c_str());
+  }
+}
+
+// Corner of the plot (as a PL_POSITION_* mask) whose legend-sized region
+// holds the fewest points, preferring top right, then top left.
+PLINT quietest_corner(const LinePlot& plot, Range xr, Range yr, double box_w, double box_h) {
+  const PLINT corners[] = {PL_POSITION_TOP | PL_POSITION_RIGHT, PL_POSITION_TOP | PL_POSITION_LEFT,
+                           PL_POSITION_BOTTOM | PL_POSITION_RIGHT, PL_POSITION_BOTTOM | PL_POSITION_LEFT};
+  PLINT best = corners[0];
+  size_t best_count = SIZE_MAX;
+  for (PLINT c : corners) {
+    size_t count = 0;
+    for (const Series& s : plot.series)
+      for (size_t i = 0; i < s.x.size(); ++i) {
+        const double u = (s.x[i] - xr.lo) / (xr.hi - xr.lo);
+        const double y = plot.log_y ? std::log10(s.y[i]) : s.y[i];
+        const double v = (y - yr.lo) / (yr.hi - yr.lo);
+        const bool in_x = (c & PL_POSITION_RIGHT) ? u >= 1.0 - box_w : u <= box_w;
+        const bool in_y = (c & PL_POSITION_TOP) ? v >= 1.0 - box_h : v <= box_h;
+        count += in_x && in_y;
+      }
+    if (count < best_count) best = c, best_count = count;
+  }
+  return best;
+}
+
+void draw_legend(PngPage& page, const LinePlot& plot, Range xr, Range yr, double plot_w_mm, double plot_h_mm) {
+  std::vector<size_t> entries;
+  for (size_t i = 0; i < plot.series.size(); ++i)
+    if (!plot.series[i].label.empty()) entries.push_back(i);
+  if (entries.empty()) return;
+  const PLINT n = PLINT(entries.size());
+  std::vector<std::string> texts;
+  std::vector<const char*> text_ptrs, symbols;
+  std::vector<PLINT> opts, colours, styles, text_colours, symbol_numbers;
+  std::vector<PLFLT> widths, symbol_scales;
+  double widest = 0.0;
+  for (size_t i : entries) {
+    texts.push_back(escape(plot.series[i].label));
+    widest = std::max(widest, page.text_width(plot.series[i].label));
+    const bool markers = plot.series[i].x.size() <= kMaxPointsWithMarkers;
+    opts.push_back(PL_LEGEND_LINE | (markers ? PL_LEGEND_SYMBOL : 0));
+    colours.push_back(kFirstSeries + PLINT(i % kSeriesColours.size()));
+    styles.push_back(1);
+    widths.push_back(2.0);
+    text_colours.push_back(kInk);
+    symbols.push_back("●");
+    symbol_numbers.push_back(1);
+    symbol_scales.push_back(0.6);
+  }
+  for (const std::string& t : texts) text_ptrs.push_back(t.c_str());
+  // Legend size as a fraction of the plot (line sample, gap and text; rows).
+  const double line_sample = 0.08;
+  const double box_w = line_sample + (widest + 3.0 * page.text_mm()) / plot_w_mm + 0.03;
+  const double box_h = (n * 2.0 + 1.0) * page.text_mm() / plot_h_mm + 0.03;
+  const PLINT corner = quietest_corner(plot, xr, yr, box_w, box_h);
+  PLFLT legend_w = 0.0, legend_h = 0.0;
+  pllegend(&legend_w, &legend_h, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, corner | PL_POSITION_INSIDE, 0.02,
+           0.03, line_sample, kBackground, kGrid, 1, 0, 0, n, opts.data(), 1.0, 1.0, 2.0, 0.0, text_colours.data(),
+           text_ptrs.data(), nullptr, nullptr, nullptr, nullptr, colours.data(), styles.data(), widths.data(),
+           colours.data(), symbol_scales.data(), symbol_numbers.data(), symbols.data());
 }
 
 }  // namespace
 
-Rgb series_color(size_t index) {
-  static constexpr Rgb kPalette[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},
-                                     {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
-                                     {188, 189, 34},  {23, 190, 207}};
-  return kPalette[index % (sizeof(kPalette) / sizeof(kPalette[0]))];
+void write_line_plot_png(const std::string& path, const LinePlot& plot) {
+  check_size(path, plot.width, plot.height);
+  check_text(path, "the title", plot.title);
+  check_text(path, "the x label", plot.x_label);
+  check_text(path, "the y label", plot.y_label);
+  MEMOE_CHECK(!plot.series.empty(), "cannot plot ", path, ": no series to draw");
+  double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
+  for (size_t i = 0; i < plot.series.size(); ++i) {
+    const Series& s = plot.series[i];
+    const std::string name = "series " + std::to_string(i) + " ('" + s.label + "')";
+    check_text(path, name + "'s label", s.label);
+    MEMOE_CHECK(!s.x.empty(), "cannot plot ", path, ": ", name, " has no points");
+    MEMOE_CHECK(s.x.size() == s.y.size(), "cannot plot ", path, ": ", name, " has ", s.x.size(), " x values but ",
+                s.y.size(), " y values");
+    for (size_t k = 0; k < s.x.size(); ++k) {
+      MEMOE_CHECK(std::isfinite(s.x[k]) && std::isfinite(s.y[k]), "cannot plot ", path, ": ", name, " point ", k,
+                  " is not finite (", s.x[k], ", ", s.y[k], ")");
+      MEMOE_CHECK(!plot.log_y || s.y[k] > 0.0, "cannot plot ", path, ": ", name, " point ", k, " has y = ", s.y[k],
+                  ", not > 0 as a log axis needs");
+      const double y = plot.log_y ? std::log10(s.y[k]) : s.y[k];
+      x_lo = std::min(x_lo, s.x[k]), x_hi = std::max(x_hi, s.x[k]);
+      y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
+    }
+  }
+  MEMOE_CHECK(std::isfinite(x_hi - x_lo) && std::isfinite(y_hi - y_lo), "cannot plot ", path,
+              ": the values span too wide a range to draw");
+  const Range xr = padded(x_lo, x_hi, 0.02), yr = padded(y_lo, y_hi, 0.05);
+
+  write_png(path, plot.width, plot.height, [&](PngPage& page) {
+    const double t = page.text_mm();
+    const LinearTicks x_ticks = linear_ticks(page, xr);
+    const LinearTicks y_linear = linear_ticks(page, yr);
+    const std::vector<Tick> y_ticks = plot.log_y ? log_ticks(yr) : std::vector<Tick>{};
+    double y_tick_w = plot.log_y ? 0.0 : y_linear.label_width;
+    for (const Tick& tick : y_ticks) y_tick_w = std::max(y_tick_w, page.text_width(tick.label));
+    const double left = 0.6 * t + (plot.y_label.empty() ? 0.0 : 2.2 * t) + y_tick_w + 1.2 * t;
+    const double bottom = 1.0 * t + (plot.x_label.empty() ? 0.0 : 2.0 * t) + 2.2 * t;
+    const double top = plot.title.empty() ? 1.5 * t : 4.0 * t;
+    const double right = 1.0 * t + 0.5 * x_ticks.label_width;  // room for the last x tick label
+    page.viewport(left, right, bottom, top);
+    plwind(xr.lo, xr.hi, yr.lo, yr.hi);
+    AxisSteps steps{x_ticks.step, y_linear.step};
+    plslabelfunc(label_tick, &steps);  // our labels, never PLplot's "(x10^n)"
+    plcol0(kGrid);
+    plbox("g", x_ticks.step, 0, plot.log_y ? "" : "g", y_linear.step, 0);
+    if (plot.log_y) draw_log_y_axis(y_ticks, xr, yr, 0.012);
+    for (size_t i = 0; i < plot.series.size(); ++i) {
+      const Series& s = plot.series[i];
+      std::vector<PLFLT> y(s.y);
+      if (plot.log_y)
+        for (PLFLT& v : y) v = std::log10(v);
+      plcol0(kFirstSeries + PLINT(i % kSeriesColours.size()));
+      plwidth(2.0);
+      plline(PLINT(s.x.size()), s.x.data(), y.data());
+      if (s.x.size() <= kMaxPointsWithMarkers) {
+        page.text_size(0.6);
+        plstring(PLINT(s.x.size()), s.x.data(), y.data(), "●");
+        page.text_size(1.0);
+      }
+    }
+    plwidth(1.0);
+    plcol0(kInk);
+    plbox("bcnsto", x_ticks.step, 0, plot.log_y ? "bc" : "bcnstvo", y_linear.step, 0);
+    if (!plot.x_label.empty()) plmtex("b", 3.0, 0.5, 0.5, escape(plot.x_label).c_str());
+    if (!plot.y_label.empty())
+      plmtex("l", y_tick_w / t + 2.6, 0.5, 0.5, escape(plot.y_label).c_str());
+    page.title(plot.title, left, right);
+    draw_legend(page, plot, xr, yr, page.width_mm() - left - right, page.height_mm() - top - bottom);
+  });
 }
 
-std::vector<double> nice_ticks(double lo, double hi, int target) {
-  MEMOE_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi && std::isfinite(hi - lo), "plot: bad axis range [",
-              lo, ", ", hi, "]");
-  target = std::max(target, 2);
-  const double step = nice_number(nice_number(hi - lo, false) / (target - 1), true);
-  const double first = std::floor(lo / step), last = std::ceil(hi / step);
-  MEMOE_CHECK(last - first <= 1000, "plot: axis range [", lo, ", ", hi, "] is too narrow for its magnitude");
-  std::vector<double> ticks;
-  for (double k = first; k <= last; k += 1.0) {
-    const double t = k * step;
-    ticks.push_back(std::fabs(t) < 1e-9 * step ? 0.0 : t);  // no "-0"
-  }
-  if (ticks.size() < 2) ticks.push_back(ticks.back() + step);
-  return ticks;
-}
-
-std::string format_tick(double value, double step) {
-  char buf[64];
-  if (value == 0.0) return "0";
-  if (step >= 1e5 || step < 1e-4) {
-    const int digits = std::clamp(int(std::floor(std::log10(std::fabs(value))) - std::floor(std::log10(step))) + 1, 1, 15);
-    std::snprintf(buf, sizeof buf, "%.*e", digits - 1, value);
-    // "1.5e-05" -> "1.5e-5", "2e+06" -> "2e6"
-    std::string s = buf;
-    const size_t e = s.find('e');
-    std::string mantissa = s.substr(0, e), exponent = s.substr(e + 1);
-    const bool negative = exponent[0] == '-';
-    exponent = exponent.substr(1);
-    while (exponent.size() > 1 && exponent[0] == '0') exponent.erase(0, 1);
-    return mantissa + "e" + (negative ? "-" : "") + exponent;
-  }
-  const int decimals = std::max(0, -int(std::floor(std::log10(step) + 1e-9)));
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
-  return buf;
-}
-
-void plot_lines_png(const std::string& path, const std::string& title, const std::string& x_label,
-                    const std::string& y_label, const std::vector<Series>& series, int width, int height) {
-  MEMOE_CHECK(width >= 200 && height >= 200 && width <= 8000 && height <= 8000, "cannot plot ", path,
-              ": image size ", width, "x", height, " out of range [200, 8000]");
-  for (size_t i = 0; i < series.size(); ++i)
-    MEMOE_CHECK(series[i].x.size() == series[i].y.size(), "cannot plot ", path, ": series ", i, " ('",
-                series[i].label, "') has ", series[i].x.size(), " x values but ", series[i].y.size(), " y values");
-
-  // Text scale grows with the image so labels stay legible on big charts.
-  const int s = std::max(1, std::min(width, height) / 400);
-  const int row = font::kGlyphRows * s;  // height of one line of text
-  const int tick_len = 4 * s;
-  const Axis xa = make_axis(data_range(series, true)), ya = make_axis(data_range(series, false));
-
-  int y_tick_width = 0;
-  for (const auto& l : ya.labels) y_tick_width = std::max(y_tick_width, font::text_width(l, s));
-  const int left = 10 * s + (y_label.empty() ? 0 : row + 8 * s) + y_tick_width + 5 * s + tick_len;
-  const int right = 20 * s;
-  const int top = 12 * s + (title.empty() ? 0 : 2 * row + 10 * s);
-  const int bottom = tick_len + 6 * s + row + (x_label.empty() ? 0 : 6 * s + row) + 10 * s;
-  const Rect plot{left, top, width - right, height - bottom};
-  MEMOE_CHECK(plot.x1 - plot.x0 >= 50 && plot.y1 - plot.y0 >= 50, "cannot plot ", path, ": ", width, "x", height,
-              " leaves no room for the plot area");
-
-  // Data -> pixel coordinates: the axis ends sit on the frame's pixel centres.
-  auto px = [&](double x) {
-    return plot.x0 + 0.5 + (x - xa.range.lo) / (xa.range.hi - xa.range.lo) * (plot.x1 - plot.x0 - 1);
-  };
-  auto py = [&](double y) {
-    return plot.y1 - 0.5 - (y - ya.range.lo) / (ya.range.hi - ya.range.lo) * (plot.y1 - plot.y0 - 1);
-  };
-
-  Canvas c(width, height, kWhite);
-  for (double t : xa.ticks) {
-    const int x = int(std::floor(px(t)));
-    c.fill_rect({x, plot.y0, x + s, plot.y1}, kGrid);
-  }
-  for (double t : ya.ticks) {
-    const int y = int(std::floor(py(t)));
-    c.fill_rect({plot.x0, y, plot.x1, y + s}, kGrid);
-  }
-
-  // Runs of consecutive finite points, per series, in pixel coordinates.
-  std::vector<std::vector<std::vector<Point>>> runs(series.size());
-  std::vector<std::vector<Point>> all_runs;
-  for (size_t i = 0; i < series.size(); ++i) {
-    std::vector<Point> run;
-    for (size_t k = 0; k <= series[i].x.size(); ++k) {
-      const bool ok = k < series[i].x.size() && std::isfinite(series[i].x[k]) && std::isfinite(series[i].y[k]);
-      if (ok) run.push_back({px(series[i].x[k]), py(series[i].y[k])});
-      else if (!run.empty()) runs[i].push_back(std::move(run)), run.clear();
-    }
-    for (const auto& r : runs[i]) all_runs.push_back(r);
-  }
-  for (size_t i = 0; i < series.size(); ++i) {
-    size_t points = 0;
-    for (const auto& r : runs[i]) points += r.size();
-    for (const auto& r : runs[i]) {
-      c.polyline(r, 2.0 * s, series_color(i), plot);
-      if (points <= kMaxPointsWithDots || r.size() == 1)
-        for (const Point& p : r) c.dot(p.x, p.y, 2.5 * s, series_color(i), plot);
+void write_heatmap_png(const std::string& path, const Heatmap& map) {
+  check_size(path, map.width, map.height);
+  check_text(path, "the title", map.title);
+  check_text(path, "the x label", map.x_label);
+  check_text(path, "the y label", map.y_label);
+  check_text(path, "the scale label", map.scale_label);
+  const size_t rows = map.row_labels.size(), cols = map.column_labels.size();
+  MEMOE_CHECK(rows > 0 && cols > 0, "cannot plot ", path, ": a heatmap needs at least one row and one column label");
+  MEMOE_CHECK(map.values.size() == rows, "cannot plot ", path, ": ", map.values.size(), " rows of values for ", rows,
+              " row labels");
+  for (const std::string& l : map.row_labels) check_text(path, "a row label", l);
+  for (const std::string& l : map.column_labels) check_text(path, "a column label", l);
+  double lo = INFINITY, hi = -INFINITY;
+  for (size_t r = 0; r < rows; ++r) {
+    MEMOE_CHECK(map.values[r].size() == cols, "cannot plot ", path, ": row ", r, " has ", map.values[r].size(),
+                " values for ", cols, " column labels");
+    for (size_t c = 0; c < cols; ++c) {
+      MEMOE_CHECK(std::isfinite(map.values[r][c]), "cannot plot ", path, ": the value at row ", r, ", column ", c,
+                  " is not finite (", map.values[r][c], ")");
+      lo = std::min(lo, map.values[r][c]), hi = std::max(hi, map.values[r][c]);
     }
   }
+  MEMOE_CHECK(std::isfinite(map.scale_min) && std::isfinite(map.scale_max) && map.scale_min <= map.scale_max,
+              "cannot plot ", path, ": bad colour scale [", map.scale_min, ", ", map.scale_max, "]");
+  MEMOE_CHECK(map.decimals >= 0 && map.decimals <= 12, "cannot plot ", path, ": ", map.decimals,
+              " decimals out of range [0, 12]");
+  const Range scale = map.scale_min < map.scale_max ? Range{map.scale_min, map.scale_max} : padded(lo, hi, 0.0);
+  MEMOE_CHECK(std::isfinite(scale.hi - scale.lo), "cannot plot ", path, ": the values span too wide a range to draw");
 
-  c.stroke_rect(plot, kFrame);
-  for (size_t i = 0; i < xa.ticks.size(); ++i) {
-    const int x = int(std::floor(px(xa.ticks[i])));
-    c.fill_rect({x, plot.y1, x + s, plot.y1 + tick_len}, kFrame);
-    const int w = font::text_width(xa.labels[i], s);
-    const int lx = std::clamp(x - w / 2, 0, width - w);
-    c.text(lx, plot.y1 + tick_len + 6 * s, xa.labels[i], s, kText);
-  }
-  for (size_t i = 0; i < ya.ticks.size(); ++i) {
-    const int y = int(std::floor(py(ya.ticks[i])));
-    c.fill_rect({plot.x0 - tick_len, y, plot.x0, y + s}, kFrame);
-    const int w = font::text_width(ya.labels[i], s);
-    c.text(plot.x0 - tick_len - 5 * s - w, y - font::kCapHeight * s / 2, ya.labels[i], s, kText);
-  }
-  if (!x_label.empty()) {
-    const int w = font::text_width(x_label, s);
-    c.text((plot.x0 + plot.x1 - w) / 2, plot.y1 + tick_len + 6 * s + row + 6 * s, x_label, s, kText);
-  }
-  if (!y_label.empty()) {
-    const int w = font::text_width(y_label, s);
-    c.text(10 * s, (plot.y0 + plot.y1 - w) / 2, y_label, s, kText, /*vertical=*/true);
-  }
-  if (!title.empty()) {
-    const int w = font::text_width(title, 2 * s);
-    c.text(std::max(0, (plot.x0 + plot.x1 - w) / 2), 12 * s, title, 2 * s, kText);
-  }
+  write_png(path, map.width, map.height, [&](PngPage& page) {
+    std::vector<PLFLT> at, red, green, blue;
+    for (size_t i = 0; i < kHeatColours.size(); ++i) {
+      at.push_back(double(i) / double(kHeatColours.size() - 1));
+      red.push_back(kHeatColours[i][0]), green.push_back(kHeatColours[i][1]), blue.push_back(kHeatColours[i][2]);
+    }
+    plscmap1l(1, PLINT(at.size()), at.data(), red.data(), green.data(), blue.data(), nullptr);
 
-  // Legend: in whichever corner of the plot hides the least data (top right on ties).
-  std::vector<size_t> entries;
-  int label_width = 0;
-  for (size_t i = 0; i < series.size(); ++i)
-    if (!series[i].label.empty()) {
-      entries.push_back(i);
-      label_width = std::max(label_width, font::text_width(series[i].label, s));
-    }
-  if (!entries.empty()) {
-    const int line_h = row + 5 * s, swatch = 20 * s, margin = 8 * s;
-    const int bw = 8 * s + swatch + 6 * s + label_width + 8 * s, bh = 6 * s + int(entries.size()) * line_h;
-    const Rect corners[] = {{plot.x1 - margin - bw, plot.y0 + margin, plot.x1 - margin, plot.y0 + margin + bh},
-                            {plot.x0 + margin, plot.y0 + margin, plot.x0 + margin + bw, plot.y0 + margin + bh},
-                            {plot.x1 - margin - bw, plot.y1 - margin - bh, plot.x1 - margin, plot.y1 - margin},
-                            {plot.x0 + margin, plot.y1 - margin - bh, plot.x0 + margin + bw, plot.y1 - margin}};
-    Rect box = corners[0];
-    size_t best = data_under(all_runs, box);
-    for (const Rect& r : corners) {
-      const size_t n = data_under(all_runs, r);
-      if (n < best) best = n, box = r;
-    }
-    c.fill_rect(box, kWhite);
-    c.stroke_rect(box, kLegendBorder);
-    for (size_t e = 0; e < entries.size(); ++e) {
-      const int y = box.y0 + 6 * s + int(e) * line_h;
-      const double mid = y + font::kCapHeight * s / 2.0;
-      const Rgb color = series_color(entries[e]);
-      c.polyline({{box.x0 + 8.0 * s, mid}, {box.x0 + 8.0 * s + swatch, mid}}, 2.0 * s, color, box);
-      c.text(box.x0 + 8 * s + swatch + 6 * s, y, series[entries[e]].label, s, kText);
-    }
-  }
+    const double t = page.text_mm();
+    const double top = map.title.empty() ? 1.5 * t : 4.0 * t;
+    const double bottom = 1.0 * t + (map.x_label.empty() ? 0.0 : 2.2 * t) + 2.0 * t;
+    const double cell_h = (page.height_mm() - top - bottom) / double(rows);
+    // Row labels at body size where they fit (in a cell's height, and in a
+    // third of the page's width), smaller where not.
+    double row_label_w = 0.0;
+    for (const std::string& l : map.row_labels) row_label_w = std::max(row_label_w, page.text_width(l));
+    const double row_scale =
+        std::clamp(std::min(0.8 * cell_h / t, 0.3 * page.width_mm() / std::max(row_label_w, 1e-9)), 0.3, 1.0);
+    row_label_w *= row_scale;
+    const LinearTicks bar_ticks = linear_ticks(page, scale);
+    const double left = 1.0 * t + (map.y_label.empty() ? 0.0 : 2.2 * t) + row_label_w + 0.8 * t;
+    const double bar_gap = 1.5 * t, bar_w = 1.2 * t;
+    const double right =
+        bar_gap + bar_w + 0.8 * t + bar_ticks.label_width + (map.scale_label.empty() ? 0.0 : 2.2 * t) + 1.0 * t;
+    const double cell_w = (page.width_mm() - left - right) / double(cols);
+    MEMOE_CHECK(cell_w > 1.0 * t && cell_h > 0.6 * t, "cannot plot ", path, ": ", map.width, "x", map.height,
+                " leaves no room for ", rows, "x", cols, " cells");
 
-  write_png_rgb(path, width, height, c.pixels());
+    // One text size for all values, and one for all column labels: the
+    // largest at which every one fits its cell.
+    std::vector<std::string> texts(rows * cols);
+    double value_scale = std::min(1.0, 0.45 * cell_h / t), column_scale = 1.0;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = 0; c < cols; ++c) {
+        char text[64];
+        std::snprintf(text, sizeof text, "%.*f", map.decimals, map.values[r][c]);
+        texts[r * cols + c] = text;
+        value_scale = std::min(value_scale, page.fitting_scale(text, 0.85 * cell_w, 1.0));
+      }
+    for (const std::string& l : map.column_labels)
+      column_scale = std::min(column_scale, page.fitting_scale(l, 0.9 * cell_w, 1.0));
+
+    page.viewport(left, right, bottom, top);
+    plwind(0.0, double(cols), 0.0, double(rows));
+    page.text_size(value_scale);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = 0; c < cols; ++c) {
+        const double f = std::clamp((map.values[r][c] - scale.lo) / (scale.hi - scale.lo), 0.0, 1.0);
+        const double x0 = double(c), y0 = double(rows - 1 - r);  // row 0 on top
+        PLFLT xs[] = {x0, x0 + 1, x0 + 1, x0}, ys[] = {y0, y0, y0 + 1, y0 + 1};
+        plcol1(f);
+        plfill(4, xs, ys);
+        plcol0(heat_luminance(f) > 0.5 ? kInk : kWhiteInk);  // dark text on bright cells
+        plptex(x0 + 0.5, y0 + 0.5, 1.0, 0.0, 0.5, texts[r * cols + c].c_str());
+      }
+    plcol0(kBackground);  // thin white lines between the cells
+    for (size_t c = 1; c < cols; ++c) pljoin(double(c), 0.0, double(c), double(rows));
+    for (size_t r = 1; r < rows; ++r) pljoin(0.0, double(r), double(cols), double(r));
+    plcol0(kInk);
+    plbox("bc", 0.0, 0, "bc", 0.0, 0);
+    page.text_size(column_scale);
+    for (size_t c = 0; c < cols; ++c)
+      plmtex("b", 1.5 / column_scale, (double(c) + 0.5) / double(cols), 0.5, escape(map.column_labels[c]).c_str());
+    page.text_size(row_scale);
+    for (size_t r = 0; r < rows; ++r)
+      plmtex("lv", 0.8 / row_scale, 1.0 - (double(r) + 0.5) / double(rows), 1.0, escape(map.row_labels[r]).c_str());
+    page.text_size(1.0);
+    if (!map.x_label.empty()) plmtex("b", 3.5, 0.5, 0.5, escape(map.x_label).c_str());
+    if (!map.y_label.empty()) plmtex("l", (row_label_w + 0.8 * t) / t + 1.2, 0.5, 0.5, escape(map.y_label).c_str());
+    page.title(map.title, left, right);
+
+    // Colour bar: the scale as a vertical gradient, its values on the right.
+    page.viewport(page.width_mm() - right + bar_gap, right - bar_gap - bar_w, bottom, top);
+    plwind(0.0, 1.0, scale.lo, scale.hi);
+    // Thin slices rather than plgradient, whose cairo pattern PLplot never frees.
+    constexpr int kSlices = 256;
+    for (int i = 0; i < kSlices; ++i) {
+      const double y0 = scale.lo + (scale.hi - scale.lo) * i / kSlices;
+      const double y1 = scale.lo + (scale.hi - scale.lo) * (i + 1.02) / kSlices;  // overlap: no seams
+      PLFLT xs[] = {0, 1, 1, 0}, ys[] = {y0, y0, std::min(y1, scale.hi), std::min(y1, scale.hi)};
+      plcol1((i + 0.5) / kSlices);
+      plfill(4, xs, ys);
+    }
+    AxisSteps steps{1.0, bar_ticks.step};
+    plslabelfunc(label_tick, &steps);
+    plbox("bc", 0.0, 0, "bcmstvo", bar_ticks.step, 0);
+    if (!map.scale_label.empty())
+      plmtex("r", (0.8 * t + bar_ticks.label_width) / t + 1.2, 0.5, 0.5, escape(map.scale_label).c_str());
+  });
 }
 
 }  // namespace memoe

@@ -1,9 +1,10 @@
-// Line charts as PNG files (e.g. training and held-out loss against step).
+// Charts as PNG files, drawn by PLplot's cairo driver (pngcairo): line plots
+// (e.g. training and held-out loss against step) and heatmaps (e.g. accuracy
+// by context length and needle depth). Rendering needs no display; each file
+// is written atomically (the old file or the whole new one, never a part).
 #pragma once
 #include <string>
 #include <vector>
-
-#include "eval/canvas.h"
 
 namespace memoe {
 
@@ -12,25 +13,33 @@ struct Series {
   std::vector<double> x, y;
 };
 
-// Draws each series as a line through its points in order, on axes with
-// "nice" ticks covering all finite points; writes the chart to `path` as PNG
-// (atomically). Non-finite points are skipped and break the line there; an
-// isolated point, and every point of a series with few points, is drawn as a
-// dot. Errors (x/y of different lengths, size out of [200, 8000], unwritable
-// path) are memoe::Error.
-void plot_lines_png(const std::string& path, const std::string& title, const std::string& x_label,
-                    const std::string& y_label, const std::vector<Series>& series, int width = 800,
-                    int height = 500);
+struct LinePlot {
+  std::string title, x_label, y_label;
+  std::vector<Series> series;  // drawn in order, each a line through its points
+  bool log_y = false;          // logarithmic y axis (every y must be > 0)
+  int width = 800, height = 500;  // pixels, each in [200, 8000]
+};
 
-// Colour of series i (a fixed palette of distinct colours, repeating).
-Rgb series_color(size_t index);
+struct Heatmap {
+  std::string title, x_label, y_label;
+  std::vector<std::string> column_labels;   // x ticks, left to right
+  std::vector<std::string> row_labels;      // y ticks, top to bottom
+  std::vector<std::vector<double>> values;  // values[row][column], printed in each cell
+  double scale_min = 0.0, scale_max = 1.0;  // colour scale (clamped); equal: the data's own range
+  int decimals = 2;                         // digits after the point in each cell's text
+  std::string scale_label;                  // caption of the colour bar
+  int width = 800, height = 600;
+};
 
-// Up to about `target` evenly spaced round tick values (multiples of 1, 2 or
-// 5 times a power of ten) whose span covers [lo, hi]; lo < hi, both finite.
-std::vector<double> nice_ticks(double lo, double hi, int target = 5);
+// Draws the plot into `path` as a PNG of exactly width x height pixels.
+// Bad input is a one-line memoe::Error naming the path, and writes nothing:
+// no series, an empty series, x and y of different lengths, a non-finite
+// value, y <= 0 on a log axis, a size out of range, an unwritable path.
+void write_line_plot_png(const std::string& path, const LinePlot& plot);
 
-// Tick label text: as few decimals as the tick spacing needs, or scientific
-// notation for very large or very small values.
-std::string format_tick(double value, double step);
+// Draws a grid of coloured cells (a perceptual dark-to-bright scale, with a
+// colour bar at the right) with each value printed in its cell. Errors as
+// above, and for labels that do not match the grid's dimensions.
+void write_heatmap_png(const std::string& path, const Heatmap& map);
 
 }  // namespace memoe
