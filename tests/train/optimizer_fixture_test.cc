@@ -20,6 +20,15 @@
 // correction, decay on a tensor that takes none (or none where it is due, ~5e-4
 // a step), a wrong table learning rate or a missed table row all move most
 // coordinates of a tensor by far more than 1e-5.
+// Measured: loss within 1e-7, gradient norm within 4e-7 relative, the largest
+// parameter difference 5.8e-6 after 6 steps, the worst coordinate at ~30% of
+// its tolerance; 12 of 8468 coordinates have a loose allowance. Each of these
+// changes to src/train/adamw.cc fails at step 1 or 2: beta1 − 0.05, beta2 +
+// 0.04, no bias correction (either), decay on everything, on nothing, on the
+// tables, table_lr_mult ignored, one read row skipped, half the router gamma.
+// Weight decay follows the rule of 2-D matrices only: the Engram short conv
+// [C, 1, k] takes none (an engine that decays it fails at step 1 on
+// model.layers.1.engram.short_conv.conv.weight).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -161,6 +170,7 @@ TEST(OptimizerFixture, TrainingStepsMatchPyTorchAdamWAndSparseAdam) {
       ++compared;
     });
     EXPECT_EQ(compared, int(ref.names().size()));
+    if (HasFailure()) return;  // later steps inherit the difference; the first step that differs says it all
   }
 }
 
