@@ -22,7 +22,7 @@ _DEFAULTS = {
     "scoring_func": "sigmoid", "max_position_embeddings": 4096,
     "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "rope_theta": 10000.0,
     "rope_scaling": None, "attention": "mla", "hc_mult": 1, "engram": None,
-    "moe_layer_freq": 1,
+    "moe_layer_freq": 1, "bias_update_speed": 1e-3, "seq_aux_loss_alpha": 0.0,
 }
 # The example object of spec section 5 supplies the Engram defaults.
 _ENGRAM_DEFAULTS = {
@@ -168,6 +168,10 @@ class Config:
         ntp = c["norm_topk_prob"]
         self.norm_topk_prob = (self.scoring_func == "sigmoid") if ntp is None else bool(ntp)
         self.routed_scaling_factor = _num(c, "routed_scaling_factor")
+        self.bias_update_speed = _num(c, "bias_update_speed")
+        self.seq_aux_loss_alpha = _num(c, "seq_aux_loss_alpha")
+        if self.seq_aux_loss_alpha < 0:
+            raise ConfigError("config: seq_aux_loss_alpha must be >= 0")
 
     def _parse_engram(self, eg):
         self.engram = None

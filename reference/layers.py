@@ -224,10 +224,15 @@ class MoE(nn.Module):
         if cfg.n_shared_experts > 0:
             self.shared_experts = SwiGLU(cfg.hidden_size, cfg.n_shared_experts * cfg.moe_intermediate_size)
 
-    def forward(self, x, trace=None):
+    def forward(self, x, trace=None, aux=None):
+        """x [B, L, d]; with seq_aux_loss_alpha > 0, appends this layer's
+        sequence-wise balance loss to the list aux."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         idx, w = self.gate(x, trace)
+        alpha = self.gate.cfg.seq_aux_loss_alpha
+        if alpha > 0 and aux is not None:
+            aux.append(alpha * self.seq_balance_loss(x, idx, shape[0], shape[1]))
         k = idx.shape[1]
         # Group the (token, slot) pairs by expert with one stable sort, then
         # one matmul per expert over its tokens.
@@ -245,6 +250,19 @@ class MoE(nn.Module):
         if hasattr(self, "shared_experts"):
             y = y + self.shared_experts(x)
         return y.view(shape)
+
+    def seq_balance_loss(self, x, idx, B, L):
+        """Spec 4: mean over the B sequences of sum_e f_e P_e, f_e = E/(k L) *
+        #tokens of the sequence routed to e (a constant), P_e = mean over the
+        sequence of s_e / sum(s)."""
+        cfg = self.gate.cfg
+        E, k = cfg.n_routed_experts, cfg.num_experts_per_tok
+        logits = x @ self.gate.weight.t()
+        s = torch.sigmoid(logits) if cfg.scoring_func == "sigmoid" else torch.softmax(logits, dim=-1)
+        p = (s / s.sum(dim=-1, keepdim=True)).view(B, L, E).mean(dim=1)             # [B, E]
+        counts = torch.stack([torch.bincount(i, minlength=E) for i in idx.reshape(B, L * k)])
+        f = counts.to(s.dtype) * (E / (k * L))
+        return (f * p).sum(dim=-1).mean()
 
 
 # ----------------------------------------------------------------------------

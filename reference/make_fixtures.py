@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model as M  # noqa: E402
 import safetensors_io  # noqa: E402
 
-B, L = 2, 16
+B, L = 2, 16            # the default shape; SHAPES overrides it per fixture
 MIN_GAP = 1e-3          # selection-score gap at every top-k / group cut
 MIN_GATE_SCORE = 1e-3   # |s| of the Engram gate, away from the sign() kink
 MAX_FIXTURE_BYTES = 400 * 1024
@@ -76,6 +76,19 @@ FIXTURES = {
                    "seed": 3, "pad_id": 9, "table_lr_mult": 5.0},
     },
 }
+
+
+# MLA with q LoRA and YaRN over 160 positions (beyond original_max 64, and
+# across two 64-token attention tiles), one sequence; Engram at the dense
+# layer 0, sigmoid MoE without groups at layer 1.
+FIXTURES["mla_long"] = dict(
+    FIXTURES["mla_moe_engram"], num_hidden_layers=2, n_group=1, topk_group=1,
+    engram=dict(FIXTURES["mla_moe_engram"]["engram"], layer_ids=[0], seed=5))
+# mla_moe_engram's model with the sequence-wise balance loss (spec 4) on.
+FIXTURES["mla_aux_loss"] = dict(FIXTURES["mla_moe_engram"], seq_aux_loss_alpha=0.5)
+
+# (batch, seq) where it is not (B, L).
+SHAPES = {"mla_long": (1, 160)}
 
 
 def random_token_map(vocab, compressed, rng):
@@ -162,8 +175,13 @@ def draw(name, raw, seed):
         token_map = random_token_map(cfg.vocab_size, cfg.vocab_size * 2 // 3, rng)
     model = M.MemoeForCausalLM(cfg, token_map).double()
     random_weights(model, gen)
-    ids = rng.integers(0, cfg.vocab_size, size=(B, L), dtype=np.int64)
-    ids[1, 8:12] = ids[0, 2:6]  # a repeated 4-gram: the same Engram rows touched twice
+    batch, seq = SHAPES.get(name, (B, L))
+    ids = rng.integers(0, cfg.vocab_size, size=(batch, seq), dtype=np.int64)
+    # A repeated 4-gram: the same Engram rows touched twice.
+    if batch > 1:
+        ids[1, 8:12] = ids[0, 2:6]
+    else:
+        ids[0, seq - 10:seq - 6] = ids[0, 2:6]
     ids = torch.from_numpy(ids)
     if cfg.has_moe:
         scale_correction_bias(model, ids, gen)
@@ -177,10 +195,13 @@ def _lists(t, digits=None):
 def expected_record(model, ids, trace, loss, logits):
     cfg = model.cfg
     V = cfg.vocab_size
+    B, L = ids.shape
     token_losses = torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none").view(B, L - 1)
     out = {"loss": loss.item(), "batch": B, "seq": L, "token_losses": _lists(token_losses.detach()),
            "logits_abs_max": logits.abs().max().item(), "moe": {}, "engram": {}}
+    if cfg.has_moe and cfg.seq_aux_loss_alpha > 0:
+        out["aux_loss"] = loss.item() - token_losses.mean().item()
     for i, rec in sorted(trace.items()):
         if "moe" in rec:
             moe = rec["moe"]

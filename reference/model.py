@@ -42,7 +42,7 @@ class DecoderLayer(nn.Module):
         self.is_moe = cfg.is_moe_layer(i)
         self.mlp = MoE(cfg) if self.is_moe else SwiGLU(d, cfg.intermediate_size)
 
-    def forward(self, h, ids, token_map, trace=None):
+    def forward(self, h, ids, token_map, trace=None, aux=None):
         if hasattr(self, "engram"):
             sub = {} if trace is not None else None
             h = h + self.engram(h, ids, token_map, sub)
@@ -52,7 +52,7 @@ class DecoderLayer(nn.Module):
         x = self.post_attention_layernorm(h)
         if self.is_moe:
             sub = {} if trace is not None else None
-            h = h + self.mlp(x, sub)
+            h = h + self.mlp(x, sub, aux)
             if sub is not None:
                 trace["moe"] = sub
         else:
@@ -124,7 +124,8 @@ class MemoeForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(self, ids, labels=None, trace=None):
-        """ids int [B, L] -> (logits [B, L, V], mean loss of logits[t] vs labels[t+1]).
+        """ids int [B, L] -> (logits [B, L, V], mean loss of logits[t] vs labels[t+1],
+        plus the MoE layers' balance losses when seq_aux_loss_alpha > 0).
         labels defaults to ids; label -1 is ignored. trace (a dict) collects
         per-layer routing and Engram rows: trace[i] = {"moe": ..., "engram": ...}."""
         cfg = self.cfg
@@ -136,9 +137,10 @@ class MemoeForCausalLM(nn.Module):
             raise ModelError(f"token id outside [0, {cfg.vocab_size})")
         token_map = getattr(self.model, "engram_token_map", None)
         h = self.model.embed_tokens(ids)
+        aux = []  # the MoE layers' sequence-wise balance losses (seq_aux_loss_alpha > 0)
         for i, layer in enumerate(self.model.layers):
             sub = {} if trace is not None else None
-            h = layer(h, ids, token_map, sub)
+            h = layer(h, ids, token_map, sub, aux)
             if sub:
                 trace[i] = sub
         logits = self.lm_head(self.model.norm(h))
@@ -147,6 +149,8 @@ class MemoeForCausalLM(nn.Module):
             raise ModelError("labels must have the shape of ids")
         V = cfg.vocab_size
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-1)
+        if aux:
+            loss = loss + sum(aux)
         return logits, loss
 
     def named_float_tensors(self):

@@ -126,13 +126,68 @@ def check_model():
            "the correction bias gets no gradient")
 
 
+def check_balance_loss():
+    """The sequence-wise balance loss (spec 4) against a loop over sequences,
+    experts and tokens, and its gradient against finite differences."""
+    raw = dict(TINY, seq_aux_loss_alpha=0.3)
+    model = _tiny_model(raw)
+    plain = _tiny_model(TINY)
+    ids = torch.randint(0, 40, (2, 9), generator=torch.Generator().manual_seed(4))
+    trace = {}
+    _, loss = model(ids, trace=trace)
+    _, ce = plain(ids)
+    cfg = model.cfg
+    E, k, (B, L) = cfg.n_routed_experts, cfg.num_experts_per_tok, ids.shape
+    want = 0.0
+    for layer in (1, 2):  # both MoE layers
+        lay = model.model.layers[layer]
+        with torch.no_grad():
+            x = lay.post_attention_layernorm(_residual_before_ffn(model, ids, layer)).reshape(-1, cfg.hidden_size)
+            s = torch.sigmoid(x @ lay.mlp.gate.weight.t())
+        idx = trace[layer]["moe"]["idx"]
+        for b in range(B):
+            for e in range(E):
+                f = E / (k * L) * sum(int(e in idx[b * L + t].tolist()) for t in range(L))
+                p = sum(float(s[b * L + t, e] / s[b * L + t].sum()) for t in range(L)) / L
+                want += f * p / B
+    _check(abs((loss - ce).item() - 0.3 * want) < 1e-12,
+           f"balance loss {(loss - ce).item():.6f} = alpha * sum f P ({0.3 * want:.6f})")
+    model.zero_grad()
+    loss.backward()
+    w = model.model.layers[2].mlp.gate.weight
+    analytic = w.grad.view(-1)[5].item()
+    with torch.no_grad():
+        w.view(-1)[5] += 1e-6
+        up = model(ids)[1].item()
+        w.view(-1)[5] -= 2e-6
+        down = model(ids)[1].item()
+        w.view(-1)[5] += 1e-6
+    numeric = (up - down) / 2e-6
+    _check(abs(numeric - analytic) <= 1e-6 + 1e-5 * abs(analytic),
+           f"finite difference of the gate weight with the balance loss: {numeric:.8f} vs {analytic:.8f}")
+
+
+def _residual_before_ffn(model, ids, layer):
+    """The residual stream entering layer `layer`'s FFN block."""
+    token_map = model.model.engram_token_map
+    h = model.model.embed_tokens(ids)
+    for i, lay in enumerate(model.model.layers):
+        if i == layer:
+            if hasattr(lay, "engram"):
+                h = h + lay.engram(h, ids, token_map)
+            return h + lay.self_attn(lay.input_layernorm(h))
+        h = lay(h, ids, token_map)
+    raise ValueError(layer)
+
+
 def check_config_rejection():
     bad = [({"hc_mult": 2}, "hc_mult"), ({"num_experts_per_tok": 5}, "num_experts_per_tok"),
            ({"n_group": 3}, "n_group"), ({"attention": "mha"}, "attention"),
            ({"engram": dict(TINY["engram"], layer_ids=[3])}, "layer_ids"),
            ({"engram": dict(TINY["engram"], table_sizes=[23])}, "table_sizes"),
            ({"rope_scaling": dict(TINY["rope_scaling"], mscale=0.5)}, "mscale"),
-           ({"attention": "gqa", "num_key_value_heads": 3}, "num_key_value_heads")]
+           ({"attention": "gqa", "num_key_value_heads": 3}, "num_key_value_heads"),
+           ({"seq_aux_loss_alpha": -0.1}, "seq_aux_loss_alpha")]
     for change, key in bad:
         try:
             M.Config(dict(TINY, **change))
@@ -149,6 +204,7 @@ def run():
     check_hashing()
     check_routing_ties()
     check_model()
+    check_balance_loss()
     check_config_rejection()
     print("selftest passed")
     return 0

@@ -35,6 +35,9 @@ TEST_P(ReferenceFixture, LogitsLossAndGradientsMatch) {
   const auto targets = next_token_targets(ids.data(), B, L);
   const double loss = model_loss_and_grad(m, ids.data(), targets.data(), B, L, state, &grads);
   EXPECT_NEAR(loss, expected["loss"].get<double>(), 1e-5);
+  if (expected.contains("aux_loss")) {
+    EXPECT_NEAR(state.aux_loss, expected["aux_loss"].get<double>(), 1e-5);
+  }
 
   const Tensor ref = expected_logits.to_tensor();
   double max_err = 0;
@@ -70,8 +73,22 @@ TEST_P(ReferenceFixture, LogitsLossAndGradientsMatch) {
   EXPECT_GT(compared, 20);
 }
 
+// mla_long crosses two 64-token attention tiles (the fixtures of 16 tokens
+// fit in one); mla_aux_loss has the sequence-wise balance loss on, large
+// enough that leaving it out (or its gradient) fails the match above.
+TEST(ReferenceFixtures, CoverLongSequencesAndTheBalanceLoss) {
+  NpyArray ids = read_npy(fixture_dir("mla_long") + "/ids.npy");
+  ASSERT_EQ(ids.shape.size(), 2u);
+  EXPECT_GT(ids.shape[1], 2 * 64);
+  const Model m = load_model(fixture_dir("mla_aux_loss"));
+  EXPECT_GT(m.config.seq_aux_loss_alpha, 0.0);
+  std::ifstream in(fixture_dir("mla_aux_loss") + "/expected.json");
+  EXPECT_GT(nlohmann::json::parse(in).at("aux_loss").get<double>(), 0.1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceFixture,
-                         ::testing::Values("mla_moe_engram", "gqa_softmax_engram", "mla_noq"));
+                         ::testing::Values("mla_moe_engram", "gqa_softmax_engram", "mla_noq", "mla_long",
+                                           "mla_aux_loss"));
 
 }  // namespace
 }  // namespace memoe
