@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds memoe twice (Release, and ASan+UBSan) and
-# runs the whole test suite in both builds. Exits non-zero on any failure.
+# runs the whole test suite in both builds, then the fuzz smoke test (where
+# clang-14 and libFuzzer are installed, as in CI). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -15,3 +16,11 @@ echo "== ASan + UBSan build"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release -DMEMOE_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs" --target memoe memoe_tests
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs")
+
+fuzzer_lib=$(ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null | head -1 || true)
+if command -v clang++-14 >/dev/null 2>&1 && [ -n "$fuzzer_lib" ]; then
+  echo "== fuzz smoke test"
+  JOBS=$jobs bash scripts/fuzz.sh --smoke
+else
+  echo "== fuzz smoke test skipped: clang-14 / libFuzzer not installed (bash scripts/install-deps.sh --fuzz)"
+fi
