@@ -9,6 +9,7 @@
 //
 // The machine is shared and noisy, so engine and reference are timed in
 // alternating rounds and the median of the per-round ratios is reported.
+#include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
