@@ -9,6 +9,7 @@
 #include "grad_check.h"
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/embedding.h"
 #include "kernels/engram_hash.h"
 #include "kernels/linear.h"
 #include "kernels/moe_dispatch.h"
@@ -156,6 +157,24 @@ TEST(ThreadCount, EngramGatherBackwardIsBitwiseTheSame) {
     engram_gather_backward(d_out.data(), rows.data(), n, per_token, width, &g);
     engram_gather_backward(d_out.data(), rows.data(), n / 2, per_token, width, &g);  // merge into present rows
     return g.grad;
+  });
+}
+
+// Threads split the columns; each value still sums its tokens in order, so
+// the result equals the plain loop bit for bit.
+TEST(ThreadCount, EmbeddingBackwardSumsDuplicateIdsInTokenOrder) {
+  const int64_t n = 3000, d = 100, V = 50;  // d not a multiple of the column block
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[size_t(i)] = (i * 13) % V;
+  const std::vector<float> dout = random_vector(n * d, 23), start = random_vector(V * d, 24);
+  std::vector<float> plain = start;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < d; ++j) plain[size_t(ids[size_t(i)] * d + j)] += dout[size_t(i * d + j)];
+  expect_same_bits_for_thread_counts("embedding gradient", [&] {
+    std::vector<float> g = start;
+    embedding_backward(dout.data(), ids.data(), n, d, g.data());
+    EXPECT_EQ(g, plain);
+    return g;
   });
 }
 
