@@ -19,11 +19,12 @@ struct CliResult {
 class CliTest : public io_testing::TempDirTest {
  protected:
   // `memoe ARGS` with OMP_NUM_THREADS=1 (deterministic and fast beside the
-  // other tests ctest runs at the same time).
-  CliResult memoe(const std::string& args) {
+  // other tests ctest runs at the same time), or `threads` threads, idle
+  // ones sleeping rather than spinning (the test machine has 2 cores).
+  CliResult memoe(const std::string& args, int threads = 1) {
     const std::string out = file("stdout"), err = file("stderr");
-    const int raw =
-        std::system(("OMP_NUM_THREADS=1 " + std::string(MEMOE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
+    const std::string env = "OMP_NUM_THREADS=" + std::to_string(threads) + (threads > 1 ? " OMP_WAIT_POLICY=PASSIVE " : " ");
+    const int raw = std::system((env + std::string(MEMOE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
     return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, io_testing::read_bytes(out), io_testing::read_bytes(err)};
   }
   std::string path(const std::string& name) const { return file(name); }

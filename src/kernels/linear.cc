@@ -9,11 +9,33 @@
 
 namespace memoe {
 
+namespace {
+// Depth (K) of each BLAS call. OpenBLAS splits a product over M and N between
+// threads, never over K, but its single-threaded and threaded drivers cut a K
+// between GEMM_Q and 2*GEMM_Q into two slightly different halves (here, on
+// the Cooperlake kernels, K = 385, 513, 1000, 3000 all differ), so sums over
+// K would depend on the thread count. A product no deeper than GEMM_Q is
+// never cut, and 256 sits under GEMM_Q of the current x86-64 kernels
+// (Haswell, Zen, SkylakeX: 320-448), so deeper products are issued in fixed
+// 256-deep slices accumulated in slice order. BLAS itself works in K blocks
+// of GEMM_Q, so this costs nothing measurable;
+// ThreadCount.BlasProductsAreBitwiseTheSame checks it on the machine at hand.
+constexpr int64_t kGemmDepth = 256;
+}  // namespace
+
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(m), int(n),
-              int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  int64_t k0 = 0;
+  do {
+    const int64_t depth = std::min(kGemmDepth, k - k0);
+    // Column k0 of op(A) and row k0 of op(B).
+    const float* a0 = trans_a ? a + k0 * lda : a + k0;
+    const float* b0 = trans_b ? b + k0 : b + k0 * ldb;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(m),
+                int(n), int(depth), alpha, a0, int(lda), b0, int(ldb), k0 == 0 ? beta : 1.0f, c, int(ldc));
+    k0 += depth;
+  } while (k0 < k);
 }
 
 void linear_forward(const float* x, const float* w, const float* bias, int64_t n, int64_t in, int64_t out, float* y) {

@@ -1,5 +1,6 @@
 // Linear layers over row-major activations: y[n, out] = x[n, in] @ W[out, in]^T + b.
-// All matrix products of the engine go through here (CBLAS sgemm).
+// All matrix products of the engine go through here (CBLAS sgemm), and give
+// bitwise the same results for any thread count (see kGemmDepth in linear.cc).
 #pragma once
 #include <cstdint>
 

@@ -1,7 +1,5 @@
 #include "kernels/moe_dispatch.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -11,6 +9,7 @@
 
 #include "core/error.h"
 #include "kernels/activation.h"
+#include "kernels/reduce.h"
 
 namespace memoe {
 
@@ -183,7 +182,16 @@ void combine_rows(const float* grouped, const int64_t* position, const float* w,
   }
 }
 
-bool blas_is_single_threaded() { return openblas_get_num_threads() == 1; }
+void combine_rows_backward(const float* out, const int64_t* pairs, const float* w, int64_t m, int64_t d, float* gy,
+                           float* dw) {
+  for (int64_t r = 0; r < m; ++r) {  // called per expert, from inside the experts' parallel loop
+    double dot = 0.0;
+    for (int64_t c = 0; c < d; ++c) dot += double(gy[r * d + c]) * out[r * d + c];
+    dw[pairs[r]] = float(dot);
+    const float wr = w[pairs[r]];
+    for (int64_t c = 0; c < d; ++c) gy[r * d + c] *= wr;
+  }
+}
 
 void route_weights_backward(const RouterSpec& spec, const float* s, const int32_t* idx, const float* dw, int64_t n,
                             float* ds) {
@@ -243,26 +251,22 @@ double seq_balance_loss(const RouterSpec& spec, const float* s, const int32_t* i
                         double alpha) {
   if (batch == 0 || seq_len == 0) return 0.0;
   const int64_t E = spec.n_experts;
-  double total = 0.0;
-#pragma omp parallel reduction(+ : total) if (batch > 1 && batch * seq_len > kParallelRows)
-  {
+  // One chunk per sequence, added in sequence order: independent of the thread count.
+  const double total = chunked_sum(batch, 1, batch > 1 && batch * seq_len > kParallelRows, [&](int64_t b, int64_t) {
     std::vector<double> f(static_cast<size_t>(E));
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < batch; ++b) {
-      balance_fractions(spec, idx, b, seq_len, f);
-      double seq = 0.0;  // sum_e f_e * sum_t s_te / S_t, divided by L below
-      for (int64_t t = b * seq_len; t < (b + 1) * seq_len; ++t) {
-        const float* st = s + t * E;
-        double sum = 0.0, fs = 0.0;
-        for (int64_t e = 0; e < E; ++e) {
-          sum += st[e];
-          fs += f[size_t(e)] * st[e];
-        }
-        seq += fs / sum;
+    balance_fractions(spec, idx, b, seq_len, f);
+    double seq = 0.0;  // sum_e f_e * sum_t s_te / S_t, divided by L below
+    for (int64_t t = b * seq_len; t < (b + 1) * seq_len; ++t) {
+      const float* st = s + t * E;
+      double sum = 0.0, fs = 0.0;
+      for (int64_t e = 0; e < E; ++e) {
+        sum += st[e];
+        fs += f[size_t(e)] * st[e];
       }
-      total += seq / double(seq_len);
+      seq += fs / sum;
     }
-  }
+    return seq / double(seq_len);
+  });
   return alpha * total / double(batch);
 }
 
@@ -290,6 +294,17 @@ void seq_balance_loss_backward(const RouterSpec& spec, const float* s, const int
         for (int64_t e = 0; e < E; ++e) dst[e] += float(scale * (f[size_t(e)] - mean_f) / sum);
       }
     }
+  }
+}
+
+void correction_bias_step(const int64_t* load, int64_t E, double gamma, float* bias) {
+  if (E == 0) return;
+  double mean = 0.0;
+  for (int64_t e = 0; e < E; ++e) mean += double(load[e]);
+  mean /= double(E);
+  for (int64_t e = 0; e < E; ++e) {
+    const double gap = mean - double(load[e]);
+    bias[e] += float(gamma * double((gap > 0) - (gap < 0)));
   }
 }
 

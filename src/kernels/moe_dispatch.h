@@ -52,10 +52,29 @@ void gather_rows(const float* src, int64_t d, const int64_t* pairs, int64_t m, i
 void combine_rows(const float* grouped, const int64_t* position, const float* w, int64_t n, int k, int64_t d,
                   float* y);
 
-// True when BLAS runs each product on its calling thread only. Experts then
-// run side by side on OpenMP threads; with threaded BLAS they run one after
-// another (concurrent threaded products contend and measured slower).
-bool blas_is_single_threaded();
+// Runs fn(e, first_row, rows) for every expert e that received tokens (its
+// grouped rows first_row .. first_row + rows). Experts touch disjoint rows
+// and gradients, so they run side by side, one per OpenMP thread: inside a
+// parallel region the OpenMP build of OpenBLAS runs each product
+// single-threaded, which for expert-sized products beats splitting every
+// product over the threads (fewer, larger pieces of work per barrier). On one
+// thread the experts run in turn; results are the same either way.
+template <typename Fn>
+void for_each_busy_expert(const ExpertGroups& groups, Fn&& fn) {
+  const int n_experts = int(groups.offsets.size()) - 1;
+#pragma omp parallel for schedule(dynamic, 1) if (n_experts > 1)
+  for (int e = 0; e < n_experts; ++e) {
+    const int64_t rows = groups.count(e);
+    if (rows > 0) fn(e, groups.offsets[size_t(e)], rows);
+  }
+}
+
+// Backward of combine_rows over m grouped rows (one expert's, say): given
+// gy[r] = the output gradient of row r's token and out[r] = the expert's
+// output for that row, writes dw[pairs[r]] = <gy[r], out[r]> and scales gy[r]
+// in place by w[pairs[r]], making it the gradient of the expert's output.
+void combine_rows_backward(const float* out, const int64_t* pairs, const float* w, int64_t m, int64_t d, float* gy,
+                           float* dw);
 
 // Backward of the weights w[n, k] of route_top_k: adds d loss / d s into
 // ds[n, E] given dw[n, k]. Only the chosen entries of s receive gradient.
@@ -73,5 +92,9 @@ double seq_balance_loss(const RouterSpec& spec, const float* s, const int32_t* i
 // Adds its gradient (upstream gradient 1) w.r.t. s into ds[n, E]; f is a constant.
 void seq_balance_loss_backward(const RouterSpec& spec, const float* s, const int32_t* idx, int64_t batch,
                                int64_t seq_len, double alpha, float* ds);
+
+// Auxiliary-loss-free balancing (spec §4): bias[e] += gamma * sign(mean
+// load - load[e]) for the E experts, so overloaded experts are chosen less.
+void correction_bias_step(const int64_t* load, int64_t E, double gamma, float* bias);
 
 }  // namespace memoe

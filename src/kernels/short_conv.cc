@@ -1,9 +1,8 @@
 #include "kernels/short_conv.h"
 
-#include <omp.h>
-
 #include <cstddef>
-#include <vector>
+
+#include "kernels/reduce.h"
 
 namespace memoe {
 
@@ -27,32 +26,26 @@ void short_conv_forward(const float* x, const float* w, int64_t batch, int64_t s
 
 void short_conv_backward(const float* dz, const float* x, const float* w, int64_t batch, int64_t seq_len,
                          int64_t channels, int64_t kernel, int64_t dilation, float* dx, float* dw) {
-  // dx[src] gathers from the outputs that read it, so each thread owns its
-  // rows; dw is reduced over per-thread partial sums.
-  const bool parallel = batch * seq_len * channels > 65536;
-  const int threads = parallel ? omp_get_max_threads() : 1;
-  std::vector<float> dw_parts(size_t(threads) * size_t(channels * kernel), 0.0f);
-#pragma omp parallel num_threads(threads)
-  {
-    float* dw_local = dw_parts.data() + size_t(omp_get_thread_num()) * size_t(channels * kernel);
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t s = 0; s < seq_len; ++s) {
-        const float* xs = x + (b * seq_len + s) * channels;
-        float* dxs = dx + (b * seq_len + s) * channels;
-        for (int64_t i = 0; i < kernel; ++i) {
-          int64_t t = s + (kernel - 1 - i) * dilation;  // the output that reads x[s] through tap i
-          if (t >= seq_len) continue;
-          const float* dzt = dz + (b * seq_len + t) * channels;
-          for (int64_t c = 0; c < channels; ++c) {
-            dxs[c] += w[c * kernel + i] * dzt[c];
-            dw_local[c * kernel + i] += dzt[c] * xs[c];
-          }
-        }
-      }
-  }
-  for (int t = 0; t < threads; ++t)
-    for (int64_t j = 0; j < channels * kernel; ++j) dw[j] += dw_parts[size_t(t) * size_t(channels * kernel) + size_t(j)];
+  // dx[src] gathers from the outputs that read it, so each chunk owns its
+  // rows; dw is summed over fixed chunks of (batch, time) rows in chunk
+  // order, so it does not depend on the thread count.
+  chunked_row_sum(batch * seq_len, channels * kernel, batch * seq_len * channels > 65536, dw,
+                  [=](int64_t begin, int64_t end, float* dw_part) {
+                    for (int64_t row = begin; row < end; ++row) {
+                      const int64_t b = row / seq_len, s = row % seq_len;
+                      const float* xs = x + row * channels;
+                      float* dxs = dx + row * channels;
+                      for (int64_t i = 0; i < kernel; ++i) {
+                        const int64_t t = s + (kernel - 1 - i) * dilation;  // the output reading x[s] via tap i
+                        if (t >= seq_len) continue;
+                        const float* dzt = dz + (b * seq_len + t) * channels;
+                        for (int64_t c = 0; c < channels; ++c) {
+                          dxs[c] += w[c * kernel + i] * dzt[c];
+                          dw_part[c * kernel + i] += dzt[c] * xs[c];
+                        }
+                      }
+                    }
+                  });
 }
 
 }  // namespace memoe

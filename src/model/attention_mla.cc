@@ -1,10 +1,10 @@
 // Multi-head latent attention (spec §3), in the expanded form that training
 // uses: q from a low-rank (or direct) projection, k/v decompressed from one
 // normed latent per token, and one rotary key shared by all heads.
-#include <cstring>
-
 #include "kernels/attention.h"
+#include "kernels/elementwise.h"
 #include "kernels/linear.h"
+#include "kernels/mla_kv.h"
 #include "kernels/norm.h"
 #include "model/attention.h"
 
@@ -52,11 +52,8 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
   cache.c_norm.ensure({N, kvl});
   cache.c_rstd.ensure({N});
   Tensor kpe({N, pe});
-#pragma omp parallel for schedule(static) if (N * (kvl + pe) > 65536)
-  for (int64_t i = 0; i < N; ++i) {
-    std::memcpy(cache.c.data() + i * kvl, ckv.data() + i * (kvl + pe), sizeof(float) * size_t(kvl));
-    std::memcpy(kpe.data() + i * pe, ckv.data() + i * (kvl + pe) + kvl, sizeof(float) * size_t(pe));
-  }
+  copy_columns(ckv.data(), kvl + pe, N, kvl, cache.c.data(), kvl);
+  copy_columns(ckv.data() + kvl, kvl + pe, N, pe, kpe.data(), pe);
   rope_apply(kpe.data(), batch, seq_len, 1, pe, 0, rope, false);
   rmsnorm_forward(cache.c.data(), p.kv_a_layernorm.data(), kLatentNormEps, N, kvl, cache.c_norm.data(),
                   cache.c_rstd.data());
@@ -65,15 +62,7 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
 
   cache.k.ensure({N, H, dqk});
   cache.v.ensure({N, H, dv});
-#pragma omp parallel for schedule(static) if (N * H * dqk > 65536)
-  for (int64_t i = 0; i < N; ++i)
-    for (int64_t h = 0; h < H; ++h) {
-      const float* src = kv.data() + (i * H + h) * (nope + dv);
-      float* k = cache.k.data() + (i * H + h) * dqk;
-      std::memcpy(k, src, sizeof(float) * size_t(nope));
-      std::memcpy(k + nope, kpe.data() + i * pe, sizeof(float) * size_t(pe));
-      std::memcpy(cache.v.data() + (i * H + h) * dv, src + nope, sizeof(float) * size_t(dv));
-    }
+  mla_expand_kv(kv.data(), kpe.data(), N, H, nope, pe, dv, cache.k.data(), cache.v.data());
 
   cache.out.ensure({N, H * dv});
   cache.lse.ensure({batch, H, seq_len});
@@ -97,26 +86,14 @@ void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionPa
 
   // Split dk/dv back into the decompressed kv rows and the shared rotary key.
   Tensor dkv({N, H, nope + dv}), dckv({N, kvl + pe});
-#pragma omp parallel for schedule(static) if (N * H * dqk > 65536)
-  for (int64_t i = 0; i < N; ++i) {
-    float* dkpe = dckv.data() + i * (kvl + pe) + kvl;
-    for (int64_t h = 0; h < H; ++h) {
-      const float* k = dk.data() + (i * H + h) * dqk;
-      float* dst = dkv.data() + (i * H + h) * (nope + dv);
-      std::memcpy(dst, k, sizeof(float) * size_t(nope));
-      std::memcpy(dst + nope, dvv.data() + (i * H + h) * dv, sizeof(float) * size_t(dv));
-      for (int64_t j = 0; j < pe; ++j) dkpe[j] += k[nope + j];
-    }
-  }
+  mla_expand_kv_backward(dk.data(), dvv.data(), N, H, nope, pe, dv, dkv.data(), dckv.data() + kvl, kvl + pe);
   rope_apply(dckv.data(), batch, seq_len, 1, kvl + pe, kvl, rope, true);
   Tensor dc_norm({N, kvl}), dc({N, kvl});
   linear_backward(dkv.data(), cache.c_norm.data(), p.kv_b_proj.data(), N, kvl, H * (nope + dv), dc_norm.data(),
                   grads.kv_b_proj.data(), nullptr);
   rmsnorm_backward(dc_norm.data(), cache.c.data(), p.kv_a_layernorm.data(), cache.c_rstd.data(), N, kvl, dc.data(),
                    grads.kv_a_layernorm.data());
-#pragma omp parallel for schedule(static) if (N * (kvl + pe) > 65536)
-  for (int64_t i = 0; i < N; ++i)
-    std::memcpy(dckv.data() + i * (kvl + pe), dc.data() + i * kvl, sizeof(float) * size_t(kvl));
+  copy_columns(dc.data(), kvl, N, kvl, dckv.data(), kvl + pe);
   linear_backward(dckv.data(), x, p.kv_a_proj_with_mqa.data(), N, d, kvl + pe, dx, grads.kv_a_proj_with_mqa.data(),
                   nullptr);
 

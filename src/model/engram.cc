@@ -1,9 +1,11 @@
 #include "model/engram.h"
 
-#include <cmath>
+#include <algorithm>
 #include <numeric>
 
 #include "kernels/activation.h"
+#include "kernels/elementwise.h"
+#include "kernels/engram_gate.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "kernels/short_conv.h"
@@ -13,7 +15,6 @@ namespace memoe {
 namespace {
 constexpr float kGateNormEps = 1.1920929e-07f;  // float32 epsilon (spec §5.3)
 constexpr float kConvNormEps = 1e-5f;           // spec §5.4
-constexpr float kGateFloor = 1e-6f;             // |s| floor under the signed square root
 }  // namespace
 
 int64_t EngramHash::table_rows() const { return std::accumulate(primes.begin(), primes.end(), int64_t{0}); }
@@ -74,24 +75,12 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
   rmsnorm_forward(h, p.norm2.data(), kGateNormEps, N, d, c.query.data(), c.query_rstd.data());
   c.gate_score.ensure({N});
   c.alpha.ensure({N});
-  const float inv_sqrt_d = float(1.0 / std::sqrt(double(d)));
-#pragma omp parallel for schedule(static) if (N * d > 65536)
-  for (int64_t i = 0; i < N; ++i) {
-    double dot = 0.0;
-    for (int64_t j = 0; j < d; ++j) dot += double(c.key[i * d + j]) * c.query[i * d + j];
-    float s = float(dot) * inv_sqrt_d;
-    float signed_root = std::copysign(std::sqrt(std::max(std::fabs(s), kGateFloor)), s);
-    if (s == 0.0f) signed_root = 0.0f;  // sign(0) = 0
-    c.gate_score[i] = s;
-    c.alpha[i] = sigmoidf(signed_root);
-  }
+  engram_gate_forward(c.key.data(), c.query.data(), N, d, c.gate_score.data(), c.alpha.data());
 
   c.value.ensure({N, d});
   c.u.ensure({N, d});
   linear_forward(c.e.data(), p.value_proj.data(), p.value_bias.data(), N, E, d, c.value.data());
-#pragma omp parallel for schedule(static) if (N * d > 65536)
-  for (int64_t i = 0; i < N; ++i)
-    for (int64_t j = 0; j < d; ++j) c.u[i * d + j] = c.alpha[i] * c.value[i * d + j];
+  scale_rows(c.value.data(), c.alpha.data(), N, d, c.u.data());
 
   // Short conv: out = u + silu(conv(RMSNorm(u))).
   c.conv_in.ensure({N, d});
@@ -101,8 +90,7 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
   short_conv_forward(c.conv_in.data(), p.conv_weight.data(), batch, seq_len, d, ec.kernel_size, ec.max_ngram_size,
                      c.conv_z.data());
   silu_forward(c.conv_z.data(), N * d, out);
-#pragma omp parallel for simd schedule(static) if (N * d > 65536)
-  for (int64_t i = 0; i < N * d; ++i) out[i] += c.u[i];
+  add_into(out, c.u.data(), N * d);
 }
 
 void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float* h, const EngramCache& c,
@@ -122,23 +110,8 @@ void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float*
 
   // u = alpha * value.
   Tensor dvalue({N, d}), dkey({N, d}), dquery({N, d}), dkey_pre({N, d}), de({N, E});
-  const float inv_sqrt_d = float(1.0 / std::sqrt(double(d)));
-#pragma omp parallel for schedule(static) if (N * d > 65536)
-  for (int64_t i = 0; i < N; ++i) {
-    double dalpha = 0.0;
-    for (int64_t j = 0; j < d; ++j) {
-      dalpha += double(du[i * d + j]) * c.value[i * d + j];
-      dvalue[i * d + j] = du[i * d + j] * c.alpha[i];
-    }
-    const float a = c.alpha[i], s = c.gate_score[i];
-    const float dsigned_root = float(dalpha) * a * (1.0f - a);
-    // d signed_sqrt / ds = 1 / (2 sqrt|s|) above the floor, 0 under it.
-    const float ds = std::fabs(s) > kGateFloor ? dsigned_root / (2.0f * std::sqrt(std::fabs(s))) : 0.0f;
-    for (int64_t j = 0; j < d; ++j) {
-      dkey[i * d + j] = ds * inv_sqrt_d * c.query[i * d + j];
-      dquery[i * d + j] = ds * inv_sqrt_d * c.key[i * d + j];
-    }
-  }
+  engram_gate_backward(du.data(), c.value.data(), c.key.data(), c.query.data(), c.gate_score.data(), c.alpha.data(),
+                       N, d, dvalue.data(), dkey.data(), dquery.data());
   linear_backward(dvalue.data(), c.e.data(), p.value_proj.data(), N, E, d, de.data(), grads.value_proj.data(),
                   grads.value_bias.data());
   rmsnorm_backward(dkey.data(), c.key_pre.data(), p.norm1.data(), c.key_rstd.data(), N, d, dkey_pre.data(),

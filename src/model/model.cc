@@ -3,10 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/error.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "model/rope.h"
@@ -113,11 +114,6 @@ struct Lap {
   }
 };
 
-void add_into(float* dst, const float* src, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-}
-
 const float* lm_head_weight(const Model& m) {
   return m.config.tie_word_embeddings ? m.params.embed_tokens.data() : m.params.lm_head.data();
 }
@@ -134,15 +130,13 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
   if (st.rope.seq_len < seq_len) st.rope = make_model_rope_table(cfg, seq_len);
   st.ids.assign(ids, ids + N);
   st.compressed_ids.resize(size_t(N));
-  for (int64_t i = 0; i < N; ++i)
-    st.compressed_ids[size_t(i)] = m.token_map.empty() ? ids[i] : m.token_map[size_t(ids[i])];
+  remap_ids(ids, N, m.token_map.empty() ? nullptr : m.token_map.data(), st.compressed_ids.data());
   st.layers.resize(size_t(cfg.num_hidden_layers));
 
   Lap lap;
   double* ft = st.times.forward;
   Tensor h({N, d}), branch({N, d});
-  for (int64_t i = 0; i < N; ++i)
-    std::memcpy(h.data() + i * d, m.params.embed_tokens.data() + ids[i] * d, sizeof(float) * size_t(d));
+  embedding_forward(m.params.embed_tokens.data(), ids, N, d, h.data());
   lap(ft[PartTimes::Embed]);
 
   st.aux_loss = 0.0;
@@ -238,11 +232,7 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
       lap(bt[PartTimes::Engram]);
     }
   }
-  for (int64_t i = 0; i < N; ++i) {
-    float* row = g.embed_tokens.data() + ids[i] * d;
-    const float* src = dh.data() + i * d;
-    for (int64_t j = 0; j < d; ++j) row[j] += src[j];
-  }
+  embedding_backward(dh.data(), ids, N, d, g.embed_tokens.data());
   lap(bt[PartTimes::Embed]);
   return loss;
 }

@@ -36,21 +36,6 @@ void check_params(const ModelConfig& cfg, const MoEParams& p, const char* what) 
   }
 }
 
-// Runs fn(e, first_row, rows) for every expert that received tokens; each
-// call is one BLAS product per projection over the expert's rows. Experts
-// touch disjoint rows and gradients, so they run side by side, one per
-// OpenMP thread: inside a parallel region the OpenMP build of OpenBLAS runs
-// single-threaded, which for expert-sized products beats splitting each
-// product over the threads (fewer, larger pieces of work per barrier).
-template <typename Fn>
-void for_each_busy_expert(const ExpertGroups& groups, int n_experts, Fn&& fn) {
-#pragma omp parallel for schedule(dynamic, 1) if (n_experts > 1)
-  for (int e = 0; e < n_experts; ++e) {
-    const int64_t rows = groups.count(e);
-    if (rows > 0) fn(e, groups.offsets[size_t(e)], rows);
-  }
-}
-
 }  // namespace
 
 RouterSpec router_spec(const ModelConfig& cfg) {
@@ -121,7 +106,7 @@ void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int
   // add the weighted outputs back per token.
   Tensor xg({pairs, d}), out({pairs, d});
   gather_rows(x, d, cache.groups.pairs.data(), pairs, k, xg.data());
-  for_each_busy_expert(cache.groups, E, [&](int e, int64_t first, int64_t rows) {
+  for_each_busy_expert(cache.groups, [&](int e, int64_t first, int64_t rows) {
     swiglu_ffn_forward(p.experts[size_t(e)], xg.data() + first * d, rows, cache.experts[size_t(e)],
                        out.data() + first * d);
   });
@@ -156,20 +141,13 @@ void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, co
   std::vector<float> dw(static_cast<size_t>(pairs));
   gather_rows(x, d, cache.groups.pairs.data(), pairs, k, xg.data());
   gather_rows(dy, d, cache.groups.pairs.data(), pairs, k, gy.data());
-  for_each_busy_expert(cache.groups, E, [&](int e, int64_t first, int64_t rows) {
+  for_each_busy_expert(cache.groups, [&](int e, int64_t first, int64_t rows) {
     const SwiGLUParams& ex = p.experts[size_t(e)];
     const SwiGLUCache& ec = cache.experts[size_t(e)];
     float* oe = out.data() + first * d;
     float* ge = gy.data() + first * d;
     linear_forward(ec.h.data(), ex.down_proj.data(), nullptr, rows, F, d, oe);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t pair = cache.groups.pairs[size_t(first + r)];
-      double dot = 0.0;
-      for (int64_t c = 0; c < d; ++c) dot += double(ge[r * d + c]) * oe[r * d + c];
-      dw[size_t(pair)] = float(dot);
-      const float w = cache.weights[size_t(pair)];
-      for (int64_t c = 0; c < d; ++c) ge[r * d + c] *= w;
-    }
+    combine_rows_backward(oe, cache.groups.pairs.data() + first, cache.weights.data(), rows, d, ge, dw.data());
     swiglu_ffn_backward(ex, xg.data() + first * d, ec, ge, rows, grads.experts[size_t(e)], dxg.data() + first * d);
   });
   combine_rows(dxg.data(), cache.groups.position.data(), nullptr, n, k, d, dx);
@@ -188,14 +166,7 @@ void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, co
 void update_correction_bias(const std::vector<int64_t>& load, double gamma, Tensor& bias) {
   MEMOE_CHECK(bias.numel() == int64_t(load.size()), "moe: correction bias has ", bias.numel(),
               " entries but the load counts ", load.size(), " experts");
-  if (load.empty()) return;
-  double mean = 0.0;
-  for (int64_t c : load) mean += double(c);
-  mean /= double(load.size());
-  for (size_t e = 0; e < load.size(); ++e) {
-    const double gap = mean - double(load[e]);
-    bias[int64_t(e)] += float(gamma * double((gap > 0) - (gap < 0)));
-  }
+  correction_bias_step(load.data(), int64_t(load.size()), gamma, bias.data());
 }
 
 }  // namespace memoe

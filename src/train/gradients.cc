@@ -2,17 +2,13 @@
 
 #include <cmath>
 
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+
 namespace memoe {
 
-namespace {
-double sum_squares(const float* x, int64_t n) {
-  double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
-  return s;
-}
-}  // namespace
-
+// Tensors are visited in a fixed order and each sum_squares is chunked, so
+// the norm is the same for any thread count.
 double gradient_global_norm(ModelParams& grads) {
   double total = 0.0;
   grads.visit([&](const std::string&, Tensor& g) { total += sum_squares(g.data(), g.numel()); });
@@ -22,13 +18,9 @@ double gradient_global_norm(ModelParams& grads) {
 }
 
 void scale_gradients(ModelParams& grads, float factor) {
-  auto scale = [factor](float* x, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) x[i] *= factor;
-  };
-  grads.visit([&](const std::string&, Tensor& g) { scale(g.data(), g.numel()); });
+  grads.visit([&](const std::string&, Tensor& g) { scale_in_place(g.data(), g.numel(), factor); });
   for (LayerParams& l : grads.layers)
-    scale(l.engram.embedding_grad.grad.data(), int64_t(l.engram.embedding_grad.grad.size()));
+    scale_in_place(l.engram.embedding_grad.grad.data(), int64_t(l.engram.embedding_grad.grad.size()), factor);
 }
 
 }  // namespace memoe

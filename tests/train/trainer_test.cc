@@ -48,8 +48,8 @@ class Train : public testing::CliTest {
            " --checkpoint-every 5 --keep-last 2";
   }
   // Exit status; stderr in *err.
-  int run(const std::string& args, std::string* err = nullptr) {
-    const testing::CliResult r = memoe(args);
+  int run(const std::string& args, std::string* err = nullptr, int threads = 1) {
+    const testing::CliResult r = memoe(args, threads);
     if (err) *err = r.err;
     return r.status;
   }
@@ -64,13 +64,27 @@ class Train : public testing::CliTest {
     }
     return out;
   }
+  // Every metrics line as written, less its timing (tokens_per_s).
+  static std::vector<std::string> metrics_without_timing(const std::string& run) {
+    std::vector<std::string> out;
+    std::ifstream in(run + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      j.erase("tokens_per_s");
+      out.push_back(j.dump());
+    }
+    return out;
+  }
+  void expect_killed_run_resumes_exactly(int threads);
   static std::string latest(const std::string& run) {
     std::error_code ec;
     return fs::read_symlink(run + "/checkpoints/latest", ec).string();
   }
 };
 
-TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
+// The whole run on one thread; the killed run and its resume on `threads`.
+void Train::expect_killed_run_resumes_exactly(int threads) {
   const int steps = 150;
   ASSERT_EQ(run(train_args(path("whole"), steps)), 0);
 
@@ -78,7 +92,8 @@ TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    setenv("OMP_NUM_THREADS", "1", 1);
+    setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 1);
+    if (threads > 1) setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     const std::string cmd = std::string(MEMOE_CLI) + " " + train_args(path("killed"), steps) + " >/dev/null 2>&1";
     execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
     _exit(127);
@@ -93,7 +108,7 @@ TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
   ASSERT_GE(latest(path("killed")), "step_00000010");
 
   std::string err;
-  ASSERT_EQ(run("train --resume " + path("killed"), &err), 0) << err;
+  ASSERT_EQ(run("train --resume " + path("killed"), &err, threads), 0) << err;
   const auto want = losses(path("whole")), got = losses(path("killed"));
   ASSERT_EQ(want.size(), size_t(steps));
   ASSERT_EQ(got.size(), size_t(steps));
@@ -108,6 +123,48 @@ TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
   EXPECT_EQ(kept, 2);
   EXPECT_EQ(temporaries, 0);  // a checkpoint the kill interrupted is cleared on resume
   EXPECT_TRUE(fs::exists(path("killed") + "/loss.png"));
+}
+
+TEST_F(Train, KilledRunResumesWithIdenticalLosses) { expect_killed_run_resumes_exactly(1); }
+
+// Killed and resumed on 2 threads, compared with the run on 1.
+TEST_F(Train, KilledRunOnTwoThreadsResumesWithTheOneThreadLosses) { expect_killed_run_resumes_exactly(2); }
+
+// A config just large enough that every parallel path of the engine runs
+// threaded (norms, short conv, cross-entropy, attention, the routers and the
+// sequence balance loss, experts side by side, the gradient norm of the
+// dense FFN's 768 x 96 tensors): the per-step losses, written as text, must
+// not depend on the thread count, bit for bit. 3 threads oversubscribe a
+// 2-core machine, which changes nothing but the speed.
+TEST_F(Train, LossesDoNotDependOnTheThreadCount) {
+  std::ifstream in(tiny());
+  nlohmann::json cfg = nlohmann::json::parse(in);
+  cfg["vocab_size"] = 128;        // 1024 rows x 128 logits: threaded cross-entropy
+  cfg["hidden_size"] = 96;        // 1024 x 96: threaded norms and conv
+  cfg["intermediate_size"] = 768; // 73,728-value tensors: threaded gradient norm
+  cfg["moe_intermediate_size"] = 32;
+  cfg["seq_aux_loss_alpha"] = 0.01;
+  cfg["engram"]["table_sizes"] = {1009, 1013};
+  const std::string config = path("threads.json");
+  std::ofstream(config) << cfg.dump();
+  const std::string args = "train --config " + config + " --data " + path("data") +
+                           " --steps 6 --batch 8 --seq 128 --warmup 2 --lr 3e-3 --eval-every 3 --eval-windows 8" +
+                           " --checkpoint-every 100 --out ";
+  std::map<int64_t, std::string> want;
+  for (int threads : {1, 2, 3}) {
+    const std::string out = path("run" + std::to_string(threads));
+    std::string err;
+    ASSERT_EQ(run(args + out, &err, threads), 0) << err;
+    const auto got = losses(out);
+    ASSERT_EQ(got.size(), 6u);
+    if (threads == 1) {
+      want = got;
+      continue;
+    }
+    for (const auto& [step, loss] : want) EXPECT_EQ(got.at(step), loss) << "step " << step << ", " << threads << " threads";
+    // Gradient norms, held-out losses, expert loads and gate means too.
+    EXPECT_EQ(metrics_without_timing(out), metrics_without_timing(path("run1"))) << threads << " threads";
+  }
 }
 
 TEST_F(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
