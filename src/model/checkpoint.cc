@@ -1,5 +1,7 @@
 #include "model/checkpoint.h"
 
+#include "model/param_count.h"
+
 #include <fstream>
 
 #include <filesystem>
@@ -105,6 +107,18 @@ Model load_model(const std::string& path) {
     }
   }
 
+  // A small file with an absurd config is refused before anything is
+  // allocated, not after gigabytes of zeroed tensors. Files near the right
+  // size go on to the per-tensor checks below, which name the tensor.
+  double stored = 0;
+  for (const std::string& name : f.names()) {
+    double n = 1;
+    for (int64_t extent : f.info(name).shape) n *= double(extent);
+    stored += n;
+  }
+  const double wanted = double(count_params(cfg, 1).total);
+  MEMOE_CHECK(wanted <= 2 * stored + double(1 << 20), f.path(), ": holds ", int64_t(stored),
+              " values, far fewer than the ", int64_t(wanted), " parameters its config needs");
   m.params.allocate(cfg, m.engram_rows(), false);
   m.params.visit([&](const std::string& name, Tensor& t) {
     MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);

@@ -4,6 +4,7 @@
 #include "model/model.h"
 
 #include <gtest/gtest.h>
+#include <fstream>
 #include "core/bf16.h"
 #include <map>
 
@@ -219,6 +220,25 @@ TEST(Checkpoint, MissingOrMisshapenTensorNamesIt) {
     FAIL() << "loaded a misshapen tensor";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.layers.1.self_attn.kv_b_proj.weight"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Found by fuzz/model_dir_fuzz: a small model directory whose config asks for
+// a vast vocabulary was allocated whole (29 s, 3.9 GB) before it was refused.
+TEST(Checkpoint, AbsurdConfigBesideASmallFileIsRefusedBeforeAllocating) {
+  const ModelConfig cfg = tiny_config(AttentionKind::MLA);
+  const Model m = init_model(cfg, 1);
+  const auto dir = std::filesystem::temp_directory_path() / ("memoe_vast_" + std::to_string(::getpid()));
+  save_model(m, dir.string());
+  ModelConfig vast = cfg;
+  vast.intermediate_size = 100000000;  // dense FFN: 3 x 1e8 x hidden_size floats
+  std::ofstream(dir / "config.json") << config_to_json(vast);
+  try {
+    load_model(dir.string());
+    FAIL() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("far fewer than the"), std::string::npos) << e.what();
   }
   std::filesystem::remove_all(dir);
 }
