@@ -235,7 +235,8 @@ void validate_config(const ModelConfig& c) {
   check_range(c.hidden_size, 1, kMaxWidth, "hidden_size");
   check_range(c.num_hidden_layers, 1, kMaxLayers, "num_hidden_layers");
   check_range(c.intermediate_size, 0, kMaxWidth, "intermediate_size");
-  check_range(c.first_k_dense_replace, 0, c.num_hidden_layers, "first_k_dense_replace");
+  // More than num_hidden_layers means every layer is dense (HF's default of 3 on a smaller model).
+  check_range(c.first_k_dense_replace, 0, kMaxLayers, "first_k_dense_replace");
   check_range(c.moe_intermediate_size, 0, kMaxWidth, "moe_intermediate_size");
   check_range(c.n_routed_experts, 0, kMaxExperts, "n_routed_experts");
   check_range(c.num_experts_per_tok, 0, kMaxExperts, "num_experts_per_tok");

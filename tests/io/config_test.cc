@@ -203,7 +203,8 @@ TEST(Config, SizesAboveTheirLimitsAreRefused) {
   expect_refused("n_routed_experts", 16385, "outside 0..16384");
   expect_refused("num_attention_heads", 4097, "outside 1..4096");
   expect_refused("max_position_embeddings", int64_t(1) << 40, "outside 1..67108864");
-  expect_refused("first_k_dense_replace", 4, "outside 0..3");
+  expect_refused("first_k_dense_replace", 1025, "outside 0..1024");
+  EXPECT_NO_THROW(parse_config(tiny_with("first_k_dense_replace", 4).dump(), "cfg"));  // all 3 layers dense
   expect_refused("engram.max_ngram_size", 17, "outside 2..16");
   expect_refused("engram.kernel_size", 257, "outside 1..256");
   expect_refused("engram.n_head_per_ngram", 257, "outside 1..256");
