@@ -59,7 +59,10 @@ constexpr int64_t kMaxNgram = 16;                        // engram.max_ngram_siz
 constexpr int64_t kMaxEngramHeads = 256;                 // engram.n_head_per_ngram; v4-1t: 8
 constexpr int64_t kMaxKernel = 256;                      // engram.kernel_size; presets: 4
 constexpr int64_t kMaxTableSize = int64_t(1) << 32;      // rows of one Engram table; v4-1t: 646400
-constexpr int64_t kMaxEngramTables = 4096;               // layers x (N - 1) x heads (one prime each); v4-1t: 32
+// layers x (N - 1) x heads, one prime each; v4-1t: 32. Each layer's prime
+// search walks past the primes earlier layers took (kernels/engram_hash.cc),
+// so the time grows with the square of this: 256 take ~0.2 s, 4096 took 23 s.
+constexpr int64_t kMaxEngramTables = 256;
 constexpr int64_t kMaxSeed = int64_t(1) << 62;           // engram.seed (plus 10007 x layer stays in int64)
 constexpr double kMaxParams = 1125899906842624.0;        // 2^50 ~ 1.1e15 parameters, ~1100x v4-1t's 1.0e12
 

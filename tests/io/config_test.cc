@@ -217,14 +217,14 @@ TEST(Config, SizesAboveTheirLimitsAreRefused) {
   j["n_group"] = 1;
   j["topk_group"] = 1;
   EXPECT_NE(parse_error(j).find("parameters, more than the limit"), std::string::npos) << parse_error(j);
-  // Too many Engram tables (one prime search each).
+  // Too many Engram tables (one prime search each): 2 layers x 2 orders x 65 heads.
   json t = preset_json("small");
-  t["num_hidden_layers"] = 64;
-  t["engram"]["layer_ids"] = json::array();
-  for (int i = 0; i < 64; ++i) t["engram"]["layer_ids"].push_back(i);
+  t["engram"]["n_head_per_ngram"] = 65;
+  t["engram"]["n_embed_per_ngram"] = 130;
+  EXPECT_NE(parse_error(t).find("260 tables"), std::string::npos) << parse_error(t);
   t["engram"]["n_head_per_ngram"] = 64;
   t["engram"]["n_embed_per_ngram"] = 128;
-  EXPECT_NE(parse_error(t).find("8192 tables"), std::string::npos) << parse_error(t);
+  EXPECT_NO_THROW(parse_config(t.dump(), "cfg"));  // 256, the limit
 }
 
 // num_hidden_layers 2147483647 used to parse, and `memoe params` then ran for
@@ -233,6 +233,22 @@ TEST(Config, HugeLayerCountIsAnsweredAtOnce) {
   const auto start = std::chrono::steady_clock::now();
   expect_refused("num_hidden_layers", 2147483647, "outside 1..1024");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+}
+
+// The worst the table limit allows for the prime search (256 tables of one
+// order, each searched past those before it) is still sized in well under a
+// second (ctest's timeout bounds it here).
+TEST(Config, MostEngramTablesAllowedAreSizedAtOnce) {
+  json j = preset_json("tiny");
+  j["num_hidden_layers"] = 256;
+  j["engram"]["layer_ids"] = json::array();
+  for (int i = 0; i < 256; ++i) j["engram"]["layer_ids"].push_back(i);
+  j["engram"]["max_ngram_size"] = 2;
+  j["engram"]["n_head_per_ngram"] = 1;
+  j["engram"]["n_embed_per_ngram"] = 1;
+  j["engram"]["table_sizes"] = {int64_t(1) << 32};
+  const ParamCount pc = count_params(parse_config(j.dump(), "cfg"), 4096);
+  EXPECT_GT(pc.engram_table, 256 * (int64_t(1) << 32));
 }
 
 class ConfigCli : public testing::CliTest {};
