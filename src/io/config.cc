@@ -1,10 +1,14 @@
 #include "io/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include "core/error.h"
 
@@ -35,47 +39,233 @@ double ModelConfig::softmax_scale() const {
 
 namespace {
 
-// Reads one key with a type check; a missing or null key keeps the default.
-template <typename T>
-void get(const json& j, const char* key, T& out, const std::string& where) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return;
-  try {
-    if constexpr (std::is_same_v<T, bool>) {
-      MEMOE_CHECK(it->is_boolean(), where, ": key '", key, "' must be a boolean");
-      out = it->get<bool>();
-    } else if constexpr (std::is_integral_v<T>) {
-      MEMOE_CHECK(it->is_number_integer() || (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>()),
-                  where, ": key '", key, "' must be an integer");
-      out = static_cast<T>(it->get<double>());
-      if (it->is_number_integer()) out = it->get<T>();
-    } else if constexpr (std::is_floating_point_v<T>) {
-      MEMOE_CHECK(it->is_number(), where, ": key '", key, "' must be a number");
-      out = it->get<T>();
-    } else {
-      out = it->get<T>();
-    }
-  } catch (const json::exception&) {
-    fail(where, ": key '", key, "' has the wrong type");
-  }
+// ------------------------------------------------------------------ limits
+//
+// Sanity bounds on every size, chosen generously (16x to 1000x) above the
+// largest preset, configs/v4-1t.json (vocab 129280, hidden 7168, 61 layers,
+// widest FFN 18432, 384 experts, 128 heads, context 163840, Engram tables of
+// 646400 rows, 32 of them). A typo or a damaged file is refused at once with
+// one line instead of being computed with: `memoe params` loops over layers
+// and searches one prime per Engram table, and model/param_count.cc sums
+// products of these sizes in int64, which the parameter bound below keeps far
+// from overflow.
+constexpr int64_t kMaxLayers = 1024;                     // num_hidden_layers; v4-1t: 61
+constexpr int64_t kMaxVocab = int64_t(1) << 24;          // 16.8 M ids (shards hold uint32); v4-1t: 129280
+constexpr int64_t kMaxWidth = int64_t(1) << 20;          // any hidden/FFN/LoRA/head/Engram width; v4-1t: <= 18432
+constexpr int64_t kMaxHeads = 4096;                      // attention heads (q or kv); v4-1t: 128
+constexpr int64_t kMaxExperts = 16384;                   // routed or shared experts, groups, top-k; v4-1t: 384
+constexpr int64_t kMaxPositions = int64_t(1) << 26;      // 67 M tokens of context; v4-1t: 163840
+constexpr int64_t kMaxNgram = 16;                        // engram.max_ngram_size; presets: 3
+constexpr int64_t kMaxEngramHeads = 256;                 // engram.n_head_per_ngram; v4-1t: 8
+constexpr int64_t kMaxKernel = 256;                      // engram.kernel_size; presets: 4
+constexpr int64_t kMaxTableSize = int64_t(1) << 32;      // rows of one Engram table; v4-1t: 646400
+// layers x (N - 1) x heads, one prime each; v4-1t: 32. Each layer's prime
+// search walks past the primes earlier layers took (kernels/engram_hash.cc),
+// so the time grows with the square of this: 256 take ~0.2 s, 4096 took 23 s.
+constexpr int64_t kMaxEngramTables = 256;
+constexpr int64_t kMaxSeed = int64_t(1) << 62;           // engram.seed (plus 10007 x layer stays in int64)
+constexpr double kMaxParams = 1125899906842624.0;        // 2^50 ~ 1.1e15 parameters, ~1100x v4-1t's 1.0e12
+
+// ------------------------------------------------------------------ reading
+
+std::string shown(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
 }
+
+// JSON number -> integer type T (int or int64_t), or one line naming `name`.
+// An integral float (4.0, 1e3) is accepted as that integer, as before: tools
+// that write every number as a double produce such files. A non-integral one
+// (1.5), one outside T's range (1e20 for int64, 2^31 for int) or a non-number
+// (string, bool, null) is refused; nothing is truncated or wrapped.
+template <typename T>
+T to_integer(const json& v, const std::string& name, const std::string& where) {
+  static_assert(std::is_signed_v<T> && std::is_integral_v<T>);
+  using Lim = std::numeric_limits<T>;
+  const char* type = sizeof(T) == 8 ? "int64" : "int32";
+  if (v.is_number_unsigned()) {  // nlohmann keeps non-negative literals as uint64
+    const uint64_t u = v.get<uint64_t>();
+    MEMOE_CHECK(u <= uint64_t(Lim::max()), where, ": key '", name, "' = ", u, " is out of range for ", type);
+    return T(u);
+  }
+  if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    MEMOE_CHECK(i >= int64_t(Lim::min()) && i <= int64_t(Lim::max()), where, ": key '", name, "' = ", i,
+                " is out of range for ", type);
+    return T(i);
+  }
+  MEMOE_CHECK(v.is_number_float(), where, ": key '", name, "' must be an integer, got ", shown(v));
+  const double d = v.get<double>();
+  MEMOE_CHECK(std::isfinite(d) && std::floor(d) == d, where, ": key '", name, "' must be an integer, got ", shown(v));
+  // [-2^k, 2^k) is exactly T's range, and both ends are exact doubles.
+  const double lo = double(Lim::min());
+  MEMOE_CHECK(d >= lo && d < -lo, where, ": key '", name, "' = ", shown(v), " is out of range for ", type);
+  return T(d);
+}
+
+// What a JSON null means for a numeric key.
+enum class Null { Refuse, Default };
+
+// Reads the keys of one JSON object (the config or a nested object, whose
+// keys errors name as "prefix.key"). A missing key keeps its default. A null
+// keeps the default for booleans and strings; for numbers it is refused
+// unless the caller gives it a meaning (Null::Default).
+class Keys {
+ public:
+  Keys(const json& object, const std::string& where, std::string prefix = "")
+      : j_(object), where_(where), prefix_(std::move(prefix)) {}
+
+  template <typename T>
+  void get(const char* key, T& out, Null null = Null::Refuse) const {
+    auto it = j_.find(key);
+    if (it == j_.end()) return;
+    const std::string name = prefix_ + key;
+    if constexpr (std::is_same_v<T, bool>) {
+      if (it->is_null()) return;
+      MEMOE_CHECK(it->is_boolean(), where_, ": key '", name, "' must be a boolean, got ", shown(*it));
+      out = it->get<bool>();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (it->is_null()) return;
+      MEMOE_CHECK(it->is_string(), where_, ": key '", name, "' must be a string, got ", shown(*it));
+      out = it->get<std::string>();
+    } else {
+      if (it->is_null() && null == Null::Default) return;
+      if constexpr (std::is_integral_v<T>) {
+        out = to_integer<T>(*it, name, where_);
+      } else {
+        static_assert(std::is_same_v<T, double>);
+        // JSON has no NaN or inf, but an overflowing literal (1e400) parses as inf.
+        MEMOE_CHECK(it->is_number() && std::isfinite(it->get<double>()), where_, ": key '", name,
+                    "' must be a finite number, got ", shown(*it));
+        out = it->get<double>();
+      }
+    }
+  }
+
+  // A list of integers (engram.layer_ids, engram.table_sizes); must be present.
+  template <typename T>
+  std::vector<T> list(const char* key) const {
+    auto it = j_.find(key);
+    const std::string name = prefix_ + key;
+    MEMOE_CHECK(it != j_.end() && it->is_array(), where_, ": key '", name, "' must be a list");
+    std::vector<T> out;
+    for (const json& v : *it) out.push_back(to_integer<T>(v, name, where_));
+    return out;
+  }
+
+  bool has(const char* key) const { return j_.contains(key); }
+
+ private:
+  const json& j_;
+  const std::string& where_;
+  std::string prefix_;
+};
+
+// ------------------------------------------------------------------ checks
 
 void check(bool ok, const std::string& key, const std::string& why) {
   if (!ok) fail("config: ", key, " ", why);
 }
 
+void check_range(int64_t v, int64_t lo, int64_t hi, const std::string& key) {
+  check(v >= lo && v <= hi, key,
+        "= " + std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
+}
+
+void check_finite(double v, const std::string& key) { check(std::isfinite(v), key, "must be a finite number"); }
+
+// An overestimate of the parameter count (the exact one is model/param_count.cc,
+// above io), in double so that it cannot overflow: every matrix of attention,
+// the widest FFN a layer can have, the router, Engram. Called once every size is
+// within its own limit, so each product here is far below 2^63.
+double parameter_bound(const ModelConfig& c) {
+  const double d = double(c.hidden_size), H = double(c.num_attention_heads);
+  double attention;
+  if (c.attention == AttentionKind::GQA) {
+    attention = 2 * d * H * double(c.head_dim) + 2 * d * double(c.num_key_value_heads) * double(c.head_dim);
+  } else {
+    const double dqk = double(c.qk_nope_head_dim + c.qk_rope_head_dim), dv = double(c.v_head_dim);
+    attention = d * H * dqk + double(c.q_lora_rank) * (d + 1 + H * dqk) +
+                double(c.kv_lora_rank + c.qk_rope_head_dim) * (d + 1) + double(c.kv_lora_rank) * H * (dqk + dv) +
+                H * dv * d;
+  }
+  const double experts = double(c.n_routed_experts) + double(c.n_shared_experts);
+  const double ffn = 3 * d * std::max(double(c.intermediate_size), experts * double(c.moe_intermediate_size)) +
+                     double(c.n_routed_experts) * (d + 1);
+  double total = double(c.num_hidden_layers) * (attention + ffn + 2 * d) + 2 * double(c.vocab_size) * d + d;
+  if (c.engram) {
+    const EngramConfig& e = *c.engram;
+    double rows = 0;  // the primes sit just above the base sizes
+    for (int64_t s : e.table_sizes) rows += double(s) + 1e4;
+    const double layers = double(e.layer_ids.size());
+    const double embed = double(e.max_ngram_size - 1) * double(e.n_embed_per_ngram);
+    total += layers * (rows * double(e.n_embed_per_ngram) + 2 * d * embed + d * double(e.kernel_size) + 8 * d);
+  }
+  return total;
+}
+
+void validate_engram(const ModelConfig& c) {
+  const EngramConfig& e = *c.engram;
+  check(!e.layer_ids.empty(), "engram.layer_ids", "must not be empty");
+  std::set<int> seen;
+  for (int id : e.layer_ids) {
+    check(id >= 0 && id < c.num_hidden_layers, "engram.layer_ids",
+          "has layer " + std::to_string(id) + " outside 0..num_hidden_layers-1");
+    check(seen.insert(id).second, "engram.layer_ids", "repeats layer " + std::to_string(id));
+  }
+  check_range(e.max_ngram_size, 2, kMaxNgram, "engram.max_ngram_size");
+  check(int64_t(e.table_sizes.size()) == e.max_ngram_size - 1, "engram.table_sizes",
+        "must have max_ngram_size - 1 entries");
+  for (int64_t s : e.table_sizes) check_range(s, 2, kMaxTableSize, "engram.table_sizes entry");
+  check_range(e.n_head_per_ngram, 1, kMaxEngramHeads, "engram.n_head_per_ngram");
+  check_range(e.n_embed_per_ngram, 1, kMaxWidth, "engram.n_embed_per_ngram");
+  check(e.n_embed_per_ngram % e.n_head_per_ngram == 0, "engram.n_embed_per_ngram",
+        "must be a positive multiple of n_head_per_ngram");
+  check(int64_t(e.layer_ids.size()) * e.tables_per_layer() <= kMaxEngramTables, "engram",
+        "has " + std::to_string(int64_t(e.layer_ids.size()) * e.tables_per_layer()) + " tables (layers x (max_ngram_size - 1) x n_head_per_ngram), more than " + std::to_string(kMaxEngramTables));
+  check_range(e.kernel_size, 1, kMaxKernel, "engram.kernel_size");
+  check(e.pad_id >= 0 && e.pad_id < c.vocab_size, "engram.pad_id", "must be a token id in 0..vocab_size-1");
+  check_range(e.seed, 0, kMaxSeed, "engram.seed");
+  check_finite(e.table_lr_mult, "engram.table_lr_mult");
+  check(e.table_lr_mult > 0, "engram.table_lr_mult", "must be positive");
+}
 
 }  // namespace
 
 void validate_config(const ModelConfig& c) {
-  check(c.vocab_size > 0, "vocab_size", "must be positive");
-  check(c.hidden_size > 0, "hidden_size", "must be positive");
-  check(c.num_hidden_layers > 0, "num_hidden_layers", "must be positive");
-  check(c.num_attention_heads > 0, "num_attention_heads", "must be positive");
-  check(c.rms_norm_eps > 0, "rms_norm_eps", "must be positive");
+  // Each size within its own limit first; the relations between them after.
+  check_range(c.vocab_size, 1, kMaxVocab, "vocab_size");
+  check_range(c.hidden_size, 1, kMaxWidth, "hidden_size");
+  check_range(c.num_hidden_layers, 1, kMaxLayers, "num_hidden_layers");
+  check_range(c.intermediate_size, 0, kMaxWidth, "intermediate_size");
+  // More than num_hidden_layers means every layer is dense (HF's default of 3 on a smaller model).
+  check_range(c.first_k_dense_replace, 0, kMaxLayers, "first_k_dense_replace");
+  check_range(c.moe_intermediate_size, 0, kMaxWidth, "moe_intermediate_size");
+  check_range(c.n_routed_experts, 0, kMaxExperts, "n_routed_experts");
+  check_range(c.num_experts_per_tok, 0, kMaxExperts, "num_experts_per_tok");
+  check_range(c.n_shared_experts, 0, kMaxExperts, "n_shared_experts");
+  check_range(c.n_group, 0, kMaxExperts, "n_group");
+  check_range(c.topk_group, 0, kMaxExperts, "topk_group");
+  check_range(c.num_attention_heads, 1, kMaxHeads, "num_attention_heads");
+  check_range(c.num_key_value_heads, 0, kMaxHeads, "num_key_value_heads");
+  check_range(c.head_dim, 0, kMaxWidth, "head_dim");
+  check_range(c.q_lora_rank, 0, kMaxWidth, "q_lora_rank");
+  check_range(c.kv_lora_rank, 0, kMaxWidth, "kv_lora_rank");
+  check_range(c.qk_nope_head_dim, 0, kMaxWidth, "qk_nope_head_dim");
+  check_range(c.qk_rope_head_dim, 0, kMaxWidth, "qk_rope_head_dim");
+  check_range(c.v_head_dim, 0, kMaxWidth, "v_head_dim");
+  check_range(c.max_position_embeddings, 1, kMaxPositions, "max_position_embeddings");
+  check_finite(c.rms_norm_eps, "rms_norm_eps");
+  check(c.rms_norm_eps > 0 && c.rms_norm_eps <= 1, "rms_norm_eps", "must be in (0, 1]");
+  check_finite(c.rope_theta, "rope_theta");
   check(c.rope_theta > 1, "rope_theta", "must be > 1");
+  check_finite(c.routed_scaling_factor, "routed_scaling_factor");
+  check_finite(c.bias_update_speed, "bias_update_speed");
+  check(c.bias_update_speed >= 0, "bias_update_speed", "must be >= 0");
+  check_finite(c.seq_aux_loss_alpha, "seq_aux_loss_alpha");
+  check(c.seq_aux_loss_alpha >= 0, "seq_aux_loss_alpha", "must be >= 0");
   check(c.hc_mult == 1, "hc_mult", "must be 1 (mHC, hc_mult > 1, is not implemented yet)");
-  check(c.first_k_dense_replace >= 0, "first_k_dense_replace", "must be >= 0");
+
   if (c.first_k_dense_replace > 0) check(c.intermediate_size > 0, "intermediate_size", "must be positive");
   bool any_moe = c.first_k_dense_replace < c.num_hidden_layers;
   if (any_moe) {
@@ -83,7 +273,6 @@ void validate_config(const ModelConfig& c) {
     check(c.moe_intermediate_size > 0, "moe_intermediate_size", "must be positive");
     check(c.num_experts_per_tok > 0 && c.num_experts_per_tok <= c.n_routed_experts, "num_experts_per_tok",
           "must be in 1..n_routed_experts (" + std::to_string(c.n_routed_experts) + ")");
-    check(c.n_shared_experts >= 0, "n_shared_experts", "must be >= 0");
     check(c.n_group >= 1 && c.n_routed_experts % c.n_group == 0, "n_group", "must divide n_routed_experts");
     check(c.topk_group >= 1 && c.topk_group <= c.n_group, "topk_group", "must be in 1..n_group");
     if (c.n_group > 1) {
@@ -94,7 +283,6 @@ void validate_config(const ModelConfig& c) {
     check(c.routed_scaling_factor > 0, "routed_scaling_factor", "must be positive");
   }
   if (c.attention == AttentionKind::MLA) {
-    check(c.q_lora_rank >= 0, "q_lora_rank", "must be >= 0");
     check(c.kv_lora_rank > 0, "kv_lora_rank", "must be positive");
     check(c.qk_nope_head_dim > 0, "qk_nope_head_dim", "must be positive");
     check(c.qk_rope_head_dim > 0 && c.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim", "must be positive and even");
@@ -106,30 +294,21 @@ void validate_config(const ModelConfig& c) {
   }
   if (c.rope_scaling) {
     const YarnConfig& y = *c.rope_scaling;
+    check_finite(y.factor, "rope_scaling.factor");
     check(y.factor >= 1, "rope_scaling.factor", "must be >= 1");
-    check(y.original_max_position_embeddings > 0, "rope_scaling.original_max_position_embeddings", "must be positive");
+    check_range(y.original_max_position_embeddings, 1, kMaxPositions, "rope_scaling.original_max_position_embeddings");
+    check_finite(y.beta_fast, "rope_scaling.beta_fast");
+    check_finite(y.beta_slow, "rope_scaling.beta_slow");
     check(y.beta_fast > y.beta_slow && y.beta_slow > 0, "rope_scaling.beta_fast", "must exceed beta_slow > 0");
+    check_finite(y.mscale_all_dim, "rope_scaling.mscale_all_dim");
+    check(y.mscale_all_dim >= 0, "rope_scaling.mscale_all_dim", "must be >= 0");
   }
-  if (c.engram) {
-    const EngramConfig& e = *c.engram;
-    check(!e.layer_ids.empty(), "engram.layer_ids", "must not be empty");
-    std::set<int> seen;
-    for (int id : e.layer_ids) {
-      check(id >= 0 && id < c.num_hidden_layers, "engram.layer_ids",
-            "has layer " + std::to_string(id) + " outside 0..num_hidden_layers-1");
-      check(seen.insert(id).second, "engram.layer_ids", "repeats layer " + std::to_string(id));
-    }
-    check(e.max_ngram_size >= 2, "engram.max_ngram_size", "must be >= 2");
-    check(int64_t(e.table_sizes.size()) == e.max_ngram_size - 1, "engram.table_sizes",
-          "must have max_ngram_size - 1 entries");
-    for (int64_t s : e.table_sizes) check(s >= 2, "engram.table_sizes", "entries must be >= 2");
-    check(e.n_head_per_ngram > 0, "engram.n_head_per_ngram", "must be positive");
-    check(e.n_embed_per_ngram > 0 && e.n_embed_per_ngram % e.n_head_per_ngram == 0, "engram.n_embed_per_ngram",
-          "must be a positive multiple of n_head_per_ngram");
-    check(e.kernel_size >= 1, "engram.kernel_size", "must be >= 1");
-    check(e.pad_id >= 0 && e.pad_id < c.vocab_size, "engram.pad_id", "must be a token id in 0..vocab_size-1");
-    check(e.seed >= 0, "engram.seed", "must be >= 0");
-    check(e.table_lr_mult > 0, "engram.table_lr_mult", "must be positive");
+  if (c.engram) validate_engram(c);
+  const double params = parameter_bound(c);
+  if (params > kMaxParams) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", params);
+    fail("config: sizes give about ", buf, " parameters, more than the limit of 2^50 (~1.1e15)");
   }
 }
 
@@ -142,90 +321,87 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   }
   MEMOE_CHECK(j.is_object(), origin, ": config must be a JSON object");
   ModelConfig c;
-  const std::string& w = origin;
-  get(j, "vocab_size", c.vocab_size, w);
-  get(j, "hidden_size", c.hidden_size, w);
-  get(j, "num_hidden_layers", c.num_hidden_layers, w);
-  get(j, "intermediate_size", c.intermediate_size, w);
-  get(j, "first_k_dense_replace", c.first_k_dense_replace, w);
-  get(j, "moe_intermediate_size", c.moe_intermediate_size, w);
-  get(j, "n_routed_experts", c.n_routed_experts, w);
-  get(j, "num_experts_per_tok", c.num_experts_per_tok, w);
-  get(j, "n_shared_experts", c.n_shared_experts, w);
-  get(j, "n_group", c.n_group, w);
-  get(j, "topk_group", c.topk_group, w);
+  const Keys k(j, origin);
+  k.get("vocab_size", c.vocab_size);
+  k.get("hidden_size", c.hidden_size);
+  k.get("num_hidden_layers", c.num_hidden_layers);
+  k.get("intermediate_size", c.intermediate_size);
+  k.get("first_k_dense_replace", c.first_k_dense_replace);
+  k.get("moe_intermediate_size", c.moe_intermediate_size);
+  k.get("n_routed_experts", c.n_routed_experts);
+  k.get("num_experts_per_tok", c.num_experts_per_tok);
+  k.get("n_shared_experts", c.n_shared_experts);
+  k.get("n_group", c.n_group);
+  k.get("topk_group", c.topk_group);
   std::string scoring = "sigmoid";
-  get(j, "scoring_func", scoring, w);
+  k.get("scoring_func", scoring);
   check(scoring == "sigmoid" || scoring == "softmax", "scoring_func", "must be \"sigmoid\" or \"softmax\"");
   c.scoring_func = scoring == "sigmoid" ? ScoringFunc::Sigmoid : ScoringFunc::Softmax;
   c.norm_topk_prob = c.scoring_func == ScoringFunc::Sigmoid;
-  get(j, "norm_topk_prob", c.norm_topk_prob, w);
-  get(j, "routed_scaling_factor", c.routed_scaling_factor, w);
+  k.get("norm_topk_prob", c.norm_topk_prob);
+  k.get("routed_scaling_factor", c.routed_scaling_factor);
   std::string attention = "mla";
-  get(j, "attention", attention, w);
+  k.get("attention", attention);
   check(attention == "mla" || attention == "gqa", "attention", "must be \"mla\" or \"gqa\"");
   c.attention = attention == "mla" ? AttentionKind::MLA : AttentionKind::GQA;
-  get(j, "num_attention_heads", c.num_attention_heads, w);
+  k.get("num_attention_heads", c.num_attention_heads);
   c.num_key_value_heads = c.num_attention_heads;
-  get(j, "num_key_value_heads", c.num_key_value_heads, w);
-  get(j, "head_dim", c.head_dim, w);
+  // null means "derive it", as in HF configs and reference/config.py.
+  k.get("num_key_value_heads", c.num_key_value_heads, Null::Default);
+  k.get("head_dim", c.head_dim, Null::Default);
   if (c.head_dim == 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
-  if (c.attention == AttentionKind::GQA)
-    check(c.head_dim * c.num_attention_heads > 0, "head_dim", "must be positive");
-  get(j, "q_lora_rank", c.q_lora_rank, w);
-  get(j, "kv_lora_rank", c.kv_lora_rank, w);
-  get(j, "qk_nope_head_dim", c.qk_nope_head_dim, w);
-  get(j, "qk_rope_head_dim", c.qk_rope_head_dim, w);
-  get(j, "v_head_dim", c.v_head_dim, w);
-  get(j, "rope_theta", c.rope_theta, w);
-  get(j, "max_position_embeddings", c.max_position_embeddings, w);
-  get(j, "rms_norm_eps", c.rms_norm_eps, w);
-  get(j, "tie_word_embeddings", c.tie_word_embeddings, w);
-  get(j, "hc_mult", c.hc_mult, w);
-  get(j, "bias_update_speed", c.bias_update_speed, w);
-  get(j, "seq_aux_loss_alpha", c.seq_aux_loss_alpha, w);
+  if (auto it = j.find("q_lora_rank"); it != j.end() && it->is_null()) {
+    c.q_lora_rank = 0;  // DeepSeek configs write null for "no q LoRA" (reference/config.py agrees)
+  } else {
+    k.get("q_lora_rank", c.q_lora_rank);
+  }
+  k.get("kv_lora_rank", c.kv_lora_rank);
+  k.get("qk_nope_head_dim", c.qk_nope_head_dim);
+  k.get("qk_rope_head_dim", c.qk_rope_head_dim);
+  k.get("v_head_dim", c.v_head_dim);
+  k.get("rope_theta", c.rope_theta);
+  k.get("max_position_embeddings", c.max_position_embeddings);
+  k.get("rms_norm_eps", c.rms_norm_eps);
+  k.get("tie_word_embeddings", c.tie_word_embeddings);
+  k.get("hc_mult", c.hc_mult);
+  k.get("bias_update_speed", c.bias_update_speed);
+  k.get("seq_aux_loss_alpha", c.seq_aux_loss_alpha);
 
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
     check(it->is_object(), "rope_scaling", "must be null or an object");
+    const Keys r(*it, origin, "rope_scaling.");
     std::string type;
-    get(*it, "type", type, w);
-    if (type.empty()) get(*it, "rope_type", type, w);
+    r.get("type", type);
+    if (type.empty()) r.get("rope_type", type);
     check(type == "yarn", "rope_scaling.type", "must be \"yarn\" (the only scaling memoe implements)");
     YarnConfig y;
-    get(*it, "factor", y.factor, w);
-    get(*it, "original_max_position_embeddings", y.original_max_position_embeddings, w);
-    get(*it, "beta_fast", y.beta_fast, w);
-    get(*it, "beta_slow", y.beta_slow, w);
-    check(it->contains("mscale_all_dim"), "rope_scaling.mscale_all_dim", "is required");
-    check(it->contains("factor"), "rope_scaling.factor", "is required");
-    get(*it, "mscale_all_dim", y.mscale_all_dim, w);
-    if (it->contains("mscale")) {
+    check(r.has("mscale_all_dim"), "rope_scaling.mscale_all_dim", "is required");
+    check(r.has("factor"), "rope_scaling.factor", "is required");
+    r.get("factor", y.factor);
+    r.get("original_max_position_embeddings", y.original_max_position_embeddings);
+    r.get("beta_fast", y.beta_fast);
+    r.get("beta_slow", y.beta_slow);
+    r.get("mscale_all_dim", y.mscale_all_dim);
+    if (r.has("mscale")) {
       double mscale = 0;
-      get(*it, "mscale", mscale, w);
+      r.get("mscale", mscale);
       check(mscale == y.mscale_all_dim, "rope_scaling.mscale", "must equal mscale_all_dim");
     }
     c.rope_scaling = y;
   }
   if (auto it = j.find("engram"); it != j.end() && !it->is_null()) {
     check(it->is_object(), "engram", "must be null or an object");
+    const Keys g(*it, origin, "engram.");
     EngramConfig e;
-    check(it->contains("layer_ids") && (*it)["layer_ids"].is_array(), "engram.layer_ids", "must be a list");
-    check(it->contains("table_sizes") && (*it)["table_sizes"].is_array(), "engram.table_sizes", "must be a list");
-    for (const json& v : (*it)["layer_ids"]) {
-      check(v.is_number_integer(), "engram.layer_ids", "must hold integers");
-      e.layer_ids.push_back(v.get<int>());
-    }
-    for (const json& v : (*it)["table_sizes"]) {
-      check(v.is_number_integer(), "engram.table_sizes", "must hold integers");
-      e.table_sizes.push_back(v.get<int64_t>());
-    }
-    get(*it, "max_ngram_size", e.max_ngram_size, w);
-    get(*it, "n_embed_per_ngram", e.n_embed_per_ngram, w);
-    get(*it, "n_head_per_ngram", e.n_head_per_ngram, w);
-    get(*it, "kernel_size", e.kernel_size, w);
-    get(*it, "seed", e.seed, w);
-    get(*it, "pad_id", e.pad_id, w);
-    get(*it, "table_lr_mult", e.table_lr_mult, w);
+    e.layer_ids = g.list<int>("layer_ids");
+    e.table_sizes = g.list<int64_t>("table_sizes");
+    g.get("max_ngram_size", e.max_ngram_size);
+    g.get("n_embed_per_ngram", e.n_embed_per_ngram);
+    g.get("n_head_per_ngram", e.n_head_per_ngram);
+    g.get("kernel_size", e.kernel_size);
+    g.get("seed", e.seed);
+    g.get("pad_id", e.pad_id);
+    g.get("table_lr_mult", e.table_lr_mult);
     c.engram = e;
   }
   try {

@@ -310,11 +310,15 @@ void TokenSplitReader::scan(const Shard& shard) const {
     uint32_t worst = 0;
     for (int64_t i = begin; i < end; ++i) worst = std::max(worst, ids[i]);
     if (worst >= vocab) {
-      for (int64_t i = begin; i < end; ++i)
-        MEMOE_CHECK(ids[i] < vocab, shard.path, ": token ", i, " has id ", ids[i], " >= vocab_size ", vocab);
+      for (int64_t i = begin; i < end; ++i) check_id(shard, i, ids[i]);
     }
     shard.file->release(size_t(begin) * sizeof(uint32_t), size_t(end - begin) * sizeof(uint32_t));
   }
+}
+
+void TokenSplitReader::check_id(const Shard& shard, int64_t index, uint32_t id) const {
+  MEMOE_CHECK(id < uint64_t(meta_.vocab_size), shard.path, ": token ", index, " has id ", id, " >= vocab_size ",
+              meta_.vocab_size);
 }
 
 size_t TokenSplitReader::shard_of(int64_t position) const {
@@ -328,7 +332,10 @@ uint32_t TokenSplitReader::at(int64_t position) const {
   MEMOE_CHECK(position >= 0 && position < total_tokens_, "token ", position, " is outside split '", split_, "' (",
               total_tokens_, " tokens)");
   const Shard& s = shards_[shard_of(position)];
-  return s.ids()[position - s.first];
+  const int64_t offset = position - s.first;
+  const uint32_t id = s.ids()[offset];
+  check_id(s, offset, id);  // as read() does: a file changed since the scan, or never scanned
+  return id;
 }
 
 void TokenSplitReader::read(int64_t start, int64_t count, int64_t* out) const {
@@ -343,7 +350,7 @@ void TokenSplitReader::read(int64_t start, int64_t count, int64_t* out) const {
     const uint32_t* ids = s.ids() + offset;
     for (int64_t i = 0; i < n; ++i) {
       // Cheap, and keeps a file changed since the scan from reaching the model.
-      MEMOE_CHECK(ids[i] < vocab, s.path, ": token ", offset + i, " has id ", ids[i], " >= vocab_size ", vocab);
+      if (ids[i] >= vocab) check_id(s, offset + i, ids[i]);
       out[i] = int64_t(ids[i]);
     }
     out += n;

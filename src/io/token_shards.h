@@ -109,7 +109,9 @@ class TokenSplitReader {
   const std::string& split() const { return split_; }
 
   // Copies tokens [start, start + count) of the stream to out (across shard
-  // boundaries), checking each id against vocab_size.
+  // boundaries). Both read() and at() check every id they return against
+  // vocab_size, scanned or not: an id >= vocab_size throws, naming the shard
+  // file and the token's index in it.
   void read(int64_t start, int64_t count, int64_t* out) const;
   uint32_t at(int64_t position) const;
 
@@ -123,6 +125,7 @@ class TokenSplitReader {
   };
   size_t shard_of(int64_t position) const;
   void scan(const Shard& shard) const;
+  void check_id(const Shard& shard, int64_t index, uint32_t id) const;  // throws when id >= vocab_size
 
   std::string dir_, split_;
   TokenDataMeta meta_;

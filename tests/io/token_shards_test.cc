@@ -154,6 +154,26 @@ TEST_F(TokenShards, IdOutsideVocabulary) {
   EXPECT_THROW(unscanned.read(4, 4, out.data()), Error);
 }
 
+// at() checks each id as read() does: an unscanned reader (the unigram
+// baseline's) must not hand out an id that would index past a vocab table.
+TEST_F(TokenShards, AtRefusesIdOutsideVocabularyWithoutScan) {
+  write_sample();
+  std::string bytes = read_bytes(file("train_00002.bin"));
+  bytes.replace(8, 4, le_bytes(0xFFFFFFFFu, 4));  // stream position 10
+  write_bytes(file("train_00002.bin"), bytes);
+  TokenSplitReader unscanned(dir_.string(), "train", /*scan_ids=*/false);
+  EXPECT_EQ(unscanned.at(9), 8u);
+  try {
+    unscanned.at(10);
+    ADD_FAILURE() << "at() returned an id >= vocab_size";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train_00002.bin: token 2 has id 4294967295 >= vocab_size 100"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NE(open_error().find("train_00002.bin: token 2 has id 4294967295"), std::string::npos);
+}
+
 TEST_F(TokenShards, MissingShard) {
   write_sample();
   fs::remove(file("train_00000.bin"));
