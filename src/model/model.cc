@@ -1,8 +1,7 @@
 #include "model/model.h"
 
-#include <omp.h>
-
 #include <algorithm>
+#include <chrono>
 
 #include "core/error.h"
 #include "kernels/cross_entropy.h"
@@ -106,10 +105,10 @@ namespace {
 
 // Adds the time since the last lap to `slot`.
 struct Lap {
-  double last = omp_get_wtime();
+  std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
   void operator()(double& slot) {
-    const double now = omp_get_wtime();
-    slot += now - last;
+    const auto now = std::chrono::steady_clock::now();
+    slot += std::chrono::duration<double>(now - last).count();
     last = now;
   }
 };
