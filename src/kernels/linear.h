@@ -26,7 +26,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 // faster for the shape; each uses the CPU's native bf16 instructions where it
 // has them (decided at run time, never at build time) and converts to fp32
 // otherwise. Unlike gemm, results are not promised bitwise across thread
-// counts (see MatmulBf16.* for what is checked).
+// counts: oneDNN does not document it, though
+// MatmulBf16.ThreadCountDoesNotChangeTheBits holds for a deep and a wide
+// product on the machine at hand.
 void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
                int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
 

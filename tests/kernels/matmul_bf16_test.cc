@@ -15,6 +15,7 @@
 // without bf16 instructions.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdlib>
@@ -233,6 +234,26 @@ TEST(MatmulBf16, ReportsTheIsaItRunsOn) {
     EXPECT_THROW(gemm_bf16_with(Bf16Library::openblas, false, false, 1, 1, 1, 1.0f, nullptr, 1, nullptr, 1, 0.0f,
                                 c.data(), 1),
                  Error);
+  }
+}
+
+}  // namespace
+}  // namespace memoe
+
+namespace memoe {
+namespace {
+
+TEST(MatmulBf16, ThreadCountDoesNotChangeTheBits) {
+  // A deep, narrow product (like a weight gradient) is where a library would
+  // split K between threads; a wide one is split over M and N only.
+  for (const auto& s : {std::array<int64_t, 3>{24, 40, 6000}, std::array<int64_t, 3>{300, 200, 256}}) {
+    const std::vector<uint16_t> a = bf16_of(random_vector(s[0] * s[2], 1)), b = bf16_of(random_vector(s[2] * s[1], 2));
+    memoe::testing::expect_same_bits_for_thread_counts("oneDNN bf16 product", [&] {
+      std::vector<float> c(size_t(s[0] * s[1]));
+      gemm_bf16_with(Bf16Library::onednn, true, false, s[0], s[1], s[2], 1.0f, a.data(), s[0], b.data(), s[1], 0.0f,
+                     c.data(), s[1]);
+      return c;
+    });
   }
 }
 
