@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 packages=(build-essential cmake pkg-config
-  libopenblas-openmp-dev libomp-dev
+  libopenblas-openmp-dev libomp-dev libdnnl-dev
   nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev libutf8proc-dev libpng-dev
   libplplot-dev plplot-driver-cairo fonts-dejavu-core

@@ -1,0 +1,310 @@
+// bf16 matrix products: oneDNN matmul primitives and OpenBLAS sbgemm, and the
+// fp32 <-> bf16 conversions. The only file that includes dnnl.hpp.
+//
+// Nothing here is decided at build time: oneDNN dispatches on the CPU it runs
+// on (AMX, AVX512-BF16, or AVX-512 / AVX2 converting to fp32; capped by the
+// ONEDNN_MAX_CPU_ISA environment variable), OpenBLAS's DYNAMIC_ARCH build
+// picks its core at load time, and the conversions are compiled for several
+// ISAs and chosen at load time (target_clones), so a build without
+// -march=native (MEMOE_NATIVE=OFF) runs the same code paths.
+#include <cblas.h>
+#include <cpuid.h>
+#include <dlfcn.h>
+#include <omp.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "core/error.h"
+#include "kernels/linear.h"
+#include "kernels/matmul_bf16.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MEMOE_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MEMOE_ISA_CLONES
+#endif
+
+namespace memoe {
+
+namespace {
+
+uint32_t float_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+// A product's shape, transposes, leading dimensions, scalars and the OpenMP
+// thread count: oneDNN fixes its blocking and thread split when a primitive
+// is created, so a primitive made for 2 threads is not reused on 3.
+struct ShapeKey {
+  int64_t m, n, k, lda, ldb, ldc;
+  bool trans_a, trans_b;
+  uint32_t alpha_bits, beta_bits;
+  int threads;
+  auto operator<=>(const ShapeKey&) const = default;
+};
+
+// oneDNN's CPU engine and the matmul primitives made on it, one per ShapeKey.
+// It lives as a function-local static in onednn() below, the kernel's own
+// cache and the only state it keeps; a mutex guards it, so products may run
+// from several threads. Primitives are immutable once made and oneDNN allows
+// executing one from several threads at once. The engine is made in the
+// constructor, so oneDNN's own statics outlive the cache at exit.
+class OnednnCache {
+ public:
+  // The engine and the training shapes of the small preset need a few dozen
+  // primitives; MoE experts see a varying row count, so the cache is bounded
+  // and starts over when full rather than growing without end.
+  static constexpr size_t kMaxPrimitives = 512;
+
+  OnednnCache() : engine_(dnnl::engine::kind::cpu, 0) {
+    // oneDNN 2.6 has bf16 matmuls only from AVX-512 on (with or without
+    // AVX512-BF16); below that (AVX2, or ONEDNN_MAX_CPU_ISA=AVX2) it creates
+    // none, and products are converted to fp32 instead (see below).
+    try {
+      describe(ShapeKey{8, 8, 8, 8, 8, 8, false, false, 0, 0, 1}, 1.0f, 0.0f);
+      has_bf16_ = true;
+    } catch (const dnnl::error&) {
+      has_bf16_ = false;
+    }
+  }
+
+  bool has_bf16() const { return has_bf16_; }
+
+  const dnnl::engine& engine() const { return engine_; }
+
+  dnnl::matmul::primitive_desc describe(const ShapeKey& key, float alpha, float beta) const {
+    using dt = dnnl::memory::data_type;
+    using dims = dnnl::memory::dims;
+    // Row-major op(A) is m x k: element (i, p) at i*lda + p, or at p*lda + i
+    // when A is stored transposed; the same for op(B) (k x n).
+    const dnnl::memory::desc a_md(dims{key.m, key.k}, dt::bf16,
+                                  key.trans_a ? dims{1, key.lda} : dims{key.lda, 1});
+    const dnnl::memory::desc b_md(dims{key.k, key.n}, dt::bf16,
+                                  key.trans_b ? dims{1, key.ldb} : dims{key.ldb, 1});
+    const dnnl::memory::desc c_md(dims{key.m, key.n}, dt::f32, dims{key.ldc, 1});
+    dnnl::primitive_attr attr;
+    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+    if (beta != 0.0f) {
+      dnnl::post_ops ops;
+      ops.append_sum(beta);
+      attr.set_post_ops(ops);
+    }
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine_);
+  }
+
+  struct Entry {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul matmul;
+  };
+
+  Entry get(const ShapeKey& key, float alpha, float beta) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = primitives_.find(key);
+      if (it != primitives_.end()) return it->second;
+    }
+    // Made outside the lock (creation may take a millisecond); two threads
+    // racing on a new shape both make it and one copy is kept.
+    Entry made{describe(key, alpha, beta), {}};
+    made.matmul = dnnl::matmul(made.pd);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (primitives_.size() >= kMaxPrimitives) primitives_.clear();
+    return primitives_.emplace(key, std::move(made)).first->second;
+  }
+
+  int64_t size() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return int64_t(primitives_.size());
+  }
+
+ private:
+  dnnl::engine engine_;
+  bool has_bf16_ = false;
+  std::mutex mutex_;
+  std::map<ShapeKey, Entry> primitives_;
+};
+
+OnednnCache& onednn() {
+  static OnednnCache cache;
+  return cache;
+}
+
+ShapeKey key_of(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, int64_t lda, int64_t ldb,
+                float beta, int64_t ldc) {
+  return ShapeKey{m, n, k, lda, ldb, ldc, trans_a, trans_b, float_bits(alpha), float_bits(beta),
+                  omp_get_max_threads()};
+}
+
+// rows x width bf16 at leading dimension ld, widened to fp32 (same layout).
+std::vector<float> widened(const uint16_t* x, int64_t rows, int64_t width, int64_t ld) {
+  std::vector<float> y(size_t(rows * ld));
+  for (int64_t i = 0; i < rows; ++i) from_bf16(x + i * ld, width, y.data() + i * ld);
+  return y;
+}
+
+void onednn_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
+                      int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  OnednnCache& cache = onednn();
+  if (!cache.has_bf16()) {
+    // No bf16 primitives on this CPU: widen both inputs (exact) and run the
+    // fp32 product; the results keep the same contract.
+    const std::vector<float> a32 = widened(a, trans_a ? k : m, trans_a ? m : k, lda);
+    const std::vector<float> b32 = widened(b, trans_b ? n : k, trans_b ? k : n, ldb);
+    gemm(trans_a, trans_b, m, n, k, alpha, a32.data(), lda, b32.data(), ldb, beta, c, ldc);
+    return;
+  }
+  try {
+    const ShapeKey key = key_of(trans_a, trans_b, m, n, k, alpha, lda, ldb, beta, ldc);
+    const OnednnCache::Entry entry = cache.get(key, alpha, beta);
+    // oneDNN takes non-const handles; it only reads src and weights.
+    const dnnl::memory a_mem(entry.pd.src_desc(), cache.engine(), const_cast<uint16_t*>(a));
+    const dnnl::memory b_mem(entry.pd.weights_desc(), cache.engine(), const_cast<uint16_t*>(b));
+    const dnnl::memory c_mem(entry.pd.dst_desc(), cache.engine(), c);
+    dnnl::stream stream(cache.engine());
+    entry.matmul.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    fail("oneDNN bf16 matmul ", m, "x", n, "x", k, " failed: ", e.what());
+  }
+}
+
+// cblas_sbgemm, looked up at run time: cblas.h declares it, but OpenBLAS
+// exports it only when built with BUILD_BFLOAT16, and Debian 12's
+// libopenblas0-openmp (0.3.21) is not, so linking it directly would fail.
+using SbgemmFn = void (*)(CBLAS_ORDER, CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, blasint, blasint, blasint, float,
+                          const bfloat16*, blasint, const bfloat16*, blasint, float, float*, blasint);
+
+SbgemmFn sbgemm() {
+  static const SbgemmFn fn = reinterpret_cast<SbgemmFn>(dlsym(RTLD_DEFAULT, "cblas_sbgemm"));
+  return fn;
+}
+
+void check_shape(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) {
+  constexpr int64_t kMax = 0x7fffffff;  // CBLAS and oneDNN's strides for BLAS take int
+  MEMOE_CHECK(m >= 0 && n >= 0 && k >= 0 && m <= kMax && n <= kMax && k <= kMax && lda <= kMax && ldb <= kMax &&
+                  ldc <= kMax,
+              "bf16 matrix product of unsupported shape ", m, "x", n, "x", k);
+}
+
+}  // namespace
+
+void gemm_bf16_with(Bf16Library library, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc) {
+  check_shape(m, n, k, lda, ldb, ldc);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // no products: C = beta * C (as BLAS; zero, not 0 * NaN, when beta is 0)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  if (library == Bf16Library::onednn) {
+    onednn_gemm_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    const SbgemmFn fn = sbgemm();
+    MEMOE_CHECK(fn, "this OpenBLAS has no cblas_sbgemm (built without BUILD_BFLOAT16)");
+    fn(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(m),
+       int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  }
+}
+
+// The choice: oneDNN everywhere. bench/matmul_bench.cc on the 2-core AMD
+// EPYC (Zen 4, AVX512-BF16), 2 threads, 2026-12-01, GFLOP/s, best of 5
+// (machine shared with other jobs, so +-15 %):
+//   product (small preset)   m x n x k       sgemm fp32  oneDNN bf16  sbgemm
+//   LM head fwd        4096 x 8192 x  256 NT     87.7      158.5      n/a
+//   LM head dx         4096 x  256 x 8192 NN     44.7      153.0      n/a
+//   LM head dW         8192 x  256 x 4096 TN     58.1      143.2      n/a
+//   FFN gate+up fwd    4096 x 1536 x  256 NT     80.5      142.5      n/a
+//   FFN down dW         256 x  768 x 4096 TN     12.6      101.1      n/a
+//   expert up fwd       512 x  256 x  256 NT      8.4        8.4      n/a
+//   square 2048        2048 x 2048 x 2048 NN     84.2      183.8      n/a
+// oneDNN ran brg:avx512_core_bf16 for every shape. sbgemm could not be
+// measured: Debian 12's OpenBLAS (0.3.21, core Cooperlake here) does not
+// export it (see sbgemm() above). Where an OpenBLAS that has it is loaded,
+// the bench measures it beside oneDNN; revisit this function then.
+Bf16Library bf16_library_for(bool, bool, int64_t, int64_t, int64_t) { return Bf16Library::onednn; }
+
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
+               int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  gemm_bf16_with(bf16_library_for(trans_a, trans_b, m, n, k), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
+                 c, ldc);
+}
+
+// The same arithmetic as float_to_bf16 (core/bf16.h), written without
+// branches so it vectorises: round by adding 0x7fff plus the lowest kept bit,
+// and for a NaN keep the top bits with the quiet bit forced on.
+MEMOE_ISA_CLONES void to_bf16(const float* x, int64_t n, uint16_t* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const uint32_t quiet_nan = (bits >> 16) | 0x0040u;
+    y[i] = static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+  }
+}
+
+MEMOE_ISA_CLONES void from_bf16(const uint16_t* x, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = uint32_t(x[i]) << 16;
+    std::memcpy(y + i, &bits, sizeof bits);
+  }
+}
+
+std::string onednn_isa_name() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    default: return "isa " + std::to_string(int(dnnl::get_effective_cpu_isa()));
+  }
+}
+
+std::string onednn_impl_name(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k) {
+  if (!onednn().has_bf16()) return "fp32 gemm after widening (no oneDNN bf16 matmul below AVX-512)";
+  const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  return onednn().describe(key_of(trans_a, trans_b, m, n, k, 1.0f, lda, ldb, 0.0f, n), 1.0f, 0.0f).impl_info_str();
+}
+
+bool openblas_has_sbgemm() { return sbgemm() != nullptr; }
+
+std::string openblas_core_name() { return openblas_get_corename(); }
+
+std::string onednn_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+
+int64_t onednn_cached_primitives() { return onednn().size(); }
+
+bool bf16_native() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool avx512_bf16 = __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5));
+  const bool amx_bf16 = __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx & (1u << 22));
+  // oneDNN also checks that the OS saves the AVX-512 / AMX state, and
+  // ONEDNN_MAX_CPU_ISA may cap it below the CPU.
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  const bool dispatched = isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+  return (avx512_bf16 || amx_bf16) && dispatched;
+}
+
+std::string bf16_description() {
+  return "oneDNN " + onednn_version() + " " + onednn_isa_name() + (bf16_native()            ? ""
+                                                              : onednn().has_bf16() ? " (bf16 emulated)"
+                                                                                    : " (bf16 widened to fp32 sgemm)");
+}
+
+}  // namespace memoe
