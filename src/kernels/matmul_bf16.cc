@@ -215,16 +215,15 @@ void gemm_bf16_with(Bf16Library library, bool trans_a, bool trans_b, int64_t m, 
 }
 
 // The choice: oneDNN everywhere. bench/matmul_bench.cc on the 2-core AMD
-// EPYC (Zen 4, AVX512-BF16), 2 threads, 2026-12-01, GFLOP/s, best of 5
-// (machine shared with other jobs, so +-15 %):
+// EPYC (Zen 4, AVX512-BF16), 2 threads, idle, 2026-12-01, GFLOP/s, best of 5:
 //   product (small preset)   m x n x k       sgemm fp32  oneDNN bf16  sbgemm
-//   LM head fwd        4096 x 8192 x  256 NT     87.7      158.5      n/a
-//   LM head dx         4096 x  256 x 8192 NN     44.7      153.0      n/a
-//   LM head dW         8192 x  256 x 4096 TN     58.1      143.2      n/a
-//   FFN gate+up fwd    4096 x 1536 x  256 NT     80.5      142.5      n/a
-//   FFN down dW         256 x  768 x 4096 TN     12.6      101.1      n/a
-//   expert up fwd       512 x  256 x  256 NT      8.4        8.4      n/a
-//   square 2048        2048 x 2048 x 2048 NN     84.2      183.8      n/a
+//   LM head fwd        4096 x 8192 x  256 NT    186.5      336.7      n/a
+//   LM head dx         4096 x  256 x 8192 NN    182.8      354.9      n/a
+//   LM head dW         8192 x  256 x 4096 TN    170.3      374.7      n/a
+//   FFN gate+up fwd    4096 x 1536 x  256 NT    182.1      357.9      n/a
+//   FFN down dW         256 x  768 x 4096 TN    178.3      386.5      n/a
+//   expert up fwd       512 x  256 x  256 NT    177.0      401.7      n/a
+//   square 2048        2048 x 2048 x 2048 NN    204.0      382.2      n/a
 // oneDNN ran brg:avx512_core_bf16 for every shape. sbgemm could not be
 // measured: Debian 12's OpenBLAS (0.3.21, core Cooperlake here) does not
 // export it (see sbgemm() above). Where an OpenBLAS that has it is loaded,
