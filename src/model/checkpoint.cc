@@ -1,5 +1,6 @@
 #include "model/checkpoint.h"
 
+#include "model/init.h"
 #include "model/param_count.h"
 
 #include <fstream>
@@ -95,14 +96,19 @@ Model load_model(const std::string& path) {
   m.engram_hash.resize(size_t(cfg.num_hidden_layers));
   if (cfg.engram) {
     const EngramConfig& e = *cfg.engram;
+    // The hash is a function of the config and the token map (spec §5.2):
+    // the stored one must be it, so that a corrupt file can neither change
+    // the addressing nor ask for tables of arbitrary size.
+    const std::vector<EngramHash> expected = make_engram_hashes(cfg, m.token_map);
     for (int l : e.layer_ids) {
       EngramHash& h = m.engram_hash[size_t(l)];
       const std::string prefix = engram_prefix(size_t(l));
       h.multipliers = read_i64_shaped(f, prefix + "hash_multipliers", e.max_ngram_size);
       h.primes = read_i64_shaped(f, prefix + "table_sizes", e.tables_per_layer());
-      for (int64_t mult : h.multipliers)
-        MEMOE_CHECK(mult > 0, f.path(), ": ", prefix, "hash_multipliers must be positive");
-      for (int64_t p : h.primes) MEMOE_CHECK(p > 0, f.path(), ": ", prefix, "table_sizes must be positive");
+      MEMOE_CHECK(h.multipliers == expected[size_t(l)].multipliers, f.path(), ": ", prefix,
+                  "hash_multipliers are not the ones its config and token map give");
+      MEMOE_CHECK(h.primes == expected[size_t(l)].primes, f.path(), ": ", prefix,
+                  "table_sizes are not the primes its config gives");
       h.compressed_pad = m.token_map[size_t(e.pad_id)];
     }
   }

@@ -249,6 +249,34 @@ TEST(Checkpoint, AbsurdConfigBesideASmallFileIsRefusedBeforeAllocating) {
   std::filesystem::remove_all(dir);
 }
 
+// Found by fuzz/model_dir_fuzz: stored table sizes were only checked to be
+// positive, so two huge ones overflowed the row count (UB) and could ask for
+// any table. The stored hash must be the one the config and token map give.
+TEST(Checkpoint, StoredEngramHashMustBeTheConfigsOwn) {
+  const ModelConfig cfg = tiny_config(AttentionKind::MLA);
+  const int l = cfg.engram->layer_ids[0];
+  for (int which = 0; which < 2; ++which) {
+    Model m = init_model(cfg, 1);
+    if (which == 0) {
+      m.engram_hash[size_t(l)].primes[0] = 8387230137432832773;
+      m.engram_hash[size_t(l)].primes[1] = 2476803192246068321;
+    } else {
+      m.engram_hash[size_t(l)].multipliers[1] += 2;
+    }
+    const auto dir = std::filesystem::temp_directory_path() / ("memoe_hash_" + std::to_string(::getpid()));
+    save_model(m, dir.string());
+    try {
+      load_model(dir.string());
+      ADD_FAILURE() << "loaded a foreign hash";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(which == 0 ? "table_sizes are not" : "hash_multipliers are not"),
+                std::string::npos)
+          << e.what();
+    }
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST(Model, TokenIdOutsideVocabularyIsAnError) {
   const ModelConfig cfg = tiny_config(AttentionKind::MLA);
   Model m = init_model(cfg, 1);
