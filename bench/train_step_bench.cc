@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   std::string config = std::string(MEMOE_SOURCE_DIR) + "/configs/small.json";
   int batch = 16, seq = 256, steps = 3, threads = 2, rounds = 3;
   bool with_reference = true;
+  Precision precision = Precision::fp32;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -79,6 +80,7 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else if (a == "--rounds") rounds = std::atoi(next().c_str());
     else if (a == "--no-reference") with_reference = false;
+    else if (a == "--precision") precision = parse_precision(next());
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -95,6 +97,7 @@ int main(int argc, char** argv) {
     const ModelConfig cfg = load_config(config);
     const ParamCount pc = count_params(cfg, seq);
     Model model = init_model(cfg, 0);
+    model.params.set_precision(precision);
     ModelParams grads = model.make_gradients();
     AdamW opt(model, AdamWConfig{});
     std::vector<int64_t> ids(size_t(batch) * size_t(seq));
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
       std::vector<std::vector<int64_t>> loads(model.params.layers.size());
       for (size_t l = 0; l < loads.size(); ++l) loads[l] = state.layers[l].moe.expert_load;
       update_router_biases(model, loads);
+      model.params.refresh_bf16_copies();
       optimizer_s += now() - t_opt;
     };
     step();  // warm-up

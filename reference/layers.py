@@ -245,7 +245,8 @@ class MoE(nn.Module):
         for expert, n in zip(self.experts, counts):
             if n:
                 tok = tokens[start:start + n]
-                y.index_add_(0, tok, expert(x.index_select(0, tok)) * slot_w[start:start + n, None])
+                # .to(y.dtype): under torch.autocast the expert's output is bf16.
+                y.index_add_(0, tok, (expert(x.index_select(0, tok)) * slot_w[start:start + n, None]).to(y.dtype))
                 start += n
         if hasattr(self, "shared_experts"):
             y = y + self.shared_experts(x)

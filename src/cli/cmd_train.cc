@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/precision_option.h"
 #include "core/error.h"
 #include "eval/plot.h"
 #include "train/trainer.h"
@@ -17,8 +18,9 @@ namespace {
 
 struct Options {
   TrainOptions train;
-  std::string out, resume, time_budget;
+  std::string out, resume, time_budget, precision;
   CLI::Option* steps = nullptr;
+  CLI::Option* precision_given = nullptr;
 };
 
 // "90", "90s", "4m", "1.5h": seconds.
@@ -69,12 +71,14 @@ void run(Options& o) {
   std::string run_dir;
   if (!o.resume.empty()) {
     MEMOE_CHECK(o.out.empty() && o.train.config.empty(), "--resume takes the run's own options; drop --out/--config");
+    MEMOE_CHECK(o.precision_given->count() == 0, "--resume keeps the run's own precision (train.json); drop --precision");
     run_dir = o.resume;
     r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits);
   } else {
     MEMOE_CHECK(!o.train.config.empty() && !o.train.data.empty() && !o.out.empty(),
                 "train needs --config, --data and --out (or --resume RUN)");
     run_dir = o.out;
+    o.train.precision = chosen_precision(o.precision);
     r = train_new(o.train, run_dir, limits);
   }
   draw_loss_curve(run_dir);
@@ -116,6 +120,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--checkpoint-every", t.checkpoint_every, "steps between checkpoints")->capture_default_str();
   cmd->add_option("--keep-last", t.keep_last, "checkpoints to keep")->capture_default_str();
   cmd->add_option("--log-every", t.log_every, "steps between progress lines (non-terminal)")->capture_default_str();
+  o->precision_given = add_precision_option(cmd, o->precision);
   cmd->callback([o] { run(*o); });
 }
 

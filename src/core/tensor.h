@@ -1,5 +1,8 @@
 // Tensor: a dense, row-major float32 buffer with a shape. Owns its memory;
 // layers take raw pointers into it so that kernels stay plain loops.
+// A weight may also carry a bfloat16 copy of its values for mixed-precision
+// matrix products (kernels/linear.h reads it when present); whoever changes
+// the values refreshes the copy (ModelParams::refresh_bf16_copies).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -25,16 +28,26 @@ class Tensor {
   bool empty() const { return data_.empty(); }
 
   void zero() { std::fill(data_.begin(), data_.end(), 0.0f); }
-  // Changes the shape; all elements become zero.
+  // Changes the shape; all elements become zero and any bf16 copy is dropped.
   void resize(std::vector<int64_t> shape) {
     shape_ = std::move(shape);
     data_.assign(count(shape_), 0.0f);
+    bf16_.clear();
   }
   // Makes the shape `shape`, reusing the storage (contents unspecified) when
   // it already has it: for activation buffers that every step overwrites.
   void ensure(const std::vector<int64_t>& shape) {
     if (shape_ != shape) resize(shape);
   }
+
+  // The bf16 copy: null when there is none. bf16_storage() sizes it to
+  // numel() for the caller to fill; drop_bf16() frees it.
+  const uint16_t* bf16() const { return bf16_.empty() ? nullptr : bf16_.data(); }
+  uint16_t* bf16_storage() {
+    bf16_.resize(data_.size());
+    return bf16_.data();
+  }
+  void drop_bf16() { std::vector<uint16_t>().swap(bf16_); }
 
   static size_t count(const std::vector<int64_t>& shape) {
     size_t n = 1;
@@ -45,6 +58,7 @@ class Tensor {
  private:
   std::vector<int64_t> shape_;
   std::vector<float> data_;
+  std::vector<uint16_t> bf16_;
 };
 
 std::string shape_string(const std::vector<int64_t>& shape);

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "core/error.h"
+
 namespace memoe {
 
 namespace {
@@ -38,18 +40,57 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   } while (k0 < k);
 }
 
-void linear_forward(const float* x, const float* w, const float* bias, int64_t n, int64_t in, int64_t out, float* y) {
+const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::fp32;
+  if (name == "bf16") return Precision::bf16;
+  fail("unknown precision '", name, "' (expected fp32 or bf16)");
+}
+
+Precision default_precision() { return bf16_native() ? Precision::bf16 : Precision::fp32; }
+
+std::string precision_line(Precision p) {
+  if (p == Precision::bf16) return "precision: bf16 matrix products on " + bf16_description();
+  return std::string("precision: fp32 (sgemm)") + (bf16_native() ? "" : "; this CPU has no native bf16 path");
+}
+
+namespace {
+// Activations rounded to bf16 on their way into a product. Scratch reused
+// from call to call (per thread, as products may run on several), never
+// read before it is written.
+uint16_t* bf16_scratch(int slot, const float* x, int64_t count) {
+  thread_local std::vector<uint16_t> scratch[2];
+  std::vector<uint16_t>& s = scratch[slot];
+  if (s.size() < size_t(count)) s.resize(size_t(count));
+  to_bf16(x, count, s.data());
+  return s.data();
+}
+}  // namespace
+
+void linear_forward(const float* x, WeightMatrix w, const float* bias, int64_t n, int64_t in, int64_t out, float* y) {
   if (bias) {
     for (int64_t i = 0; i < n; ++i) std::memcpy(y + i * out, bias, sizeof(float) * size_t(out));
   }
-  gemm(false, true, n, out, in, 1.0f, x, in, w, in, bias ? 1.0f : 0.0f, y, out);
+  const float beta = bias ? 1.0f : 0.0f;
+  if (w.bf16) {
+    gemm_bf16(false, true, n, out, in, 1.0f, bf16_scratch(0, x, n * in), in, w.bf16, in, beta, y, out);
+  } else {
+    gemm(false, true, n, out, in, 1.0f, x, in, w.f32, in, beta, y, out);
+  }
 }
 
-void linear_backward(const float* dy, const float* x, const float* w, int64_t n, int64_t in, int64_t out, float* dx,
+void linear_backward(const float* dy, const float* x, WeightMatrix w, int64_t n, int64_t in, int64_t out, float* dx,
                      float* dw, float* dbias) {
   if (n == 0) return;
-  if (dx) gemm(false, false, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
-  if (dw) gemm(true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
+  if (w.bf16) {
+    const uint16_t* dy16 = bf16_scratch(0, dy, n * out);
+    if (dx) gemm_bf16(false, false, n, in, out, 1.0f, dy16, out, w.bf16, in, 1.0f, dx, in);
+    if (dw) gemm_bf16(true, false, out, in, n, 1.0f, dy16, out, bf16_scratch(1, x, n * in), in, 1.0f, dw, in);
+  } else {
+    if (dx) gemm(false, false, n, in, out, 1.0f, dy, out, w.f32, in, 1.0f, dx, in);
+    if (dw) gemm(true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
+  }
   if (dbias) {
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < out; ++o) dbias[o] += dy[i * out + o];

@@ -1,18 +1,48 @@
 // Linear layers over row-major activations: y[n, out] = x[n, in] @ W[out, in]^T + b.
-// All matrix products of the engine go through here (CBLAS sgemm), and give
-// bitwise the same results for any thread count (see kGemmDepth in linear.cc).
+// All matrix products of the engine go through here. In fp32 they run on
+// CBLAS sgemm and give bitwise the same results for any thread count (see
+// kGemmDepth in linear.cc); a weight with a bf16 copy makes its products
+// mixed precision (gemm_bf16 below).
 #pragma once
 #include <cstdint>
 #include <string>
 
+#include "core/tensor.h"
+
 namespace memoe {
 
-// y = x @ W^T (+ bias when not null). Overwrites y.
-void linear_forward(const float* x, const float* w, const float* bias, int64_t n, int64_t in, int64_t out, float* y);
+// The precision of a model's large matrix products. fp32 is exact and
+// reproducible; bf16 is mixed precision: bf16 operands (the weights' bf16
+// copies and the activations rounded on the way in), fp32 accumulation and
+// results, everything else fp32.
+enum class Precision { fp32, bf16 };
+const char* precision_name(Precision p);
+// "fp32" or "bf16"; anything else is one line naming the value.
+Precision parse_precision(const std::string& name);
+// bf16 where gemm_bf16 has native bf16 instructions (bf16_native()), fp32 elsewhere.
+Precision default_precision();
+// One line for a command's first lines, e.g. "precision: bf16 matrix
+// products on oneDNN 2.6.3 avx512_core_bf16".
+std::string precision_line(Precision p);
+
+// A weight matrix as the products read it: its fp32 values, and a bf16 copy
+// of them when its products run in bf16. A Tensor brings its own copy, if it
+// has one; a bare pointer has none.
+struct WeightMatrix {
+  WeightMatrix(const float* values) : f32(values) {}
+  WeightMatrix(const Tensor& t) : f32(t.data()), bf16(t.bf16()) {}
+  const float* f32;
+  const uint16_t* bf16 = nullptr;
+};
+
+// y = x @ W^T (+ bias when not null). Overwrites y. With W's bf16 copy, x is
+// rounded to bf16 for the product and y accumulated in fp32.
+void linear_forward(const float* x, WeightMatrix w, const float* bias, int64_t n, int64_t in, int64_t out, float* y);
 
 // Adds the gradients: dx += dy @ W, dW += dy^T @ x, dbias += sum_n dy.
-// Any of dx, dw, dbias may be null to skip it.
-void linear_backward(const float* dy, const float* x, const float* w, int64_t n, int64_t in, int64_t out, float* dx,
+// Any of dx, dw, dbias may be null to skip it. With W's bf16 copy, dy and x
+// are rounded to bf16 for the two products; dW and dx stay fp32.
+void linear_backward(const float* dy, const float* x, WeightMatrix w, int64_t n, int64_t in, int64_t out, float* dx,
                      float* dw, float* dbias);
 
 // General C[m, n] = alpha * op(A) @ op(B) + beta * C with leading dimensions, row-major.

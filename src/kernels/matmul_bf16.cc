@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <omp.h>
 
+#include <array>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -49,18 +50,25 @@ struct ShapeKey {
   auto operator<=>(const ShapeKey&) const = default;
 };
 
-// oneDNN's CPU engine and the matmul primitives made on it, one per ShapeKey.
-// It lives as a function-local static in onednn() below, the kernel's own
-// cache and the only state it keeps; a mutex guards it, so products may run
-// from several threads. Primitives are immutable once made and oneDNN allows
-// executing one from several threads at once. The engine is made in the
-// constructor, so oneDNN's own statics outlive the cache at exit.
+// oneDNN's CPU engine and the matmul primitives made on it. It lives as a
+// function-local static in onednn() below, the kernel's own cache and the
+// only state it keeps; a mutex guards it, so products may run from several
+// threads. Primitives are immutable once made and oneDNN allows executing
+// one from several threads at once. The engine is made in the constructor,
+// so oneDNN's own statics outlive the cache at exit.
+//
+// Most products of a model repeat one shape every step, and get a primitive
+// made for exactly that shape (oneDNN's fastest: brgemm, AMX where there is
+// one). A routed expert's products see a different row count each step: m
+// of its forward and dx products, k of its dW product. Making a primitive
+// costs about 0.2 ms, a thousand of them a step for the small preset, so a
+// family of shapes that differ only in m and k gets, from its third shape
+// on, one primitive with m and k left to run time (oneDNN's gemm:jit; same
+// speed as brgemm on AVX512-BF16, measured, though without AMX).
 class OnednnCache {
  public:
-  // The engine and the training shapes of the small preset need a few dozen
-  // primitives; MoE experts see a varying row count, so the cache is bounded
-  // and starts over when full rather than growing without end.
-  static constexpr size_t kMaxPrimitives = 512;
+  static constexpr size_t kMaxPrimitives = 512;  // a bound, should shapes keep coming
+  static constexpr int kExactShapesPerFamily = 2;
 
   OnednnCache() : engine_(dnnl::engine::kind::cpu, 0) {
     // oneDNN 2.6 has bf16 matmuls only from AVX-512 on (with or without
@@ -78,24 +86,32 @@ class OnednnCache {
 
   const dnnl::engine& engine() const { return engine_; }
 
-  dnnl::matmul::primitive_desc describe(const ShapeKey& key, float alpha, float beta) const {
+  // Row-major op(A) is m x k: element (i, p) at i*lda + p, or at p*lda + i
+  // when A is stored transposed; the same for op(B) (k x n). m and k may be
+  // DNNL_RUNTIME_DIM_VAL.
+  static std::array<dnnl::memory::desc, 3> memory_descs(const ShapeKey& key) {
     using dt = dnnl::memory::data_type;
     using dims = dnnl::memory::dims;
-    // Row-major op(A) is m x k: element (i, p) at i*lda + p, or at p*lda + i
-    // when A is stored transposed; the same for op(B) (k x n).
-    const dnnl::memory::desc a_md(dims{key.m, key.k}, dt::bf16,
-                                  key.trans_a ? dims{1, key.lda} : dims{key.lda, 1});
-    const dnnl::memory::desc b_md(dims{key.k, key.n}, dt::bf16,
-                                  key.trans_b ? dims{1, key.ldb} : dims{key.ldb, 1});
-    const dnnl::memory::desc c_md(dims{key.m, key.n}, dt::f32, dims{key.ldc, 1});
+    return {dnnl::memory::desc(dims{key.m, key.k}, dt::bf16, key.trans_a ? dims{1, key.lda} : dims{key.lda, 1}),
+            dnnl::memory::desc(dims{key.k, key.n}, dt::bf16, key.trans_b ? dims{1, key.ldb} : dims{key.ldb, 1}),
+            dnnl::memory::desc(dims{key.m, key.n}, dt::f32, dims{key.ldc, 1})};
+  }
+
+  dnnl::matmul::primitive_desc describe(const ShapeKey& key, float alpha, float beta) const {
+    const auto md = memory_descs(key);
     dnnl::primitive_attr attr;
+    // Routed experts run their products on several threads at once, each
+    // its own; oneDNN's library-owned scratchpad is shared between calls
+    // (Debian builds it without DNNL_ENABLE_CONCURRENT_EXEC), which gave
+    // wrong results at random, so each call brings its own.
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
     if (beta != 0.0f) {
       dnnl::post_ops ops;
       ops.append_sum(beta);
       attr.set_post_ops(ops);
     }
-    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine_);
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(md[0], md[1], md[2]), attr, engine_);
   }
 
   struct Entry {
@@ -104,18 +120,27 @@ class OnednnCache {
   };
 
   Entry get(const ShapeKey& key, float alpha, float beta) {
+    ShapeKey family = key;
+    family.m = family.k = DNNL_RUNTIME_DIM_VAL;
+    ShapeKey make = key;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      const auto it = primitives_.find(key);
+      auto it = primitives_.find(key);
       if (it != primitives_.end()) return it->second;
+      it = primitives_.find(family);
+      if (it != primitives_.end()) return it->second;
+      if (++family_shapes_[family] > kExactShapesPerFamily) make = family;
     }
     // Made outside the lock (creation may take a millisecond); two threads
     // racing on a new shape both make it and one copy is kept.
-    Entry made{describe(key, alpha, beta), {}};
+    Entry made{describe(make, alpha, beta), {}};
     made.matmul = dnnl::matmul(made.pd);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (primitives_.size() >= kMaxPrimitives) primitives_.clear();
-    return primitives_.emplace(key, std::move(made)).first->second;
+    if (primitives_.size() >= kMaxPrimitives) {
+      primitives_.clear();
+      family_shapes_.clear();
+    }
+    return primitives_.emplace(make, std::move(made)).first->second;
   }
 
   int64_t size() {
@@ -127,7 +152,8 @@ class OnednnCache {
   dnnl::engine engine_;
   bool has_bf16_ = false;
   std::mutex mutex_;
-  std::map<ShapeKey, Entry> primitives_;
+  std::map<ShapeKey, Entry> primitives_;  // by exact shape, or by family (m = k = DNNL_RUNTIME_DIM_VAL)
+  std::map<ShapeKey, int> family_shapes_;  // exact shapes made per family
 };
 
 OnednnCache& onednn() {
@@ -163,11 +189,20 @@ void onednn_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
     const ShapeKey key = key_of(trans_a, trans_b, m, n, k, alpha, lda, ldb, beta, ldc);
     const OnednnCache::Entry entry = cache.get(key, alpha, beta);
     // oneDNN takes non-const handles; it only reads src and weights.
-    const dnnl::memory a_mem(entry.pd.src_desc(), cache.engine(), const_cast<uint16_t*>(a));
-    const dnnl::memory b_mem(entry.pd.weights_desc(), cache.engine(), const_cast<uint16_t*>(b));
-    const dnnl::memory c_mem(entry.pd.dst_desc(), cache.engine(), c);
+    // The product's own shape (a family primitive leaves m and k to run time).
+    const auto md = OnednnCache::memory_descs(key);
+    const dnnl::memory a_mem(md[0], cache.engine(), const_cast<uint16_t*>(a));
+    const dnnl::memory b_mem(md[1], cache.engine(), const_cast<uint16_t*>(b));
+    const dnnl::memory c_mem(md[2], cache.engine(), c);
+    thread_local std::vector<uint8_t> scratchpad;  // per thread: see set_scratchpad_mode above
+    const dnnl::memory::desc pad_md = entry.pd.scratchpad_desc();
+    if (scratchpad.size() < pad_md.get_size()) scratchpad.resize(pad_md.get_size());
+    const dnnl::memory pad_mem(pad_md, cache.engine(), scratchpad.data());
     dnnl::stream stream(cache.engine());
-    entry.matmul.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    entry.matmul.execute(stream, {{DNNL_ARG_SRC, a_mem},
+                                  {DNNL_ARG_WEIGHTS, b_mem},
+                                  {DNNL_ARG_DST, c_mem},
+                                  {DNNL_ARG_SCRATCHPAD, pad_mem}});
     stream.wait();
   } catch (const dnnl::error& e) {
     fail("oneDNN bf16 matmul ", m, "x", n, "x", k, " failed: ", e.what());

@@ -26,16 +26,16 @@ void gqa_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
   cache.q.ensure({N, H, hd});
   cache.k.ensure({N, KV, hd});
   cache.v.ensure({N, KV, hd});
-  linear_forward(x, p.q_proj.data(), nullptr, N, d, H * hd, cache.q.data());
-  linear_forward(x, p.k_proj.data(), nullptr, N, d, KV * hd, cache.k.data());
-  linear_forward(x, p.v_proj.data(), nullptr, N, d, KV * hd, cache.v.data());
+  linear_forward(x, p.q_proj, nullptr, N, d, H * hd, cache.q.data());
+  linear_forward(x, p.k_proj, nullptr, N, d, KV * hd, cache.k.data());
+  linear_forward(x, p.v_proj, nullptr, N, d, KV * hd, cache.v.data());
   rope_apply(cache.q.data(), batch, seq_len, H, hd, 0, rope, false);
   rope_apply(cache.k.data(), batch, seq_len, KV, hd, 0, rope, false);
   cache.out.ensure({N, H * hd});
   cache.lse.ensure({batch, H, seq_len});
   attention_forward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
                     cache.lse.data());
-  linear_forward(cache.out.data(), p.o_proj.data(), nullptr, N, H * hd, d, y);
+  linear_forward(cache.out.data(), p.o_proj, nullptr, N, H * hd, d, y);
 }
 
 void gqa_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,
@@ -44,14 +44,14 @@ void gqa_backward(const ModelConfig& c, const RopeTable& rope, const AttentionPa
   const int64_t N = batch * seq_len, d = c.hidden_size, H = c.num_attention_heads, KV = c.num_key_value_heads;
   const int64_t hd = c.head_dim;
   Tensor dout({N, H * hd}), dq({N, H, hd}), dk({N, KV, hd}), dv({N, KV, hd});
-  linear_backward(dy, cache.out.data(), p.o_proj.data(), N, H * hd, d, dout.data(), grads.o_proj.data(), nullptr);
+  linear_backward(dy, cache.out.data(), p.o_proj, N, H * hd, d, dout.data(), grads.o_proj.data(), nullptr);
   attention_backward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
                      cache.lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
   rope_apply(dq.data(), batch, seq_len, H, hd, 0, rope, true);
   rope_apply(dk.data(), batch, seq_len, KV, hd, 0, rope, true);
-  linear_backward(dq.data(), x, p.q_proj.data(), N, d, H * hd, dx, grads.q_proj.data(), nullptr);
-  linear_backward(dk.data(), x, p.k_proj.data(), N, d, KV * hd, dx, grads.k_proj.data(), nullptr);
-  linear_backward(dv.data(), x, p.v_proj.data(), N, d, KV * hd, dx, grads.v_proj.data(), nullptr);
+  linear_backward(dq.data(), x, p.q_proj, N, d, H * hd, dx, grads.q_proj.data(), nullptr);
+  linear_backward(dk.data(), x, p.k_proj, N, d, KV * hd, dx, grads.k_proj.data(), nullptr);
+  linear_backward(dv.data(), x, p.v_proj, N, d, KV * hd, dx, grads.v_proj.data(), nullptr);
 }
 
 }  // namespace memoe

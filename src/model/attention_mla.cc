@@ -33,21 +33,21 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
 
   cache.q.ensure({N, H, dqk});
   if (ql == 0) {
-    linear_forward(x, p.q_proj.data(), nullptr, N, d, H * dqk, cache.q.data());
+    linear_forward(x, p.q_proj, nullptr, N, d, H * dqk, cache.q.data());
   } else {
     cache.qa.ensure({N, ql});
     cache.qa_norm.ensure({N, ql});
     cache.qa_rstd.ensure({N});
-    linear_forward(x, p.q_a_proj.data(), nullptr, N, d, ql, cache.qa.data());
+    linear_forward(x, p.q_a_proj, nullptr, N, d, ql, cache.qa.data());
     rmsnorm_forward(cache.qa.data(), p.q_a_layernorm.data(), kLatentNormEps, N, ql, cache.qa_norm.data(),
                     cache.qa_rstd.data());
-    linear_forward(cache.qa_norm.data(), p.q_b_proj.data(), nullptr, N, ql, H * dqk, cache.q.data());
+    linear_forward(cache.qa_norm.data(), p.q_b_proj, nullptr, N, ql, H * dqk, cache.q.data());
   }
   rope_apply(cache.q.data(), batch, seq_len, H, dqk, nope, rope, false);
 
   // Latent c and the shared rotary key kpe from one projection.
   Tensor ckv({N, kvl + pe});
-  linear_forward(x, p.kv_a_proj_with_mqa.data(), nullptr, N, d, kvl + pe, ckv.data());
+  linear_forward(x, p.kv_a_proj_with_mqa, nullptr, N, d, kvl + pe, ckv.data());
   cache.c.ensure({N, kvl});
   cache.c_norm.ensure({N, kvl});
   cache.c_rstd.ensure({N});
@@ -58,7 +58,7 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
   rmsnorm_forward(cache.c.data(), p.kv_a_layernorm.data(), kLatentNormEps, N, kvl, cache.c_norm.data(),
                   cache.c_rstd.data());
   Tensor kv({N, H, nope + dv});
-  linear_forward(cache.c_norm.data(), p.kv_b_proj.data(), nullptr, N, kvl, H * (nope + dv), kv.data());
+  linear_forward(cache.c_norm.data(), p.kv_b_proj, nullptr, N, kvl, H * (nope + dv), kv.data());
 
   cache.k.ensure({N, H, dqk});
   cache.v.ensure({N, H, dv});
@@ -68,7 +68,7 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
   cache.lse.ensure({batch, H, seq_len});
   attention_forward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
                     cache.lse.data());
-  linear_forward(cache.out.data(), p.o_proj.data(), nullptr, N, H * dv, d, y);
+  linear_forward(cache.out.data(), p.o_proj, nullptr, N, H * dv, d, y);
 }
 
 void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,
@@ -79,7 +79,7 @@ void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionPa
   const int64_t kvl = c.kv_lora_rank, ql = c.q_lora_rank;
 
   Tensor dout({N, H * dv});
-  linear_backward(dy, cache.out.data(), p.o_proj.data(), N, H * dv, d, dout.data(), grads.o_proj.data(), nullptr);
+  linear_backward(dy, cache.out.data(), p.o_proj, N, H * dv, d, dout.data(), grads.o_proj.data(), nullptr);
   Tensor dq({N, H, dqk}), dk({N, H, dqk}), dvv({N, H, dv});
   attention_backward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
                      cache.lse.data(), dout.data(), dq.data(), dk.data(), dvv.data());
@@ -89,24 +89,24 @@ void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionPa
   mla_expand_kv_backward(dk.data(), dvv.data(), N, H, nope, pe, dv, dkv.data(), dckv.data() + kvl, kvl + pe);
   rope_apply(dckv.data(), batch, seq_len, 1, kvl + pe, kvl, rope, true);
   Tensor dc_norm({N, kvl}), dc({N, kvl});
-  linear_backward(dkv.data(), cache.c_norm.data(), p.kv_b_proj.data(), N, kvl, H * (nope + dv), dc_norm.data(),
+  linear_backward(dkv.data(), cache.c_norm.data(), p.kv_b_proj, N, kvl, H * (nope + dv), dc_norm.data(),
                   grads.kv_b_proj.data(), nullptr);
   rmsnorm_backward(dc_norm.data(), cache.c.data(), p.kv_a_layernorm.data(), cache.c_rstd.data(), N, kvl, dc.data(),
                    grads.kv_a_layernorm.data());
   copy_columns(dc.data(), kvl, N, kvl, dckv.data(), kvl + pe);
-  linear_backward(dckv.data(), x, p.kv_a_proj_with_mqa.data(), N, d, kvl + pe, dx, grads.kv_a_proj_with_mqa.data(),
+  linear_backward(dckv.data(), x, p.kv_a_proj_with_mqa, N, d, kvl + pe, dx, grads.kv_a_proj_with_mqa.data(),
                   nullptr);
 
   rope_apply(dq.data(), batch, seq_len, H, dqk, nope, rope, true);
   if (ql == 0) {
-    linear_backward(dq.data(), x, p.q_proj.data(), N, d, H * dqk, dx, grads.q_proj.data(), nullptr);
+    linear_backward(dq.data(), x, p.q_proj, N, d, H * dqk, dx, grads.q_proj.data(), nullptr);
   } else {
     Tensor dqa_norm({N, ql}), dqa({N, ql});
-    linear_backward(dq.data(), cache.qa_norm.data(), p.q_b_proj.data(), N, ql, H * dqk, dqa_norm.data(),
+    linear_backward(dq.data(), cache.qa_norm.data(), p.q_b_proj, N, ql, H * dqk, dqa_norm.data(),
                     grads.q_b_proj.data(), nullptr);
     rmsnorm_backward(dqa_norm.data(), cache.qa.data(), p.q_a_layernorm.data(), cache.qa_rstd.data(), N, ql,
                      dqa.data(), grads.q_a_layernorm.data());
-    linear_backward(dqa.data(), x, p.q_a_proj.data(), N, d, ql, dx, grads.q_a_proj.data(), nullptr);
+    linear_backward(dqa.data(), x, p.q_a_proj, N, d, ql, dx, grads.q_a_proj.data(), nullptr);
   }
 }
 

@@ -70,7 +70,7 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
   c.key_rstd.ensure({N});
   c.query.ensure({N, d});
   c.query_rstd.ensure({N});
-  linear_forward(c.e.data(), p.key_proj.data(), p.key_bias.data(), N, E, d, c.key_pre.data());
+  linear_forward(c.e.data(), p.key_proj, p.key_bias.data(), N, E, d, c.key_pre.data());
   rmsnorm_forward(c.key_pre.data(), p.norm1.data(), kGateNormEps, N, d, c.key.data(), c.key_rstd.data());
   rmsnorm_forward(h, p.norm2.data(), kGateNormEps, N, d, c.query.data(), c.query_rstd.data());
   c.gate_score.ensure({N});
@@ -79,7 +79,7 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
 
   c.value.ensure({N, d});
   c.u.ensure({N, d});
-  linear_forward(c.e.data(), p.value_proj.data(), p.value_bias.data(), N, E, d, c.value.data());
+  linear_forward(c.e.data(), p.value_proj, p.value_bias.data(), N, E, d, c.value.data());
   scale_rows(c.value.data(), c.alpha.data(), N, d, c.u.data());
 
   // Short conv: out = u + silu(conv(RMSNorm(u))).
@@ -112,11 +112,11 @@ void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float*
   Tensor dvalue({N, d}), dkey({N, d}), dquery({N, d}), dkey_pre({N, d}), de({N, E});
   engram_gate_backward(du.data(), c.value.data(), c.key.data(), c.query.data(), c.gate_score.data(), c.alpha.data(),
                        N, d, dvalue.data(), dkey.data(), dquery.data());
-  linear_backward(dvalue.data(), c.e.data(), p.value_proj.data(), N, E, d, de.data(), grads.value_proj.data(),
+  linear_backward(dvalue.data(), c.e.data(), p.value_proj, N, E, d, de.data(), grads.value_proj.data(),
                   grads.value_bias.data());
   rmsnorm_backward(dkey.data(), c.key_pre.data(), p.norm1.data(), c.key_rstd.data(), N, d, dkey_pre.data(),
                    grads.norm1.data());
-  linear_backward(dkey_pre.data(), c.e.data(), p.key_proj.data(), N, E, d, de.data(), grads.key_proj.data(),
+  linear_backward(dkey_pre.data(), c.e.data(), p.key_proj, N, E, d, de.data(), grads.key_proj.data(),
                   grads.key_bias.data());
   rmsnorm_backward(dquery.data(), h, p.norm2.data(), c.query_rstd.data(), N, d, dh, grads.norm2.data());
   engram_gather_backward(de.data(), c.rows.data(), N, T, D, &grads.embedding_grad);

@@ -36,7 +36,7 @@ void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& e
 
 void ModelParams::visit(const ParamVisitor& f) {
   using namespace param_role;
-  f("model.embed_tokens.weight", embed_tokens, kMatrix);
+  f("model.embed_tokens.weight", embed_tokens, lm_head.empty() ? kTiedEmbedding : kEmbedding);
   for (size_t i = 0; i < layers.size(); ++i) {
     LayerParams& l = layers[i];
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
@@ -51,6 +51,21 @@ void ModelParams::visit(const ParamVisitor& f) {
   }
   f("model.norm.weight", norm, kNormScale);
   if (!lm_head.empty()) f("lm_head.weight", lm_head, kMatrix);
+}
+
+void ModelParams::set_precision(Precision p) {
+  visit([&](const std::string&, Tensor& t, const ParamRole& role) {
+    if (p == Precision::bf16 && role.bf16_copy)
+      to_bf16(t.data(), t.numel(), t.bf16_storage());
+    else
+      t.drop_bf16();
+  });
+}
+
+void ModelParams::refresh_bf16_copies() {
+  visit([](const std::string&, Tensor& t) {
+    if (t.bf16()) to_bf16(t.data(), t.numel(), t.bf16_storage());
+  });
 }
 
 void ModelParams::visit_sparse_grads(const SparseRowGradVisitor& f) {
@@ -113,8 +128,8 @@ struct Lap {
   }
 };
 
-const float* lm_head_weight(const Model& m) {
-  return m.config.tie_word_embeddings ? m.params.embed_tokens.data() : m.params.lm_head.data();
+const Tensor& lm_head_weight(const Model& m) {
+  return m.config.tie_word_embeddings ? m.params.embed_tokens : m.params.lm_head;
 }
 
 }  // namespace

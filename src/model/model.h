@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "io/config.h"
+#include "kernels/linear.h"
 #include "kernels/rope.h"
 #include "model/attention.h"
 #include "model/engram.h"
@@ -38,6 +39,12 @@ struct ModelParams {
   void visit(const ParamVisitor& f);
   void visit_sparse_grads(const SparseRowGradVisitor& f);  // gradient structs
   void zero();
+  // bf16 precision gives each tensor whose role asks for one a bf16 copy of
+  // its values (and their products run in bf16); fp32 drops them all.
+  void set_precision(Precision p);
+  // Re-rounds the copies from the values: after every change to the values
+  // (an optimizer step, a load). Without copies, nothing to do.
+  void refresh_bf16_copies();
 };
 
 struct Model {
@@ -45,7 +52,6 @@ struct Model {
   std::vector<int64_t> token_map;       // [V]: token id -> compressed id (spec §5.1)
   std::vector<EngramHash> engram_hash;  // per layer; empty where no Engram
   ModelParams params;
-
   int64_t compressed_vocab() const;     // V' = max(token_map) + 1
   std::vector<int64_t> engram_rows() const;
   ModelParams make_gradients() const;   // zeroed, shaped like params

@@ -61,7 +61,7 @@ void MoEParams::allocate(const ModelConfig& cfg) {
 }
 
 void MoEParams::visit(const std::string& prefix, const ParamVisitor& f) {
-  f(prefix + "gate.weight", gate, param_role::kMatrix);
+  f(prefix + "gate.weight", gate, param_role::kRouterGate);
   f(prefix + "gate.e_score_correction_bias", e_score_correction_bias, param_role::kRouterBias);
   for (size_t j = 0; j < experts.size(); ++j) experts[j].visit(prefix + "experts." + std::to_string(j) + ".", f);
   if (!shared.gate_proj.empty()) shared.visit(prefix + "shared_experts.", f);
@@ -88,7 +88,7 @@ void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int
 
   // Router: logits -> scores -> top-k choice (with bias) and weights (without).
   Tensor logits({n, E});
-  linear_forward(x, p.gate.data(), nullptr, n, d, E, logits.data());
+  linear_forward(x, p.gate, nullptr, n, d, E, logits.data());
   router_scores(spec, logits.data(), n, cache.scores.data());
   route_top_k(spec, cache.scores.data(), p.e_score_correction_bias.data(), n, cache.expert_ids.data(),
               cache.weights.data());
@@ -146,7 +146,7 @@ void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, co
     const SwiGLUCache& ec = cache.experts[size_t(e)];
     float* oe = out.data() + first * d;
     float* ge = gy.data() + first * d;
-    linear_forward(ec.h.data(), ex.down_proj.data(), nullptr, rows, F, d, oe);
+    linear_forward(ec.h.data(), ex.down_proj, nullptr, rows, F, d, oe);
     combine_rows_backward(oe, cache.groups.pairs.data() + first, cache.weights.data(), rows, d, ge, dw.data());
     swiglu_ffn_backward(ex, xg.data() + first * d, ec, ge, rows, grads.experts[size_t(e)], dxg.data() + first * d);
   });
@@ -160,7 +160,7 @@ void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, co
     seq_balance_loss_backward(spec, cache.scores.data(), cache.expert_ids.data(), batch, seq_len,
                               cfg.seq_aux_loss_alpha, ds.data());
   router_scores_backward(spec, cache.scores.data(), ds.data(), n, dlogits.data());
-  linear_backward(dlogits.data(), x, p.gate.data(), n, d, E, dx, grads.gate.data(), nullptr);
+  linear_backward(dlogits.data(), x, p.gate, n, d, E, dx, grads.gate.data(), nullptr);
 }
 
 void update_correction_bias(const std::vector<int64_t>& load, double gamma, Tensor& bias) {

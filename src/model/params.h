@@ -38,11 +38,21 @@ struct ParamRole {
   bool weight_decay;
   LrScale lr;
   ParamUpdate update;
+  // In bf16 precision its matrix products read a bf16 copy of it, refreshed
+  // after every optimizer step (ModelParams::refresh_bf16_copies).
+  bool bf16_copy = false;
 };
 
 namespace param_role {
-inline constexpr ParamRole kMatrix{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense};
-inline constexpr ParamRole kOutputMatrix{ParamInit::OutputNormal, true, LrScale::Base, ParamUpdate::Dense};
+inline constexpr ParamRole kMatrix{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, true};
+inline constexpr ParamRole kOutputMatrix{ParamInit::OutputNormal, true, LrScale::Base, ParamUpdate::Dense, true};
+// The router's gate: a matrix, but its logits decide the routing, which
+// stays fp32 (as DeepSeek-V3 keeps its gating), so it has no bf16 copy.
+inline constexpr ParamRole kRouterGate{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, false};
+// The embedding is only gathered from, so it needs no bf16 copy unless it
+// is also the (tied) LM head.
+inline constexpr ParamRole kEmbedding{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, false};
+inline constexpr ParamRole kTiedEmbedding{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, true};
 inline constexpr ParamRole kNormScale{ParamInit::Ones, false, LrScale::Base, ParamUpdate::Dense};
 inline constexpr ParamRole kBias{ParamInit::Zeros, false, LrScale::Base, ParamUpdate::Dense};
 // The depthwise short conv is d·k per-channel scalars, closer to a norm

@@ -59,7 +59,8 @@ json options_to_json(const TrainOptions& o) {
           {"beta2", o.beta2},       {"clip", o.clip},
           {"seed", o.seed},         {"eval_every", o.eval_every},
           {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
-          {"keep_last", o.keep_last}, {"log_every", o.log_every}};
+          {"keep_last", o.keep_last}, {"log_every", o.log_every},
+          {"precision", precision_name(o.precision)}};
 }
 
 TrainOptions options_from_json(const json& j) {
@@ -85,6 +86,7 @@ TrainOptions options_from_json(const json& j) {
   o.checkpoint_every = j.at("checkpoint_every");
   o.keep_last = j.at("keep_last");
   o.log_every = j.at("log_every");
+  o.precision = parse_precision(j.value("precision", "fp32"));  // runs from before bf16 were fp32
   return o;
 }
 
@@ -179,6 +181,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   if (run.state.step > 0) load_optimizer_state(last, opt);
 
   const int threads = omp_get_max_threads();
+  model.params.set_precision(o.precision);
+  std::fprintf(stderr, "%s\n", precision_line(o.precision).c_str());
   const double sgemm = measure_sgemm_gflops(1024, 3);
   const double flops_per_token = count_params(cfg, o.seq_len).train_flops_per_token;
   std::fprintf(stderr, "machine: sgemm %.0f GFLOP/s on %d threads; model: %.1f MFLOP per training token\n", sgemm,
@@ -246,6 +250,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     const double lr = schedule.at(step);
     opt.step(model, grads, lr);
     update_router_biases(model, loads);
+    model.params.refresh_bf16_copies();
     run.state.step = step + 1;
     run.state.data_cursor = train.cursor();
     run.state.tokens_seen += o.batch * o.seq_len * o.grad_accum;

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/linear.h"
+
 namespace memoe {
 
 struct TrainOptions {
@@ -30,6 +32,9 @@ struct TrainOptions {
   int64_t checkpoint_every = 100;
   int64_t keep_last = 3;
   int64_t log_every = 10;     // progress lines when stderr is not a terminal
+  // Of the large matrix products (kernels/linear.h). The CLI picks bf16 where
+  // the CPU has native bf16 instructions; a resumed run keeps its own.
+  Precision precision = Precision::fp32;
 };
 
 // What one invocation of the trainer may ask beyond the run's own options.

@@ -171,6 +171,48 @@ TEST(MatmulBf16, CacheGivesTheSameResultOnReuseAndInterleaved) {
   EXPECT_EQ(onednn_cached_primitives(), cached == 0 ? 0 : cached + 1);
 }
 
+TEST(MatmulBf16, VaryingRowCountsShareOnePrimitive) {
+  // A routed expert's products: forward (m rows varies), dx (m), dW (k):
+  // twelve row counts per family must all be right and, past the first two
+  // exact shapes, reuse one run-time-shaped primitive.
+  const int64_t cached = onednn_cached_primitives();
+  uint32_t seed = 300;
+  for (int64_t rows : {40, 41, 97, 1, 130, 64, 333, 7, 250, 512, 3, 129}) {
+    check_case(Bf16Library::onednn, {false, true, rows, 48, 32, 0, 1.0f, 0.0f}, seed += 3);  // y = x W^T
+    check_case(Bf16Library::onednn, {false, false, rows, 32, 48, 0, 1.0f, 1.0f}, seed += 3);  // dx += dy W
+    check_case(Bf16Library::onednn, {true, false, 48, 32, rows, 0, 1.0f, 1.0f}, seed += 3);   // dW += dy^T x
+  }
+  const int64_t made = onednn_cached_primitives() - cached;
+  if (cached > 0 || made > 0) EXPECT_LE(made, 3 * 3) << "two exact shapes and one family primitive per product";
+}
+
+TEST(MatmulBf16, ConcurrentProductsOfOneShapeAreEachRight) {
+  // The routed experts run their products from several threads at once, on
+  // one shared primitive per shape; each must get what it gets alone.
+  constexpr int kTasks = 16;
+  const int64_t m = 37, n = 48, k = 160;
+  std::vector<std::vector<uint16_t>> a(kTasks), b(kTasks);
+  std::vector<std::vector<float>> alone(kTasks), together(kTasks);
+  for (int t = 0; t < kTasks; ++t) {
+    a[size_t(t)] = bf16_of(random_vector(m * k, uint32_t(500 + t)));
+    b[size_t(t)] = bf16_of(random_vector(n * k, uint32_t(600 + t)));
+    alone[size_t(t)].assign(size_t(m * n), 0.0f);
+    together[size_t(t)].assign(size_t(m * n), 0.0f);
+  }
+  for (int repeat = 0; repeat < 20; ++repeat) {
+    // Serial first, inside a one-thread region, so both use the same primitive.
+#pragma omp parallel for num_threads(1)
+    for (int t = 0; t < kTasks; ++t)
+      gemm_bf16(false, true, m, n, k, 1.0f, a[size_t(t)].data(), k, b[size_t(t)].data(), k, 0.0f,
+                alone[size_t(t)].data(), n);
+#pragma omp parallel for num_threads(2) schedule(dynamic, 1)
+    for (int t = 0; t < kTasks; ++t)
+      gemm_bf16(false, true, m, n, k, 1.0f, a[size_t(t)].data(), k, b[size_t(t)].data(), k, 0.0f,
+                together[size_t(t)].data(), n);
+    for (int t = 0; t < kTasks; ++t) ASSERT_EQ(together[size_t(t)], alone[size_t(t)]) << "task " << t << ", repeat " << repeat;
+  }
+}
+
 TEST(MatmulBf16, ConversionRoundsLikeCoreBf16) {
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> edge = {0.0f, -0.0f, 1.0f, -1.0f, inf, -inf, std::numeric_limits<float>::quiet_NaN(),

@@ -18,6 +18,7 @@
 #include "cli_runner.h"
 #include "core/rng.h"
 #include "io/token_shards.h"
+#include "kernels/linear.h"
 #include "train/schedule.h"
 
 namespace memoe {
@@ -148,7 +149,15 @@ void Train::expect_killed_run_resumes_exactly(int threads,
 }
 
 TEST_F(Train, KilledRunResumesWithIdenticalLosses) {
-  expect_killed_run_resumes_exactly(1, [&](const std::string& out) { return train_args(out, 150); }, 150);
+  expect_killed_run_resumes_exactly(1, [&](const std::string& out) { return train_args(out, 150) + " --precision fp32"; },
+                                    150);
+}
+
+// bf16 too: its weight copies are re-made from the fp32 masters on resume,
+// so nothing bf16 is lost with the process.
+TEST_F(Train, KilledBf16RunResumesWithIdenticalLosses) {
+  expect_killed_run_resumes_exactly(1, [&](const std::string& out) { return train_args(out, 150) + " --precision bf16"; },
+                                    150);
 }
 
 // Killed and resumed on 2 threads, on the config whose every parallel path
@@ -160,7 +169,7 @@ TEST_F(Train, KilledRunOnTwoThreadsResumesWithTheOneThreadLosses) {
       [&](const std::string& out) {
         return "train --config " + config + " --data " + path("data") + " --out " + out +
                " --steps 24 --batch 8 --seq 128 --warmup 2 --lr 3e-3 --eval-every 0 --eval-windows 4"
-               " --checkpoint-every 5 --keep-last 2";
+               " --checkpoint-every 5 --keep-last 2 --precision fp32";
       },
       24);
 }
@@ -172,7 +181,7 @@ TEST_F(Train, LossesDoNotDependOnTheThreadCount) {
   const std::string config = threaded_config();
   const std::string args = "train --config " + config + " --data " + path("data") +
                            " --steps 6 --batch 8 --seq 128 --warmup 2 --lr 3e-3 --eval-every 3 --eval-windows 8" +
-                           " --checkpoint-every 100 --out ";
+                           " --checkpoint-every 100 --precision fp32 --out ";
   std::map<int64_t, std::string> want;
   for (int threads : {1, 2, 3}) {
     const std::string out = path("run" + std::to_string(threads));
@@ -198,9 +207,11 @@ TEST_F(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
   EXPECT_NE(err.find("step "), std::string::npos) << err;
   EXPECT_NE(err.find("training stopped"), std::string::npos) << err;
   EXPECT_NE(err.find("last good checkpoint"), std::string::npos) << err;
-  // The machine line, progress lines (each ends in \r on a terminal), then the error.
-  EXPECT_EQ(err.rfind("machine: sgemm ", 0), 0u) << err;
-  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2 + std::count(err.begin(), err.end(), '\r')) << err;
+  // The precision and machine lines, progress lines (each ends in \r on a
+  // terminal), then the error.
+  EXPECT_EQ(err.rfind("precision: ", 0), 0u) << err;
+  EXPECT_NE(err.find("\nmachine: sgemm "), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 3 + std::count(err.begin(), err.end(), '\r')) << err;
   const std::string good = latest(path("run"));
   ASSERT_FALSE(good.empty());
   EXPECT_NE(err.find(good), std::string::npos) << err;
@@ -226,6 +237,23 @@ TEST_F(Train, BadInputIsOneLine) {
   // A second run into the same directory is refused rather than overwriting it.
   EXPECT_NE(run(train_args(path("run"), 5), &err), 0);
   EXPECT_NE(err.find("already holds a run"), std::string::npos) << err;
+  // An unknown precision, and a precision at --resume (a run keeps its own).
+  EXPECT_NE(run(train_args(path("p"), 5) + " --precision fp16", &err), 0);
+  EXPECT_NE(err.find("unknown precision 'fp16'"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(run("train --resume " + path("run") + " --precision fp32", &err), 0);
+  EXPECT_NE(err.find("keeps the run's own precision"), std::string::npos) << err;
+}
+
+// --precision auto is bf16 exactly where the CPU has native bf16, and the
+// run records what it used.
+TEST_F(Train, AutoPrecisionFollowsTheCpuAndIsRecorded) {
+  std::string err;
+  ASSERT_EQ(run(train_args(path("run"), 2), &err), 0) << err;
+  const std::string want = bf16_native() ? "bf16" : "fp32";
+  EXPECT_EQ(err.rfind("precision: " + want, 0), 0u) << err;
+  std::ifstream in(path("run") + "/train.json");
+  EXPECT_EQ(nlohmann::json::parse(in).at("precision"), want);
 }
 
 TEST_F(Train, GradientAccumulationEqualsOneLargeBatch) {
