@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/precision_option.h"
 #include "eval/unigram.h"
 #include "model/checkpoint.h"
 #include "train/evaluate.h"
@@ -12,12 +13,13 @@ namespace memoe::cli {
 
 namespace {
 struct Options {
-  std::string model, data, split = "val";
+  std::string model, data, split = "val", precision;
   int64_t seq_len = 256, batch = 8, windows = 0;
 };
 
 void run(const Options& o) {
-  const Model model = load_model(o.model);
+  Model model = load_model(o.model);
+  apply_precision(model, o.precision);
   const DataLoader data(o.data, o.split, o.seq_len, 0);
   ModelState scratch;
   const HeldoutResult r = heldout_loss(model, data, o.batch, o.windows, scratch);
@@ -39,6 +41,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--seq", o->seq_len, "window length")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--batch", o->batch, "windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--windows", o->windows, "evaluate at most this many windows (0 = the whole split)");
+  add_precision_option(cmd, o->precision);
   cmd->callback([o] { run(*o); });
 }
 

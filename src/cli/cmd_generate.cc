@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/precision_option.h"
 #include "core/error.h"
 #include "io/tokenizer.h"
 #include "model/checkpoint.h"
@@ -15,7 +16,7 @@ namespace memoe::cli {
 namespace {
 
 struct Options {
-  std::string model, prompt;
+  std::string model, prompt, precision;
   int max_tokens = 64;
   float temperature = 0.8f;
   int top_k = 40;
@@ -40,7 +41,8 @@ void run(const Options& o) {
   sc.greedy = o.greedy;
   Sampler sampler(sc);  // checks the sampling options before the slow load
 
-  const Model m = load_model(o.model);
+  Model m = load_model(o.model);
+  apply_precision(m, o.precision);
   const Tokenizer tok = Tokenizer::load(resolve_model_dir(o.model));
   MEMOE_CHECK(tok.vocab_size() <= m.config.vocab_size, "the tokenizer in ", o.model, " has ", tok.vocab_size(),
               " tokens but the model's vocab_size is ", m.config.vocab_size);
@@ -72,6 +74,7 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", opts->seed, "sampling seed")->capture_default_str();
   cmd->add_flag("--greedy", opts->greedy, "always take the most likely token");
+  add_precision_option(cmd, opts->precision);
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/id_list.h"
+#include "cli/precision_option.h"
 #include "core/error.h"
 #include "io/npy.h"
 #include "model/checkpoint.h"
@@ -14,7 +15,7 @@ namespace memoe::cli {
 
 namespace {
 struct Options {
-  std::string model, ids, out;
+  std::string model, ids, out, precision;
 };
 
 void run(const Options& o) {
@@ -24,6 +25,7 @@ void run(const Options& o) {
   std::vector<int64_t> ids;
   for (const auto& r : rows) ids.insert(ids.end(), r.begin(), r.end());
   check_token_ids(m.config, ids.data(), int64_t(ids.size()));
+  apply_precision(m, o.precision, /*announce=*/false);  // stdout and stderr stay as they were
   ModelState state;
   model_forward(m, ids.data(), B, L, state);
   write_npy_f32(o.out, {B, L, V}, state.logits.data());
@@ -36,6 +38,8 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("--model", opts->model, "model directory")->required();
   cmd->add_option("--ids", opts->ids, "token ids: 1,2,3 with ';' between sequences")->required();
   cmd->add_option("--out", opts->out, "output .npy file")->required();
+  // fp32 unless asked: this is the command other implementations check numbers against.
+  add_precision_option(cmd, opts->precision, "fp32");
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -1,9 +1,11 @@
 #include "cli/precision_option.h"
 
+#include <cstdio>
+
 namespace memoe::cli {
 
-CLI::Option* add_precision_option(CLI::App* cmd, std::string& value) {
-  value = "auto";
+CLI::Option* add_precision_option(CLI::App* cmd, std::string& value, const std::string& default_value) {
+  value = default_value;
   return cmd
       ->add_option("--precision", value,
                    "matrix products: bf16 (mixed precision), fp32 (exact), or auto: bf16 where the CPU has "
@@ -13,6 +15,12 @@ CLI::Option* add_precision_option(CLI::App* cmd, std::string& value) {
 
 Precision chosen_precision(const std::string& value) {
   return value == "auto" ? default_precision() : parse_precision(value);
+}
+
+void apply_precision(Model& m, const std::string& value, bool announce) {
+  const Precision p = chosen_precision(value);
+  m.params.set_precision(p);
+  if (announce) std::fprintf(stderr, "%s\n", precision_line(p).c_str());
 }
 
 }  // namespace memoe::cli

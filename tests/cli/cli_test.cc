@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -51,6 +52,30 @@ TEST_F(Cli, InitThenLogitsWritesBLV) {
   ASSERT_EQ(r.status, 0) << r.err;
   NpyArray a = read_npy(path("x.npy"));
   EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3, 64}));
+}
+
+// --precision bf16 runs the same model with bf16 products: close to the
+// fp32 logits (tests/model/mixed_precision_test.cc holds the tolerance's
+// reasoning), not equal to them; an unknown precision is one line.
+TEST_F(Cli, LogitsInBf16AreNearTheFp32Ones) {
+  ASSERT_EQ(memoe("init " + tiny() + " --out " + path("m") + " --seed 3").status, 0);
+  const std::string ids = " --ids '1,2,3,4,5,6,7,8;9,10,11,12,13,14,15,16'";
+  ASSERT_EQ(memoe("logits --model " + path("m") + ids + " --out " + path("fp32.npy")).status, 0);
+  testing::CliResult r = memoe("logits --model " + path("m") + ids + " --out " + path("bf16.npy") + " --precision bf16");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const Tensor a = read_npy(path("fp32.npy")).to_tensor(), b = read_npy(path("bf16.npy")).to_tensor();
+  ASSERT_EQ(a.numel(), b.numel());
+  double max_diff = 0, sum2 = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(a[i] - b[i])));
+    sum2 += double(a[i]) * double(a[i]);
+  }
+  const double rms = std::sqrt(sum2 / double(a.numel()));
+  EXPECT_GT(max_diff, 0.0);
+  EXPECT_LT(max_diff, rms / 16) << "rms " << rms;
+  expect_one_line_error(memoe("logits --model " + path("m") + ids + " --out " + path("x.npy") + " --precision fp8"),
+                        "unknown precision 'fp8'");
 }
 
 TEST_F(Cli, ConfigErrorsNameTheKey) {

@@ -90,11 +90,14 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
 
   std::string a, b;
   ASSERT_EQ(run("generate --model " + model + " --prompt 'the model' --max-tokens 12 --greedy", &a), 0);
-  // "generated N tokens (finish: length|stop) in S s" on stderr.
+  // The precision line, then "generated N tokens (finish: length|stop) in S s" on stderr.
   const std::string gen_err = io_testing::read_bytes(path("stderr"));
+  ASSERT_EQ(gen_err.rfind("precision: ", 0), 0u) << gen_err;
+  const size_t second_line = gen_err.find('\n') + 1;
   int generated = -1;
   char finish[16] = {};
-  ASSERT_EQ(std::sscanf(gen_err.c_str(), "generated %d tokens (finish: %15[a-z])", &generated, finish), 2) << gen_err;
+  ASSERT_EQ(std::sscanf(gen_err.c_str() + second_line, "generated %d tokens (finish: %15[a-z])", &generated, finish), 2)
+      << gen_err;
   EXPECT_TRUE((generated == 12 && std::string(finish) == "length") ||
               (generated < 12 && std::string(finish) == "stop"))
       << gen_err;
