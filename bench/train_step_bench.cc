@@ -1,15 +1,19 @@
-// One training step (forward, backward, AdamW) of a preset in the engine and
-// in the PyTorch reference, side by side on the same batch with the same
-// thread count; plus the engine's achieved GFLOP/s against this machine's
-// sgemm peak (through the same BLAS, in the same run) and its peak RSS
-// against the memoe params prediction.
+// One training step (forward, backward, AdamW) of a preset, side by side on
+// the same batch with the same thread count: the engine in fp32 and in bf16
+// mixed precision, and the PyTorch reference in fp32 and under
+// torch.autocast("cpu", dtype=torch.bfloat16) (its fair bf16 peer). Also
+// the fp32 and bf16 matrix-product peaks of this machine through the
+// engine's libraries (OpenBLAS sgemm, oneDNN bf16), in the same run, the
+// share of the step the engine spends in its products and their rate, and
+// its peak RSS against the memoe params prediction, for each precision.
 //
 //   build/memoe_bench [--config configs/small.json] [--batch 16] [--seq 256]
 //                     [--steps 3] [--threads 2] [--rounds 3] [--no-reference]
+//                     [--precision fp32|bf16|both]
 //
-// The machine is shared and noisy, so engine and reference are timed in
-// alternating rounds and the median of the per-round ratios is reported.
-#include <cblas.h>
+// The machine is shared and noisy, so the contenders run in turn in every
+// round, each in its own process (so that each peak RSS is its own), and
+// medians of the per-round ratios are reported.
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -18,21 +22,34 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/process.h"
 #include "core/rng.h"
 #include "io/npy.h"
 #include "kernels/linear.h"
+#include "kernels/matmul_bf16.h"
 #include "model/init.h"
 #include "model/param_count.h"
 #include "train/adamw.h"
 
 using namespace memoe;
+using json = nlohmann::json;
 
 namespace {
+
+struct Options {
+  std::string config = std::string(MEMOE_SOURCE_DIR) + "/configs/small.json";
+  int batch = 16, seq = 256, steps = 3, threads = 2, rounds = 3;
+  bool with_reference = true;
+  std::string precision = "both";
+  std::string child;  // internal: run the engine in this precision and print one JSON line
+  std::string ids_path;
+};
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -44,132 +61,217 @@ double peak_rss_bytes() {
   return double(ru.ru_maxrss) * 1024.0;
 }
 
-double reference_tokens_per_s(const std::string& config, const std::string& ids_path, int batch, int seq, int steps,
-                              int threads) {
-  std::string cmd = "OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 " + std::string(MEMOE_SOURCE_DIR) +
-                    "/reference/bench_step.py --config " + config + " --ids " + ids_path +
-                    " --batch " + std::to_string(batch) + " --seq " + std::to_string(seq) + " --steps " +
-                    std::to_string(steps) + " --threads " + std::to_string(threads);
+// Runs a command and returns the JSON object on the last line it prints
+// (null on failure, with its output on stderr).
+json run_json(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return 0;
-  char line[4096] = {0};
-  std::string out;
-  while (fgets(line, sizeof line, p)) out += line;
-  if (pclose(p) != 0) {
-    std::fprintf(stderr, "reference benchmark failed: %s\n", out.c_str());
-    return 0;
+  if (!p) return nullptr;
+  char line[8192] = {0};
+  std::string out, last;
+  while (fgets(line, sizeof line, p)) {
+    out += line;
+    if (line[0] == '{') last = line;
   }
-  const char* key = std::strstr(out.c_str(), "\"tokens_per_s\":");
-  return key ? std::atof(key + std::strlen("\"tokens_per_s\":")) : 0;
+  if (pclose(p) != 0 || last.empty()) {
+    std::fprintf(stderr, "benchmark child failed: %s\n%s\n", cmd.c_str(), out.c_str());
+    return nullptr;
+  }
+  return json::parse(last, nullptr, false);
+}
+
+// The engine's side, in a child process: one warm-up step, then `steps` timed.
+int run_engine(const Options& o) {
+  const Precision precision = parse_precision(o.child);
+  const ModelConfig cfg = load_config(o.config);
+  const ParamCount pc = count_params(cfg, o.seq);
+  Model model = init_model(cfg, 0);
+  model.params.set_precision(precision);
+  ModelParams grads = model.make_gradients();
+  AdamW opt(model, AdamWConfig{});
+  const std::vector<int64_t> ids = read_npy(o.ids_path).to_i64();
+  MEMOE_CHECK(int64_t(ids.size()) == int64_t(o.batch) * o.seq, o.ids_path, " does not hold batch x seq ids");
+  const auto targets = next_token_targets(ids.data(), o.batch, o.seq);
+  ModelState state;
+  double loss = 0, optimizer_s = 0;
+  auto step = [&] {
+    grads.zero();
+    loss = model_loss_and_grad(model, ids.data(), targets.data(), o.batch, o.seq, state, &grads);
+    const double t_opt = now();
+    opt.step(model, grads, 3e-4);
+    std::vector<std::vector<int64_t>> loads(model.params.layers.size());
+    for (size_t l = 0; l < loads.size(); ++l) loads[l] = state.layers[l].moe.expert_load;
+    update_router_biases(model, loads);
+    model.params.refresh_bf16_copies();
+    optimizer_s += now() - t_opt;
+  };
+  step();  // warm-up: allocations, oneDNN primitives, thread pools
+  state.times = PartTimes{};
+  optimizer_s = 0;
+  set_product_profiling(true);
+  const double t0 = now();
+  for (int s = 0; s < o.steps; ++s) step();
+  const double step_s = (now() - t0) / o.steps;
+  const ProductProfile products = product_profile();
+  set_product_profiling(false);
+  json parts = json::object();
+  for (int p = 0; p < PartTimes::kParts; ++p)
+    parts[PartTimes::name(p)] = {state.times.forward[p] / o.steps, state.times.backward[p] / o.steps};
+  parts["optimizer"] = {optimizer_s / o.steps, 0.0};
+  const json out = {{"tokens_per_s", double(o.batch) * o.seq / step_s},
+                    {"step_s", step_s},
+                    {"loss", loss},
+                    {"product_s", products.seconds / o.steps},
+                    {"product_flops", products.flops / o.steps},
+                    {"train_flops", pc.train_flops_per_token * o.batch * o.seq},
+                    {"rss_bytes", peak_rss_bytes()},
+                    {"predicted_bytes", training_state_bytes(cfg, o.batch, o.seq, precision)},
+                    {"parts", parts}};
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Contender {
+  std::string name, command;
+  std::vector<double> rates;  // tokens/s per round (0: failed)
+  json last;                  // the engine's last report
+};
+
+int run_bench(const Options& o) {
+  const ModelConfig cfg = load_config(o.config);
+  const ParamCount pc = count_params(cfg, o.seq);
+  std::vector<int64_t> ids(size_t(o.batch) * size_t(o.seq));
+  Rng rng(1);
+  for (auto& id : ids) id = int64_t(rng.below(uint64_t(cfg.vocab_size)));
+  const std::string ids_path = "/tmp/memoe_bench_ids_" + std::to_string(getpid()) + ".npy";
+  write_npy_i64(ids_path, {o.batch, o.seq}, ids.data());
+
+  const std::string shape = " --config " + o.config + " --batch " + std::to_string(o.batch) + " --seq " +
+                            std::to_string(o.seq) + " --steps " + std::to_string(o.steps);
+  const std::string env = "OMP_NUM_THREADS=" + std::to_string(o.threads) + " OMP_WAIT_POLICY=PASSIVE ";
+  char self[4096] = {0};  // the engine's child is this binary
+  MEMOE_CHECK(readlink("/proc/self/exe", self, sizeof self - 1) > 0, "cannot find this benchmark's own binary");
+  std::vector<Contender> contenders;
+  for (const char* p : {"fp32", "bf16"})
+    if (o.precision == "both" || o.precision == p)
+      contenders.push_back(
+          {std::string("engine ") + p, env + self + " --child " + p + " --ids " + ids_path + shape, {}, {}});
+  if (o.with_reference) {
+    const std::string ref = env + "/usr/bin/python3 " + std::string(MEMOE_SOURCE_DIR) + "/reference/bench_step.py" +
+                            shape + " --ids " + ids_path + " --threads " + std::to_string(o.threads);
+    contenders.push_back({"PyTorch fp32", ref, {}, {}});
+    contenders.push_back({"PyTorch bf16 autocast", ref + " --autocast", {}, {}});
+  }
+
+  omp_set_num_threads(o.threads);
+  std::printf("config %s: %.2f M params, batch %d x %d, %d threads, %d timed steps per round, %d rounds\n",
+              o.config.c_str(), double(pc.total) / 1e6, o.batch, o.seq, o.threads, o.steps, o.rounds);
+  std::printf("bf16 products: %s; sgemm on OpenBLAS %s\n", bf16_description().c_str(), openblas_core_name().c_str());
+  for (int r = 0; r < o.rounds; ++r) {
+    std::printf("round %d:", r + 1);
+    for (Contender& c : contenders) {
+      const json j = run_json(c.command);
+      const double rate = j.is_object() ? j.value("tokens_per_s", 0.0) : 0.0;
+      c.rates.push_back(rate);
+      if (j.is_object() && j.contains("parts")) c.last = j;
+      std::printf("  %s %.0f", c.name.c_str(), rate);
+      std::fflush(stdout);
+    }
+    std::printf("  (tokens/s)\n");
+  }
+  std::remove(ids_path.c_str());
+
+  // Peaks through the same libraries, same threads, after the rounds.
+  const double sgemm_peak = measure_sgemm_gflops(2048, 5), bf16_peak = measure_gemm_bf16_gflops(2048, 5);
+  std::printf("matrix-product peaks (2048^3, best of 5): sgemm %.1f GFLOP/s, bf16 %.1f GFLOP/s (%.2fx)\n", sgemm_peak,
+              bf16_peak, bf16_peak / sgemm_peak);
+  for (const Contender& c : contenders)
+    std::printf("%-22s %8.0f tokens/s (median of %d rounds)\n", c.name.c_str(), median(c.rates), o.rounds);
+  auto find = [&](const std::string& name) -> const Contender* {
+    for (const Contender& c : contenders)
+      if (c.name == name) return &c;
+    return nullptr;
+  };
+  auto ratio = [&](const char* a, const char* b) {
+    const Contender *x = find(a), *y = find(b);
+    if (!x || !y) return;
+    std::vector<double> per_round;
+    std::string list;
+    for (size_t r = 0; r < x->rates.size(); ++r)
+      if (x->rates[r] > 0 && y->rates[r] > 0) {
+        per_round.push_back(x->rates[r] / y->rates[r]);
+        list += (list.empty() ? "" : " / ") + std::to_string(per_round.back()).substr(0, 4);
+      }
+    if (!per_round.empty())
+      std::printf("ratio  %-14s / %-22s %5.2fx median (rounds: %s)\n", a, b, median(per_round), list.c_str());
+  };
+  ratio("engine bf16", "PyTorch fp32");
+  ratio("engine bf16", "PyTorch bf16 autocast");
+  ratio("engine bf16", "engine fp32");
+  ratio("engine fp32", "PyTorch fp32");
+  ratio("PyTorch bf16 autocast", "PyTorch fp32");
+  for (const char* p : {"fp32", "bf16"}) {
+    const Contender* c = find(std::string("engine ") + p);
+    if (!c || c->last.is_null()) continue;
+    const json& j = c->last;
+    const double peak = std::string(p) == "bf16" ? bf16_peak : sgemm_peak;
+    const double product_rate = j["product_flops"].get<double>() / j["product_s"].get<double>() / 1e9;
+    std::printf("engine %s, last round: step %.3f s, products %.3f s (%.0f%% of the step) at %.1f GFLOP/s = %.0f%% of "
+                "the %s peak; whole step %.1f GFLOP/s\n",
+                p, j["step_s"].get<double>(), j["product_s"].get<double>(),
+                100 * j["product_s"].get<double>() / j["step_s"].get<double>(), product_rate,
+                100 * product_rate / peak, std::string(p) == "bf16" ? "bf16" : "sgemm",
+                j["train_flops"].get<double>() / j["step_s"].get<double>() / 1e9);
+    std::printf("  seconds per step by part (forward/backward):");
+    for (const auto& [name, fb] : j["parts"].items())
+      std::printf("  %s %.3f/%.3f", name.c_str(), fb[0].get<double>(), fb[1].get<double>());
+    std::printf("\n  memory: peak RSS %.1f MiB, predicted %.1f MiB (memoe params), ratio %.2f\n",
+                j["rss_bytes"].get<double>() / 1048576.0, j["predicted_bytes"].get<double>() / 1048576.0,
+                j["rss_bytes"].get<double>() / j["predicted_bytes"].get<double>());
+  }
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config = std::string(MEMOE_SOURCE_DIR) + "/configs/small.json";
-  int batch = 16, seq = 256, steps = 3, threads = 2, rounds = 3;
-  bool with_reference = true;
-  Precision precision = Precision::fp32;
+  Options o;
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
+    const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--config") config = next();
-    else if (a == "--batch") batch = std::atoi(next().c_str());
-    else if (a == "--seq") seq = std::atoi(next().c_str());
-    else if (a == "--steps") steps = std::atoi(next().c_str());
-    else if (a == "--threads") threads = std::atoi(next().c_str());
-    else if (a == "--rounds") rounds = std::atoi(next().c_str());
-    else if (a == "--no-reference") with_reference = false;
-    else if (a == "--precision") precision = parse_precision(next());
+    if (a == "--config") o.config = next();
+    else if (a == "--batch") o.batch = std::atoi(next().c_str());
+    else if (a == "--seq") o.seq = std::atoi(next().c_str());
+    else if (a == "--steps") o.steps = std::atoi(next().c_str());
+    else if (a == "--threads") o.threads = std::atoi(next().c_str());
+    else if (a == "--rounds") o.rounds = std::atoi(next().c_str());
+    else if (a == "--no-reference") o.with_reference = false;
+    else if (a == "--precision") o.precision = next();
+    else if (a == "--child") o.child = next();
+    else if (a == "--ids") o.ids_path = next();
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
     }
   }
-  if (batch < 1 || seq < 2 || steps < 1 || threads < 1 || rounds < 1) {
+  if (o.batch < 1 || o.seq < 2 || o.steps < 1 || o.threads < 1 || o.rounds < 1) {
     std::fprintf(stderr, "--batch, --steps, --threads, --rounds must be >= 1 and --seq >= 2\n");
     return 2;
   }
+  if (o.precision != "both" && o.precision != "fp32" && o.precision != "bf16") {
+    std::fprintf(stderr, "--precision must be fp32, bf16 or both\n");
+    return 2;
+  }
   memoe::keep_freed_memory_for_reuse();
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
   try {
-    const ModelConfig cfg = load_config(config);
-    const ParamCount pc = count_params(cfg, seq);
-    Model model = init_model(cfg, 0);
-    model.params.set_precision(precision);
-    ModelParams grads = model.make_gradients();
-    AdamW opt(model, AdamWConfig{});
-    std::vector<int64_t> ids(size_t(batch) * size_t(seq));
-    Rng rng(1);
-    for (auto& id : ids) id = int64_t(rng.below(uint64_t(cfg.vocab_size)));
-    const auto targets = next_token_targets(ids.data(), batch, seq);
-    const std::string ids_path = "/tmp/memoe_bench_ids_" + std::to_string(getpid()) + ".npy";
-    write_npy_i64(ids_path, {batch, seq}, ids.data());
-
-    ModelState state;
-    double loss = 0;
-    double optimizer_s = 0;
-    auto step = [&] {
-      grads.zero();
-      loss = model_loss_and_grad(model, ids.data(), targets.data(), batch, seq, state, &grads);
-      const double t_opt = now();
-      opt.step(model, grads, 3e-4);
-      std::vector<std::vector<int64_t>> loads(model.params.layers.size());
-      for (size_t l = 0; l < loads.size(); ++l) loads[l] = state.layers[l].moe.expert_load;
-      update_router_biases(model, loads);
-      model.params.refresh_bf16_copies();
-      optimizer_s += now() - t_opt;
-    };
-    step();  // warm-up
-    std::printf("config %s: %.2f M params, batch %d x %d, %d threads, %d timed steps per round\n", config.c_str(),
-                double(pc.total) / 1e6, batch, seq, threads, steps);
-    const double tokens = double(batch) * seq;
-    std::vector<double> engine_rates, ratios;
-    for (int r = 0; r < rounds; ++r) {
-      state.times = PartTimes{};
-      optimizer_s = 0;
-      const double t0 = now();
-      for (int s = 0; s < steps; ++s) step();
-      const double step_s = (now() - t0) / steps;
-      engine_rates.push_back(tokens / step_s);
-      std::printf("round %d: engine %7.0f tokens/s (%.3f s/step, loss %.4f)", r + 1, tokens / step_s, step_s, loss);
-      if (with_reference) {
-        const double ref = reference_tokens_per_s(config, ids_path, batch, seq, steps, threads);
-        if (ref > 0) {
-          ratios.push_back(tokens / step_s / ref);
-          std::printf("   reference %7.0f tokens/s   ratio %.2fx", ref, ratios.back());
-        }
-      }
-      std::printf("\n");
-      std::fflush(stdout);
-    }
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    };
-    const double engine_tps = median(engine_rates);
-    std::printf("engine     %10.0f tokens/s (median of %d rounds)\n", engine_tps, rounds);
-    if (!ratios.empty())
-      std::printf("ratio      %10.2fx engine / reference (median; PyTorch 1.13 with OMP_WAIT_POLICY=PASSIVE, "
-                  "same batch, same threads)\n",
-                  median(ratios));
-    const double peak = measure_sgemm_gflops(1024);
-    const double achieved = pc.train_flops_per_token * engine_tps / 1e9;
-    const double rss = peak_rss_bytes();
-    const double predicted = training_state_bytes(cfg, batch, seq);
-    std::printf("last round, seconds per step by part (forward/backward):");
-    for (int p = 0; p < PartTimes::kParts; ++p)
-      std::printf("  %s %.3f/%.3f", PartTimes::name(p), state.times.forward[p] / steps, state.times.backward[p] / steps);
-    std::printf("  optimizer %.3f\n", optimizer_s / steps);
-    std::printf("compute    %10.2f GFLOP/s achieved (%.1f MFLOP/token train) = %.1f%% of sgemm peak %.2f GFLOP/s\n",
-                achieved, pc.train_flops_per_token / 1e6, 100.0 * achieved / peak, peak);
-    std::printf("memory     peak RSS %.1f MiB, predicted %.1f MiB (weights+grads+AdamW+activations), ratio %.2f\n",
-                rss / 1048576.0, predicted / 1048576.0, rss / predicted);
-    std::remove(ids_path.c_str());
+    return o.child.empty() ? run_bench(o) : run_engine(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "memoe_bench: error: %s\n", e.what());
     return 1;
   }
-  return 0;
 }

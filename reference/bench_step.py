@@ -6,6 +6,9 @@ Builds the model of a config in float32 with random init, runs one warm-up
 step and then S timed steps (forward, backward, torch.optim.AdamW, then the
 auxiliary-loss-free bias update of spec 4) on fixed random ids, and prints one
 JSON line {"tokens_per_s", "step_s", "loss"} (loss of the last timed step).
+With --autocast, forward and loss run under torch.autocast("cpu",
+dtype=torch.bfloat16), PyTorch's own mixed precision (fp32 weights and
+optimizer, bf16 products): the fair peer of the engine's bf16.
 
     OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 reference/bench_step.py \
         --config configs/x.json --batch 4 --seq 256 --steps 5 --threads 2
@@ -75,6 +78,7 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--ids", help="int64 .npy [batch, seq]: the batch to train on (default: random)")
+    ap.add_argument("--autocast", action="store_true", help="bf16 mixed precision through torch.autocast")
     args = ap.parse_args()
     if min(args.batch, args.steps, args.threads) < 1 or args.seq < 2:
         ap.error("--batch, --steps and --threads must be >= 1, --seq >= 2")
@@ -98,7 +102,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        _, loss = model(ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
+            _, loss = model(ids)
         loss.backward()
         opt.step()
         counter.update_biases(gamma)

@@ -48,6 +48,9 @@ void run(const Options& o) {
   const ParamCount pc = count_params(cfg, o.seq_len);
   const double total = double(pc.total);
   const double act = activation_bytes(cfg, o.batch, o.seq_len);
+  const double act_bf16 = activation_bytes(cfg, o.batch, o.seq_len, Precision::bf16);
+  const double step_fp32 = training_state_bytes(cfg, o.batch, o.seq_len);
+  const double step_bf16 = training_state_bytes(cfg, o.batch, o.seq_len, Precision::bf16);
   if (o.json) {
     nlohmann::json j = {{"total_params", pc.total},
                         {"active_params", pc.active},
@@ -63,7 +66,10 @@ void run(const Options& o) {
                         {"adam_bytes_fp32", 8 * total},
                         {"adam_bytes_bf16", 4 * total},
                         {"activation_bytes", act},
-                        {"training_step_bytes", training_state_bytes(cfg, o.batch, o.seq_len)}};
+                        {"training_step_bytes", step_fp32},
+                        {"bf16_copy_params", pc.bf16_copies},
+                        {"activation_bytes_bf16_training", act_bf16},
+                        {"training_step_bytes_bf16_training", step_bf16}};
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -75,15 +81,16 @@ void run(const Options& o) {
   std::printf("forward FLOPs / token   %s  (context %lld, causal)\n", human(pc.forward_flops_per_token, "FLOP").c_str(),
               (long long)o.seq_len);
   std::printf("training FLOPs / token  %s\n", human(pc.train_flops_per_token, "FLOP").c_str());
-  std::printf("memory                  %-14s %-14s\n", "fp32", "bf16");
+  std::printf("parameter storage       %-14s %-14s\n", "fp32", "bf16");
   std::printf("  weights               %-14s %-14s\n", bytes(4 * total).c_str(), bytes(2 * total).c_str());
   std::printf("  gradients             %-14s %-14s\n", bytes(4 * total).c_str(), bytes(2 * total).c_str());
   std::printf("  AdamW state (m, v)    %-14s %-14s\n", bytes(8 * total).c_str(), bytes(4 * total).c_str());
-  std::printf("  activations           %-14s (batch %lld x %lld, this engine, fp32)\n", bytes(act).c_str(),
-              (long long)o.batch, (long long)o.seq_len);
-  std::printf("  training step total   %-14s (fp32 weights + dense gradients + AdamW + activations;\n"
-              "                                       Engram table gradients count only the rows a step reads)\n",
-              bytes(training_state_bytes(cfg, o.batch, o.seq_len)).c_str());
+  std::printf("training step (this engine, batch %lld x %lld)\n", (long long)o.batch, (long long)o.seq_len);
+  std::printf("                        %-14s %-14s\n", "fp32", "bf16 mixed");
+  std::printf("  activations           %-14s %-14s\n", bytes(act).c_str(), bytes(act_bf16).c_str());
+  std::printf("  total                 %-14s %-14s\n", bytes(step_fp32).c_str(), bytes(step_bf16).c_str());
+  std::printf("  (fp32 weights + dense gradients + AdamW + activations, and for bf16 mixed the weights' bf16\n"
+              "   copies; Engram table gradients count only the rows a step reads)\n");
 }
 
 }  // namespace

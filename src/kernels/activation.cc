@@ -1,10 +1,17 @@
 #include "kernels/activation.h"
 
+#include "core/bf16.h"
+
 namespace memoe {
 
 void swiglu_forward(const float* a, const float* b, int64_t n, float* h) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) h[i] = a[i] * sigmoidf(a[i]) * b[i];
+}
+
+void swiglu_forward_bf16(const float* a, const float* b, int64_t n, uint16_t* h) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) h[i] = float_to_bf16_vectorisable(a[i] * sigmoidf(a[i]) * b[i]);
 }
 
 void swiglu_backward(const float* dh, const float* a, const float* b, int64_t n, float* da, float* db) {

@@ -16,6 +16,9 @@ inline float sigmoidf(float x) {
 }
 
 void swiglu_forward(const float* a, const float* b, int64_t n, float* h);
+// The same h rounded to bf16 as it is made (float_to_bf16 of each value):
+// the one form a bf16 product reads, stored at half the bytes.
+void swiglu_forward_bf16(const float* a, const float* b, int64_t n, uint16_t* h);
 // Adds into da and db.
 void swiglu_backward(const float* dh, const float* a, const float* b, int64_t n, float* da, float* db);
 

@@ -2,7 +2,10 @@
 
 #include <cblas.h>
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <vector>
@@ -68,28 +71,84 @@ uint16_t* bf16_scratch(int slot, const float* x, int64_t count) {
 }
 }  // namespace
 
-void linear_forward(const float* x, WeightMatrix w, const float* bias, int64_t n, int64_t in, int64_t out, float* y) {
+namespace {
+// The profile's counters (see ProductProfile): global because the products
+// run deep inside the layers; atomics because experts run them in parallel.
+std::atomic<bool> profiling{false};
+std::atomic<double> profiled_flops{0}, profiled_seconds{0};
+
+void add_to(std::atomic<double>& total, double x) {
+  double old = total.load(std::memory_order_relaxed);
+  while (!total.compare_exchange_weak(old, old + x, std::memory_order_relaxed)) {
+  }
+}
+
+// Times its scope into the profile when profiling is on.
+class ProfiledProducts {
+ public:
+  explicit ProfiledProducts(double flops) : flops_(flops), on_(profiling.load(std::memory_order_relaxed)) {
+    if (on_) start_ = std::chrono::steady_clock::now();
+  }
+  ~ProfiledProducts() {
+    if (!on_) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    add_to(profiled_flops, flops_);
+    add_to(profiled_seconds, s / double(omp_get_num_threads()));
+  }
+
+ private:
+  double flops_;
+  bool on_;
+  std::chrono::steady_clock::time_point start_;
+};
+}  // namespace
+
+void set_product_profiling(bool on) {
+  profiled_flops = 0;
+  profiled_seconds = 0;
+  profiling = on;
+}
+
+ProductProfile product_profile() { return {profiled_flops.load(), profiled_seconds.load()}; }
+
+namespace {
+// x as a bf16 operand: as stored, or rounded into scratch `slot`.
+const uint16_t* bf16_operand(ActivationMatrix x, int slot, int64_t count) {
+  return x.bf16 ? x.bf16 : bf16_scratch(slot, x.f32, count);
+}
+
+void check_operands(ActivationMatrix x, WeightMatrix w) {
+  MEMOE_CHECK(!x.bf16 || w.bf16, "linear: an input stored in bf16 needs a weight with a bf16 copy");
+}
+}  // namespace
+
+void linear_forward(ActivationMatrix x, WeightMatrix w, const float* bias, int64_t n, int64_t in, int64_t out,
+                    float* y) {
+  check_operands(x, w);
+  const ProfiledProducts profile(2.0 * double(n) * double(in) * double(out));
   if (bias) {
     for (int64_t i = 0; i < n; ++i) std::memcpy(y + i * out, bias, sizeof(float) * size_t(out));
   }
   const float beta = bias ? 1.0f : 0.0f;
   if (w.bf16) {
-    gemm_bf16(false, true, n, out, in, 1.0f, bf16_scratch(0, x, n * in), in, w.bf16, in, beta, y, out);
+    gemm_bf16(false, true, n, out, in, 1.0f, bf16_operand(x, 0, n * in), in, w.bf16, in, beta, y, out);
   } else {
-    gemm(false, true, n, out, in, 1.0f, x, in, w.f32, in, beta, y, out);
+    gemm(false, true, n, out, in, 1.0f, x.f32, in, w.f32, in, beta, y, out);
   }
 }
 
-void linear_backward(const float* dy, const float* x, WeightMatrix w, int64_t n, int64_t in, int64_t out, float* dx,
-                     float* dw, float* dbias) {
+void linear_backward(const float* dy, ActivationMatrix x, WeightMatrix w, int64_t n, int64_t in, int64_t out,
+                     float* dx, float* dw, float* dbias) {
   if (n == 0) return;
+  check_operands(x, w);
+  const ProfiledProducts profile(2.0 * double(n) * double(in) * double(out) * double((dx ? 1 : 0) + (dw ? 1 : 0)));
   if (w.bf16) {
     const uint16_t* dy16 = bf16_scratch(0, dy, n * out);
     if (dx) gemm_bf16(false, false, n, in, out, 1.0f, dy16, out, w.bf16, in, 1.0f, dx, in);
-    if (dw) gemm_bf16(true, false, out, in, n, 1.0f, dy16, out, bf16_scratch(1, x, n * in), in, 1.0f, dw, in);
+    if (dw) gemm_bf16(true, false, out, in, n, 1.0f, dy16, out, bf16_operand(x, 1, n * in), in, 1.0f, dw, in);
   } else {
     if (dx) gemm(false, false, n, in, out, 1.0f, dy, out, w.f32, in, 1.0f, dx, in);
-    if (dw) gemm(true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (dw) gemm(true, false, out, in, n, 1.0f, dy, out, x.f32, in, 1.0f, dw, in);
   }
   if (dbias) {
     for (int64_t i = 0; i < n; ++i)
@@ -97,16 +156,31 @@ void linear_backward(const float* dy, const float* x, WeightMatrix w, int64_t n,
   }
 }
 
-double measure_sgemm_gflops(int64_t n, int rounds) {
-  std::vector<float> a(size_t(n * n), 1.0f), b(size_t(n * n), 0.5f), c(size_t(n * n));
+namespace {
+template <class Product>
+double best_gflops(int64_t n, int rounds, Product product) {
   double best = 0;
   for (int r = 0; r < rounds; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    product();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
   }
   return best;
+}
+}  // namespace
+
+double measure_sgemm_gflops(int64_t n, int rounds) {
+  std::vector<float> a(size_t(n * n), 1.0f), b(size_t(n * n), 0.5f), c(size_t(n * n));
+  return best_gflops(n, rounds, [&] { gemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n); });
+}
+
+double measure_gemm_bf16_gflops(int64_t n, int rounds) {
+  std::vector<uint16_t> a(size_t(n * n), 0x3f80), b(size_t(n * n), 0x3f00);  // 1.0 and 0.5
+  std::vector<float> c(size_t(n * n));
+  gemm_bf16(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // makes the primitive
+  return best_gflops(n, rounds,
+                     [&] { gemm_bf16(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n); });
 }
 
 }  // namespace memoe

@@ -35,15 +35,26 @@ struct WeightMatrix {
   const uint16_t* bf16 = nullptr;
 };
 
+// A layer's input as the products read it: fp32 values, rounded to bf16 on
+// the way into a bf16 product, or values a layer already stored as bf16
+// (which only a bf16 product, a weight with a bf16 copy, can read).
+struct ActivationMatrix {
+  ActivationMatrix(const float* values) : f32(values) {}
+  explicit ActivationMatrix(const uint16_t* rounded) : bf16(rounded) {}
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+};
+
 // y = x @ W^T (+ bias when not null). Overwrites y. With W's bf16 copy, x is
 // rounded to bf16 for the product and y accumulated in fp32.
-void linear_forward(const float* x, WeightMatrix w, const float* bias, int64_t n, int64_t in, int64_t out, float* y);
+void linear_forward(ActivationMatrix x, WeightMatrix w, const float* bias, int64_t n, int64_t in, int64_t out,
+                    float* y);
 
 // Adds the gradients: dx += dy @ W, dW += dy^T @ x, dbias += sum_n dy.
 // Any of dx, dw, dbias may be null to skip it. With W's bf16 copy, dy and x
 // are rounded to bf16 for the two products; dW and dx stay fp32.
-void linear_backward(const float* dy, const float* x, WeightMatrix w, int64_t n, int64_t in, int64_t out, float* dx,
-                     float* dw, float* dbias);
+void linear_backward(const float* dy, ActivationMatrix x, WeightMatrix w, int64_t n, int64_t in, int64_t out,
+                     float* dx, float* dw, float* dbias);
 
 // General C[m, n] = alpha * op(A) @ op(B) + beta * C with leading dimensions, row-major.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -74,9 +85,24 @@ void from_bf16(const uint16_t* x, int64_t n, float* y);
 bool bf16_native();
 std::string bf16_description();
 
+// Profiling of the linear layers' products, for benchmarks: off unless
+// turned on, it never changes a result. While on, every linear_forward and
+// linear_backward adds its FLOPs (2 m n k a product) and its seconds; a call
+// made inside an OpenMP parallel region (the routed experts run side by
+// side) adds its seconds divided by the region's threads, an estimate of
+// its share of the wall clock.
+struct ProductProfile {
+  double flops = 0;
+  double seconds = 0;
+};
+void set_product_profiling(bool on);
+ProductProfile product_profile();  // since profiling was last turned on
+
 // This machine's practical sgemm rate: best of `rounds` n x n x n products
 // through the same BLAS and threads as the engine, in GFLOP/s. Lets a slow
 // machine be recognised as such next to tokens/s.
 double measure_sgemm_gflops(int64_t n = 1024, int rounds = 5);
+// The same through gemm_bf16 (bf16 operands, fp32 results).
+double measure_gemm_bf16_gflops(int64_t n = 1024, int rounds = 5);
 
 }  // namespace memoe

@@ -19,6 +19,7 @@
 #include <vector>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/bf16.h"
 #include "core/error.h"
 #include "kernels/linear.h"
 #include "kernels/matmul_bf16.h"
@@ -271,17 +272,9 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, floa
                  c, ldc);
 }
 
-// The same arithmetic as float_to_bf16 (core/bf16.h), written without
-// branches so it vectorises: round by adding 0x7fff plus the lowest kept bit,
-// and for a NaN keep the top bits with the quiet bit forced on.
+// float_to_bf16_vectorisable (core/bf16.h), compiled for several ISAs.
 MEMOE_ISA_CLONES void to_bf16(const float* x, int64_t n, uint16_t* y) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, x + i, sizeof bits);
-    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-    const uint32_t quiet_nan = (bits >> 16) | 0x0040u;
-    y[i] = static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = float_to_bf16_vectorisable(x[i]);
 }
 
 MEMOE_ISA_CLONES void from_bf16(const uint16_t* x, int64_t n, float* y) {

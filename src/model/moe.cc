@@ -146,7 +146,7 @@ void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, co
     const SwiGLUCache& ec = cache.experts[size_t(e)];
     float* oe = out.data() + first * d;
     float* ge = gy.data() + first * d;
-    linear_forward(ec.h.data(), ex.down_proj, nullptr, rows, F, d, oe);
+    linear_forward(ec.h_operand(), ex.down_proj, nullptr, rows, F, d, oe);
     combine_rows_backward(oe, cache.groups.pairs.data() + first, cache.weights.data(), rows, d, ge, dw.data());
     swiglu_ffn_backward(ex, xg.data() + first * d, ec, ge, rows, grads.experts[size_t(e)], dxg.data() + first * d);
   });

@@ -39,6 +39,7 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
   pc.embedding = V * d * (c.tie_word_embeddings ? 1 : 2);
   int64_t total = pc.embedding + d, active = pc.embedding + d;
   int64_t active_matmul = V * d;  // the LM head (tied or not, one matmul)
+  pc.bf16_copies = V * d;         // the LM head's (param_role's bf16_copy)
   double attention_flops = 0;
   const double context = (double(seq_len) + 1.0) / 2.0;  // mean causal context
 
@@ -50,6 +51,8 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
     const int64_t attn = attention_params(c);
     total += 2 * d + attn;
     active += 2 * d + attn;
+    const int64_t latent_norms = c.attention == AttentionKind::MLA ? c.q_lora_rank + c.kv_lora_rank : 0;
+    pc.bf16_copies += attn - latent_norms;
     active_matmul += attn;
     attention_flops += 2.0 * context * double(c.num_attention_heads) * double(c.qk_head_dim() + c.attn_v_dim());
     if (c.is_moe_layer(l)) {
@@ -57,12 +60,14 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
       const int64_t shared = swiglu_params(d, int64_t(c.n_shared_experts) * c.moe_intermediate_size);
       const int64_t router = int64_t(c.n_routed_experts) * d;
       total += c.n_routed_experts * expert + shared + router + c.n_routed_experts;
+      pc.bf16_copies += c.n_routed_experts * expert + shared;  // not the router's gate
       const int64_t act = c.num_experts_per_tok * expert + shared + router;
       active += act + c.n_routed_experts;
       active_matmul += act;
     } else {
       const int64_t dense = swiglu_params(d, c.intermediate_size);
       total += dense;
+      pc.bf16_copies += dense;
       active += dense;
       active_matmul += dense;
     }
@@ -74,6 +79,7 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
       const int64_t dense = engram_dense_params(c);
       pc.engram_table += table;
       total += table + dense;
+      pc.bf16_copies += 2 * d * e.embed_dim();  // value and key projections
       active += e.embed_dim() + dense;  // one row per (n, head): E values
       active_matmul += dense;
     }
@@ -85,7 +91,7 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
   return pc;
 }
 
-double activation_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len) {
+double activation_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len, Precision precision) {
   const double N = double(batch) * double(seq_len), d = double(c.hidden_size), H = double(c.num_attention_heads);
   double attn;  // floats per token saved by one attention block
   if (c.attention == AttentionKind::MLA) {
@@ -113,10 +119,25 @@ double activation_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len) {
   per_token += 2 * d + 1 + 2 * double(c.vocab_size);  // final norm, logits and their gradient
   // Backward transients: a handful of [N, d] buffers plus one attention block's gradients.
   per_token += 6 * d + attn;
+  if (precision == Precision::bf16) {
+    // SwiGLU's h is kept in bf16 (half a float per value)...
+    double h_per_token = 0;
+    for (int l = 0; l < c.num_hidden_layers; ++l)
+      h_per_token += c.is_moe_layer(l) ? double(c.num_experts_per_tok + c.n_shared_experts) * double(c.moe_intermediate_size)
+                                       : double(c.intermediate_size);
+    per_token -= 0.5 * h_per_token;
+    // ... and products round their fp32 inputs into two bf16 scratch
+    // buffers: the largest are the LM head's dlogits [N, V] and its widest
+    // input.
+    const double widest_input = std::max({d, double(c.intermediate_size), double(c.moe_intermediate_size),
+                                          H * double(c.attn_v_dim()), double(c.kv_lora_rank), double(c.q_lora_rank),
+                                          c.engram ? double(c.engram->embed_dim()) : 0.0});
+    per_token += 0.5 * (double(c.vocab_size) + widest_input);
+  }
   return per_token * N * 4.0;
 }
 
-double training_state_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len) {
+double training_state_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len, Precision precision) {
   const ParamCount pc = count_params(c, seq_len);
   const double dense = double(pc.total - pc.engram_table);
   double table_grad_rows = 0;
@@ -125,7 +146,8 @@ double training_state_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len
   const double weights = 4.0 * double(pc.total);
   const double grads = 4.0 * (dense + std::min(table_grad_rows * 2.0, double(pc.engram_table)));
   const double adam = 8.0 * double(pc.total);
-  return weights + grads + adam + activation_bytes(c, batch, seq_len);
+  const double copies = precision == Precision::bf16 ? 2.0 * double(pc.bf16_copies) : 0.0;
+  return weights + copies + grads + adam + activation_bytes(c, batch, seq_len, precision);
 }
 
 }  // namespace memoe

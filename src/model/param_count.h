@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "io/config.h"
+#include "kernels/linear.h"
 
 namespace memoe {
 
@@ -13,6 +14,7 @@ struct ParamCount {
                              // embedding and LM head counted whole (as DeepSeek counts them)
   int64_t engram_table = 0;  // Engram embedding-table parameters (all layers)
   int64_t embedding = 0;     // embed_tokens + lm_head (once when tied)
+  int64_t bf16_copies = 0;   // parameters that bf16 precision keeps a bf16 copy of (the matrices of its products)
   double forward_flops_per_token = 0;  // matmuls of the active weights + attention at the given context
   double train_flops_per_token = 0;    // forward + backward (3x forward)
 };
@@ -22,11 +24,15 @@ ParamCount count_params(const ModelConfig& cfg, int64_t seq_len);
 
 // Bytes the engine holds for one training step of batch x seq_len: the saved
 // activations of the forward pass plus the backward pass's transient buffers.
-double activation_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len);
+// In bf16 precision SwiGLU's h is saved in bf16, and the products' bf16
+// scratch is added.
+double activation_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len, Precision precision = Precision::fp32);
 
-// Bytes of a full training state in fp32: weights, dense gradients (Engram
-// table gradients are sparse and counted as the rows one step can touch) and
-// AdamW's two moments.
-double training_state_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len);
+// Bytes of a full training state: fp32 weights, dense gradients (Engram
+// table gradients are sparse and counted as the rows one step can touch),
+// AdamW's two moments and the activations; in bf16 precision also the
+// weights' bf16 copies.
+double training_state_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len,
+                            Precision precision = Precision::fp32);
 
 }  // namespace memoe

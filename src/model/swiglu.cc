@@ -21,18 +21,25 @@ void swiglu_ffn_forward(const SwiGLUParams& p, const float* x, int64_t n, SwiGLU
   const int64_t f = p.gate_proj.dim(0), d = p.gate_proj.dim(1);
   cache.a.ensure({n, f});
   cache.b.ensure({n, f});
-  cache.h.ensure({n, f});
   linear_forward(x, p.gate_proj, nullptr, n, d, f, cache.a.data());
   linear_forward(x, p.up_proj, nullptr, n, d, f, cache.b.data());
-  swiglu_forward(cache.a.data(), cache.b.data(), n * f, cache.h.data());
-  linear_forward(cache.h.data(), p.down_proj, nullptr, n, f, d, y);
+  if (p.down_proj.bf16()) {
+    cache.h = Tensor();
+    cache.h_bf16.resize(size_t(n * f));
+    swiglu_forward_bf16(cache.a.data(), cache.b.data(), n * f, cache.h_bf16.data());
+  } else {
+    std::vector<uint16_t>().swap(cache.h_bf16);
+    cache.h.ensure({n, f});
+    swiglu_forward(cache.a.data(), cache.b.data(), n * f, cache.h.data());
+  }
+  linear_forward(cache.h_operand(), p.down_proj, nullptr, n, f, d, y);
 }
 
 void swiglu_ffn_backward(const SwiGLUParams& p, const float* x, const SwiGLUCache& cache, const float* dy, int64_t n,
                          SwiGLUParams& grads, float* dx) {
   const int64_t f = p.gate_proj.dim(0), d = p.gate_proj.dim(1);
   Tensor dh({n, f}), da({n, f}), db({n, f});
-  linear_backward(dy, cache.h.data(), p.down_proj, n, f, d, dh.data(), grads.down_proj.data(), nullptr);
+  linear_backward(dy, cache.h_operand(), p.down_proj, n, f, d, dh.data(), grads.down_proj.data(), nullptr);
   swiglu_backward(dh.data(), cache.a.data(), cache.b.data(), n * f, da.data(), db.data());
   linear_backward(da.data(), x, p.gate_proj, n, d, f, dx, grads.gate_proj.data(), nullptr);
   linear_backward(db.data(), x, p.up_proj, n, d, f, dx, grads.up_proj.data(), nullptr);

@@ -1,6 +1,9 @@
 // SwiGLU feed-forward: down(silu(gate(x)) * up(x)). Used for the dense FFN
 // layers, each routed expert and the fused shared experts.
 #pragma once
+#include <vector>
+
+#include "kernels/linear.h"
 #include "model/params.h"
 
 namespace memoe {
@@ -16,9 +19,13 @@ struct SwiGLUParams {
   void visit(const std::string& prefix, const ParamVisitor& f);
 };
 
-// Activations kept for the backward pass, [n, F] each.
+// Activations kept for the backward pass, [n, F] each. h, read only by
+// down_proj's products, is kept in bf16 (h_bf16) when down_proj has a bf16
+// copy: exactly what those products would round it to, at half the bytes.
 struct SwiGLUCache {
   Tensor a, b, h;
+  std::vector<uint16_t> h_bf16;
+  ActivationMatrix h_operand() const { return h_bf16.empty() ? ActivationMatrix(h.data()) : ActivationMatrix(h_bf16.data()); }
 };
 
 // y = SwiGLU(x) for n rows of width d; overwrites y.

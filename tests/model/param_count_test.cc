@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "model/init.h"
+
 #include <string>
 
 namespace memoe {
@@ -73,6 +75,33 @@ TEST(ParamCount, TiedEmbeddingsCountOnce) {
   const int64_t untied = count_params(cfg, 16).total;
   cfg.tie_word_embeddings = true;
   EXPECT_EQ(untied - count_params(cfg, 16).total, cfg.vocab_size * cfg.hidden_size);
+}
+
+// bf16_copies counts exactly the values a bf16 model copies (the roles in
+// model/params.h decide), for MLA with and without q-LoRA, GQA, tied and
+// untied embeddings; and the bf16 training state adds them at 2 bytes each.
+TEST(ParamCount, Bf16CopiesAreTheTensorsThatGetOne) {
+  for (const std::string& name : {"tiny", "small"}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      ModelConfig cfg = preset(name);
+      if (variant == 1) cfg.tie_word_embeddings = !cfg.tie_word_embeddings;
+      if (variant == 2) cfg.q_lora_rank = cfg.q_lora_rank > 0 ? 0 : 16;
+      if (variant == 3) {
+        cfg.attention = AttentionKind::GQA;
+        cfg.num_key_value_heads = 1;
+        cfg.head_dim = 16;
+      }
+      Model m = init_model(cfg, 0);
+      m.params.set_precision(Precision::bf16);
+      int64_t copied = 0;
+      m.params.visit([&](const std::string&, Tensor& t) { copied += t.bf16() ? t.numel() : 0; });
+      EXPECT_EQ(count_params(cfg, 16).bf16_copies, copied) << name << " variant " << variant;
+    }
+  }
+  const ModelConfig cfg = preset("small");
+  const double activations = activation_bytes(cfg, 2, 64, Precision::bf16) - activation_bytes(cfg, 2, 64);
+  EXPECT_DOUBLE_EQ(training_state_bytes(cfg, 2, 64, Precision::bf16) - training_state_bytes(cfg, 2, 64),
+                   2.0 * double(count_params(cfg, 64).bf16_copies) + activations);
 }
 
 }  // namespace
