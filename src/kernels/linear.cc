@@ -137,22 +137,24 @@ void linear_forward(ActivationMatrix x, WeightMatrix w, const float* bias, int64
   }
 }
 
-void linear_backward(const float* dy, ActivationMatrix x, WeightMatrix w, int64_t n, int64_t in, int64_t out,
+void linear_backward(ActivationMatrix dy, ActivationMatrix x, WeightMatrix w, int64_t n, int64_t in, int64_t out,
                      float* dx, float* dw, float* dbias) {
   if (n == 0) return;
   check_operands(x, w);
+  check_operands(dy, w);
+  MEMOE_CHECK(!dy.bf16 || !dbias, "linear: a bias gradient needs the output gradient in fp32");
   const ProfiledProducts profile(2.0 * double(n) * double(in) * double(out) * double((dx ? 1 : 0) + (dw ? 1 : 0)));
   if (w.bf16) {
-    const uint16_t* dy16 = bf16_scratch(0, dy, n * out);
+    const uint16_t* dy16 = bf16_operand(dy, 0, n * out);
     if (dx) gemm_bf16(false, false, n, in, out, 1.0f, dy16, out, w.bf16, in, 1.0f, dx, in);
     if (dw) gemm_bf16(true, false, out, in, n, 1.0f, dy16, out, bf16_operand(x, 1, n * in), in, 1.0f, dw, in);
   } else {
-    if (dx) gemm(false, false, n, in, out, 1.0f, dy, out, w.f32, in, 1.0f, dx, in);
-    if (dw) gemm(true, false, out, in, n, 1.0f, dy, out, x.f32, in, 1.0f, dw, in);
+    if (dx) gemm(false, false, n, in, out, 1.0f, dy.f32, out, w.f32, in, 1.0f, dx, in);
+    if (dw) gemm(true, false, out, in, n, 1.0f, dy.f32, out, x.f32, in, 1.0f, dw, in);
   }
   if (dbias) {
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t o = 0; o < out; ++o) dbias[o] += dy[i * out + o];
+      for (int64_t o = 0; o < out; ++o) dbias[o] += dy.f32[i * out + o];
   }
 }
 

@@ -35,9 +35,10 @@ struct WeightMatrix {
   const uint16_t* bf16 = nullptr;
 };
 
-// A layer's input as the products read it: fp32 values, rounded to bf16 on
-// the way into a bf16 product, or values a layer already stored as bf16
-// (which only a bf16 product, a weight with a bf16 copy, can read).
+// A layer's input (or output gradient) as the products read it: fp32
+// values, rounded to bf16 on the way into a bf16 product, or values a layer
+// already stored as bf16 (which only a bf16 product, a weight with a bf16
+// copy, can read).
 struct ActivationMatrix {
   ActivationMatrix(const float* values) : f32(values) {}
   explicit ActivationMatrix(const uint16_t* rounded) : bf16(rounded) {}
@@ -52,8 +53,9 @@ void linear_forward(ActivationMatrix x, WeightMatrix w, const float* bias, int64
 
 // Adds the gradients: dx += dy @ W, dW += dy^T @ x, dbias += sum_n dy.
 // Any of dx, dw, dbias may be null to skip it. With W's bf16 copy, dy and x
-// are rounded to bf16 for the two products; dW and dx stay fp32.
-void linear_backward(const float* dy, ActivationMatrix x, WeightMatrix w, int64_t n, int64_t in, int64_t out,
+// are rounded to bf16 for the two products; dW and dx stay fp32. A dy
+// stored in bf16 takes no dbias.
+void linear_backward(ActivationMatrix dy, ActivationMatrix x, WeightMatrix w, int64_t n, int64_t in, int64_t out,
                      float* dx, float* dw, float* dbias);
 
 // General C[m, n] = alpha * op(A) @ op(B) + beta * C with leading dimensions, row-major.

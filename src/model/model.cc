@@ -205,8 +205,16 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
     MEMOE_CHECK(targets[i] >= -1 && targets[i] < V, "target id ", targets[i], " at position ", i,
                 " is outside the vocabulary");
   model_forward(m, ids, batch, seq_len, st);
-  if (grads) st.dlogits.ensure({N, V});
-  double loss = cross_entropy(st.logits.data(), targets, N, V, grads ? st.dlogits.data() : nullptr);
+  const bool bf16_head = lm_head_weight(m).bf16() != nullptr;
+  if (grads && bf16_head) {
+    st.dlogits = Tensor();
+    st.dlogits_bf16.resize(size_t(N * V));
+  } else if (grads) {
+    std::vector<uint16_t>().swap(st.dlogits_bf16);
+    st.dlogits.ensure({N, V});
+  }
+  double loss = cross_entropy(st.logits.data(), targets, N, V, grads && !bf16_head ? st.dlogits.data() : nullptr,
+                              grads && bf16_head ? st.dlogits_bf16.data() : nullptr);
   loss += st.aux_loss;
   if (!grads) return loss;
 
@@ -216,7 +224,8 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
   Tensor dfinal({N, d}), dh({N, d}), dx({N, d}), dbranch({N, d});
   ModelParams& g = *grads;
   float* dlm = cfg.tie_word_embeddings ? g.embed_tokens.data() : g.lm_head.data();
-  linear_backward(st.dlogits.data(), st.final_out.data(), lm_head_weight(m), N, d, V, dfinal.data(), dlm, nullptr);
+  const ActivationMatrix dlogits = bf16_head ? ActivationMatrix(st.dlogits_bf16.data()) : st.dlogits.data();
+  linear_backward(dlogits, st.final_out.data(), lm_head_weight(m), N, d, V, dfinal.data(), dlm, nullptr);
   rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
                    g.norm.data());
   lap(bt[PartTimes::Head]);

@@ -88,6 +88,7 @@ struct ModelState {
   Tensor h_final, final_rstd, final_out;  // residual at the end, its norm
   Tensor logits;                          // [B*L, V]
   Tensor dlogits;                         // its gradient (kept: 4·B·L·V bytes are worth reusing)
+  std::vector<uint16_t> dlogits_bf16;     // instead, when the LM head's products run in bf16: all they read
   double aux_loss = 0.0;                  // sequence-wise balance loss (0 unless enabled)
 };
 

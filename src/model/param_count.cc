@@ -126,13 +126,16 @@ double activation_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len, Pr
       h_per_token += c.is_moe_layer(l) ? double(c.num_experts_per_tok + c.n_shared_experts) * double(c.moe_intermediate_size)
                                        : double(c.intermediate_size);
     per_token -= 0.5 * h_per_token;
-    // ... and products round their fp32 inputs into two bf16 scratch
-    // buffers: the largest are the LM head's dlogits [N, V] and its widest
-    // input.
-    const double widest_input = std::max({d, double(c.intermediate_size), double(c.moe_intermediate_size),
-                                          H * double(c.attn_v_dim()), double(c.kv_lora_rank), double(c.q_lora_rank),
-                                          c.engram ? double(c.engram->embed_dim()) : 0.0});
-    per_token += 0.5 * (double(c.vocab_size) + widest_input);
+    // ... the LM head's dlogits too, instead of in fp32 ...
+    per_token -= 0.5 * double(c.vocab_size);
+    // ... and the products round their other fp32 operands into two bf16
+    // scratch buffers, sized by the widest.
+    const double H_qk = H * double(c.qk_head_dim()), H_v = H * double(c.attn_v_dim());
+    const double widest = std::max({d, double(c.intermediate_size), double(c.moe_intermediate_size), H_qk, H_v,
+                                    double(c.kv_lora_rank + c.qk_rope_head_dim),
+                                    H * double(c.qk_nope_head_dim + c.v_head_dim), double(c.q_lora_rank),
+                                    c.engram ? double(c.engram->embed_dim()) : 0.0});
+    per_token += 2 * 0.5 * widest;
   }
   return per_token * N * 4.0;
 }

@@ -24,8 +24,8 @@ ParamCount count_params(const ModelConfig& cfg, int64_t seq_len);
 
 // Bytes the engine holds for one training step of batch x seq_len: the saved
 // activations of the forward pass plus the backward pass's transient buffers.
-// In bf16 precision SwiGLU's h is saved in bf16, and the products' bf16
-// scratch is added.
+// In bf16 precision SwiGLU's h and the LM head's dlogits are kept in bf16,
+// and the products' bf16 scratch is added.
 double activation_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len, Precision precision = Precision::fp32);
 
 // Bytes of a full training state: fp32 weights, dense gradients (Engram

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/bf16.h"
 #include "grad_check.h"
 
 namespace memoe {
@@ -52,6 +53,21 @@ TEST(CrossEntropy, GradientMatchesFiniteDifferences) {
     }
   }
   EXPECT_NEAR(dlogits[0 * vocab + 2], (std::exp(-plain_nll(logits.data(), vocab, 2)) - 1.0) / 4.0, 1e-6);
+}
+
+// The bf16 gradient is the fp32 one rounded once, element for element
+// (including ignored rows' zeros), with the same loss.
+TEST(CrossEntropy, Bf16GradientIsTheFp32OneRounded) {
+  const int64_t n = 40, vocab = 300;
+  const std::vector<float> logits = memoe::testing::random_vector(n * vocab, 9);
+  std::vector<int64_t> targets(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) targets[size_t(i)] = i % 7 == 3 ? -1 : (i * 37) % vocab;
+  std::vector<float> d32(static_cast<size_t>(n * vocab));
+  std::vector<uint16_t> d16(size_t(n * vocab), 0xffff);
+  const double a = cross_entropy(logits.data(), targets.data(), n, vocab, d32.data());
+  const double b = cross_entropy(logits.data(), targets.data(), n, vocab, nullptr, d16.data());
+  EXPECT_EQ(a, b);
+  for (int64_t i = 0; i < n * vocab; ++i) ASSERT_EQ(d16[size_t(i)], float_to_bf16(d32[size_t(i)])) << i;
 }
 
 TEST(CrossEntropy, LargeLogitsStayFinite) {
