@@ -9,6 +9,10 @@ namespace memoe {
 // dst[i] += src[i] for i < n.
 void add_into(float* dst, const float* src, int64_t n);
 
+// out[i] = a[i] + b[i] for i < n: a residual add written straight into the
+// buffer that keeps its result, instead of an add and then a copy.
+void add(const float* a, const float* b, int64_t n, float* out);
+
 // x[i] *= factor for i < n.
 void scale_in_place(float* x, int64_t n, float factor);
 

@@ -149,44 +149,54 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
 
   Lap lap;
   double* ft = st.times.forward;
-  Tensor h({N, d}), branch({N, d});
-  embedding_forward(m.params.embed_tokens.data(), ids, N, d, h.data());
+  // The residual stream lives in the tensors the backward pass keeps: each
+  // residual add writes straight into the next one (no working copy).
+  auto layer_input = [&](int li) -> Tensor& {
+    if (li == cfg.num_hidden_layers) return st.h_final;
+    LayerState& s = st.layers[size_t(li)];
+    return m.params.layers[size_t(li)].has_engram ? s.h_in : s.h_mid;
+  };
+  layer_input(0).ensure({N, d});
+  embedding_forward(m.params.embed_tokens.data(), ids, N, d, layer_input(0).data());
   lap(ft[PartTimes::Embed]);
 
+  Tensor branch({N, d});
   st.aux_loss = 0.0;
   for (int li = 0; li < cfg.num_hidden_layers; ++li) {
     const LayerParams& p = m.params.layers[size_t(li)];
     LayerState& s = st.layers[size_t(li)];
     if (p.has_engram) {
-      s.h_in = h;
-      engram_forward(cfg, m.engram_hash[size_t(li)], p.engram, h.data(), st.compressed_ids.data(), batch, seq_len,
-                     s.engram, branch.data());
-      add_into(h.data(), branch.data(), N * d);
+      engram_forward(cfg, m.engram_hash[size_t(li)], p.engram, s.h_in.data(), st.compressed_ids.data(), batch,
+                     seq_len, s.engram, branch.data());
+      s.h_mid.ensure({N, d});
+      add(s.h_in.data(), branch.data(), N * d, s.h_mid.data());
       lap(ft[PartTimes::Engram]);
+    } else {
+      s.h_in = Tensor();
     }
-    s.h_mid = h;
     s.x_attn.ensure({N, d});
     s.rstd_attn.ensure({N});
-    rmsnorm_forward(h.data(), p.input_layernorm.data(), float(cfg.rms_norm_eps), N, d, s.x_attn.data(),
+    rmsnorm_forward(s.h_mid.data(), p.input_layernorm.data(), float(cfg.rms_norm_eps), N, d, s.x_attn.data(),
                     s.rstd_attn.data());
     attention_block_forward(cfg, st.rope, p.attn, s.x_attn.data(), batch, seq_len, s.attn, branch.data());
-    add_into(h.data(), branch.data(), N * d);
-    s.h_attn = h;
+    s.h_attn.ensure({N, d});
+    add(s.h_mid.data(), branch.data(), N * d, s.h_attn.data());
     lap(ft[PartTimes::Attention]);
     s.x_ffn.ensure({N, d});
     s.rstd_ffn.ensure({N});
-    rmsnorm_forward(h.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), N, d, s.x_ffn.data(),
-                    s.rstd_ffn.data());
+    rmsnorm_forward(s.h_attn.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), N, d,
+                    s.x_ffn.data(), s.rstd_ffn.data());
     if (p.is_moe) {
       moe_forward(cfg, p.moe, s.x_ffn.data(), batch, seq_len, s.moe, branch.data());
       st.aux_loss += s.moe.aux_loss;
     } else {
       swiglu_ffn_forward(p.mlp, s.x_ffn.data(), N, s.mlp, branch.data());
     }
-    add_into(h.data(), branch.data(), N * d);
+    Tensor& out = layer_input(li + 1);
+    out.ensure({N, d});
+    add(s.h_attn.data(), branch.data(), N * d, out.data());
     lap(ft[p.is_moe ? PartTimes::MoE : PartTimes::DenseFfn]);
   }
-  st.h_final = std::move(h);
   st.final_out.ensure({N, d});
   st.final_rstd.ensure({N});
   rmsnorm_forward(st.h_final.data(), m.params.norm.data(), float(cfg.rms_norm_eps), N, d, st.final_out.data(),
