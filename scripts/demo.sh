@@ -11,6 +11,8 @@ bash scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"${JOBS:-2}" --target memoe
 bash scripts/get-corpus.sh
+echo "== machine (training runs in the precision 'auto' shows)"
+./build/memoe machine
 
 out=runs/demo
 steps=${STEPS:-250}

@@ -13,6 +13,7 @@
 
 #include "cli_runner.h"
 #include "io/npy.h"
+#include "kernels/linear.h"
 #include "io/safetensors.h"
 
 namespace memoe {
@@ -76,6 +77,22 @@ TEST_F(Cli, LogitsInBf16AreNearTheFp32Ones) {
   EXPECT_LT(max_diff, rms / 16) << "rms " << rms;
   expect_one_line_error(memoe("logits --model " + path("m") + ids + " --out " + path("x.npy") + " --precision fp8"),
                         "unknown precision 'fp8'");
+}
+
+// memoe machine names the path auto takes: bf16 exactly where the CPU has
+// native bf16, and fp32 once oneDNN is capped below it.
+TEST_F(Cli, MachineSaysWhatAutoPicks) {
+  testing::CliResult r = memoe("machine");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find(std::string("--precision auto        ") + (bf16_native() ? "bf16" : "fp32")), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("GFLOP/s"), std::string::npos) << r.out;
+  setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+  r = memoe("machine");
+  unsetenv("ONEDNN_MAX_CPU_ISA");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("--precision auto        fp32"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("native bf16             no"), std::string::npos) << r.out;
 }
 
 TEST_F(Cli, ConfigErrorsNameTheKey) {
