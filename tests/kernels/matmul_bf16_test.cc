@@ -11,7 +11,7 @@
 // every k used here.
 //
 // The same tests run a second time with ONEDNN_MAX_CPU_ISA=AVX2 (the ctest
-// entry MatmulBf16.Avx2Fallback in CMakeLists.txt), oneDNN's path for CPUs
+// entry Bf16.Avx2Fallback in CMakeLists.txt), oneDNN's path for CPUs
 // without bf16 instructions.
 #include <gtest/gtest.h>
 

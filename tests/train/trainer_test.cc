@@ -202,13 +202,16 @@ TEST_F(Train, LossesDoNotDependOnTheThreadCount) {
 
 // Mixed precision learns as well as fp32: the same run's final held-out
 // loss within 1 % (the README measures the demo's 300 steps the same way).
+// At lr 1e-3: at 3e-3 and 400 steps this tiny model's final loss moves by
+// a few percent either way with the rounding (seed 0: bf16 5 % worse than
+// fp32; seed 1: 3 % better), while at 1e-3 seeds 0-3 agree within 1 %.
 TEST_F(Train, Bf16HeldOutLossIsWithinOnePercentOfFp32) {
   std::map<std::string, double> val;
   for (const char* precision : {"fp32", "bf16"}) {
     const std::string out = path(std::string("run_") + precision);
     std::string err;
     ASSERT_EQ(run("train --config " + tiny() + " --data " + path("data") + " --out " + out +
-                      " --steps 200 --batch 8 --seq 32 --warmup 10 --lr 3e-3 --eval-every 0 --eval-windows 16"
+                      " --steps 300 --batch 8 --seq 32 --warmup 10 --lr 1e-3 --eval-every 0 --eval-windows 16"
                       " --checkpoint-every 1000 --precision " + precision,
                   &err),
               0)
