@@ -22,6 +22,18 @@ RopeTable make_rope_table(const std::vector<double>& freqs, int64_t seq_len) {
   return t;
 }
 
+RopeTable rope_rows(const RopeTable& table, int64_t first, int64_t n) {
+  MEMOE_CHECK(first >= 0 && n >= 0 && first + n <= table.seq_len, "rope table holds ", table.seq_len,
+              " positions, need ", first + n);
+  const size_t half = size_t(table.dim / 2);
+  RopeTable t;
+  t.seq_len = n;
+  t.dim = table.dim;
+  t.cos.assign(table.cos.begin() + long(size_t(first) * half), table.cos.begin() + long(size_t(first + n) * half));
+  t.sin.assign(table.sin.begin() + long(size_t(first) * half), table.sin.begin() + long(size_t(first + n) * half));
+  return t;
+}
+
 void rope_apply(float* x, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_stride, int64_t offset,
                 const RopeTable& table, bool inverse) {
   MEMOE_CHECK(seq_len <= table.seq_len, "rope table holds ", table.seq_len, " positions, need ", seq_len);

@@ -51,6 +51,21 @@ void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, cons
     gqa_forward(cfg, rope, p, x, batch, seq_len, cache, y);
 }
 
+void attention_block_cached(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
+                            int64_t n, AttentionKvCache& cache, float* y) {
+  if (cfg.attention == AttentionKind::MLA)
+    mla_cached(cfg, rope, p, x, n, cache, y);
+  else
+    gqa_cached(cfg, rope, p, x, n, cache, y);
+}
+
+int64_t kv_cache_bytes_per_token(const ModelConfig& c, bool expanded_mla) {
+  const int64_t f = int64_t(sizeof(float)), H = c.num_attention_heads;
+  if (c.attention == AttentionKind::GQA) return f * 2 * c.num_key_value_heads * c.head_dim;
+  if (expanded_mla) return f * H * (c.qk_head_dim() + c.v_head_dim);
+  return f * (c.kv_lora_rank + c.qk_rope_head_dim);
+}
+
 void attention_block_backward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
                               const AttentionCache& cache, const float* dy, int64_t batch, int64_t seq_len,
                               AttentionParams& grads, float* dx) {

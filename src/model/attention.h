@@ -2,6 +2,8 @@
 // config.attention. One parameter struct holds the tensors of either kind;
 // the kind that is not in use leaves its tensors empty.
 #pragma once
+#include <vector>
+
 #include "io/config.h"
 #include "kernels/rope.h"
 #include "model/params.h"
@@ -35,6 +37,27 @@ struct AttentionCache {
   Tensor out, lse;              // attention output [N, H*Dv], log-sum-exp [B, H, L]
 };
 
+// One sequence's attention cache (inference). MLA keeps, per position, only
+// the normed latent and the rotated shared key (the absorbed form: nothing
+// per head); GQA the rotated keys and the values of each kv head.
+struct AttentionKvCache {
+  int64_t length = 0;                   // positions held
+  std::vector<float> latent, rope_key;  // MLA: [length, kv_lora], [length, rope]
+  std::vector<float> k, v;              // GQA: [length, KV, hd] each
+  int64_t bytes() const { return int64_t(sizeof(float) * (latent.size() + rope_key.size() + k.size() + v.size())); }
+};
+
+// Cache bytes per token and layer: MLA's absorbed form against the expanded
+// form (per-head k and v), and GQA's.
+int64_t kv_cache_bytes_per_token(const ModelConfig& cfg, bool expanded_mla = false);
+
+// Inference over the cache: x [n, d], the normed inputs of n new tokens at
+// positions cache.length.., appended to the cache; y [n, d]. rope covers
+// positions up to cache.length + n. Equal to the forward pass over the
+// whole sequence, position by position, up to fp32 summation order.
+void attention_block_cached(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
+                            int64_t n, AttentionKvCache& cache, float* y);
+
 // x: [B*L, d] (already normed). Overwrites y [B*L, d].
 void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
                              int64_t batch, int64_t seq_len, AttentionCache& cache, float* y);
@@ -50,6 +73,10 @@ void mla_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, 
                   const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);
 void gqa_forward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t batch,
                  int64_t seq_len, AttentionCache&, float* y);
+void mla_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t n,
+                AttentionKvCache&, float* y);
+void gqa_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t n,
+                AttentionKvCache&, float* y);
 void gqa_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, const AttentionCache&,
                   const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);
 

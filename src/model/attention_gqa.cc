@@ -1,6 +1,9 @@
 // Grouped-query attention: H query heads share KV key/value heads; RoPE over
 // the whole head_dim.
+#include <vector>
+
 #include "kernels/attention.h"
+#include "kernels/attention_decode.h"
 #include "kernels/linear.h"
 #include "model/attention.h"
 
@@ -36,6 +39,27 @@ void gqa_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
   attention_forward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
                     cache.lse.data());
   linear_forward(cache.out.data(), p.o_proj, nullptr, N, H * hd, d, y);
+}
+
+void gqa_cached(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x, int64_t n,
+                AttentionKvCache& cache, float* y) {
+  const int64_t d = c.hidden_size, H = c.num_attention_heads, KV = c.num_key_value_heads, hd = c.head_dim;
+  const int64_t first = cache.length;
+  std::vector<float> q(size_t(n * H * hd)), out(size_t(n * H * hd));
+  cache.k.resize(size_t((first + n) * KV * hd));
+  cache.v.resize(size_t((first + n) * KV * hd));
+  float* k = cache.k.data() + first * KV * hd;
+  float* v = cache.v.data() + first * KV * hd;
+  linear_forward(x, p.q_proj, nullptr, n, d, H * hd, q.data());
+  linear_forward(x, p.k_proj, nullptr, n, d, KV * hd, k);
+  linear_forward(x, p.v_proj, nullptr, n, d, KV * hd, v);
+  const RopeTable rows = rope_rows(rope, first, n);
+  rope_apply(q.data(), 1, n, H, hd, 0, rows, false);
+  rope_apply(k, 1, n, KV, hd, 0, rows, false);
+  cache.length = first + n;
+  cached_attention(q.data(), n, first, cache.k.data(), cache.v.data(), H, KV, hd, hd, float(c.softmax_scale()),
+                   out.data());
+  linear_forward(out.data(), p.o_proj, nullptr, n, H * hd, d, y);
 }
 
 void gqa_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,

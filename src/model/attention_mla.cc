@@ -1,7 +1,10 @@
 // Multi-head latent attention (spec §3), in the expanded form that training
 // uses: q from a low-rank (or direct) projection, k/v decompressed from one
 // normed latent per token, and one rotary key shared by all heads.
+#include <vector>
+
 #include "kernels/attention.h"
+#include "kernels/attention_decode.h"
 #include "kernels/elementwise.h"
 #include "kernels/linear.h"
 #include "kernels/mla_kv.h"
@@ -69,6 +72,43 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
   attention_forward(shape_of(c, batch, seq_len), cache.q.data(), cache.k.data(), cache.v.data(), cache.out.data(),
                     cache.lse.data());
   linear_forward(cache.out.data(), p.o_proj, nullptr, N, H * dv, d, y);
+}
+
+void mla_cached(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x, int64_t n,
+                AttentionKvCache& cache, float* y) {
+  const int64_t d = c.hidden_size, H = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, pe = c.qk_rope_head_dim, dv = c.v_head_dim, dqk = nope + pe;
+  const int64_t kvl = c.kv_lora_rank, ql = c.q_lora_rank, first = cache.length;
+  const RopeTable rows = rope_rows(rope, first, n);
+
+  std::vector<float> q(size_t(n * H * dqk));
+  if (ql == 0) {
+    linear_forward(x, p.q_proj, nullptr, n, d, H * dqk, q.data());
+  } else {
+    std::vector<float> qa(size_t(n * ql)), qa_norm(size_t(n * ql)), rstd(static_cast<size_t>(n));
+    linear_forward(x, p.q_a_proj, nullptr, n, d, ql, qa.data());
+    rmsnorm_forward(qa.data(), p.q_a_layernorm.data(), kLatentNormEps, n, ql, qa_norm.data(), rstd.data());
+    linear_forward(qa_norm.data(), p.q_b_proj, nullptr, n, ql, H * dqk, q.data());
+  }
+  rope_apply(q.data(), 1, n, H, dqk, nope, rows, false);
+
+  // The new positions' latent (normed) and rotary key go straight into the cache.
+  std::vector<float> ckv(size_t(n * (kvl + pe))), c_raw(size_t(n * kvl)), rstd(static_cast<size_t>(n));
+  linear_forward(x, p.kv_a_proj_with_mqa, nullptr, n, d, kvl + pe, ckv.data());
+  cache.latent.resize(size_t((first + n) * kvl));
+  cache.rope_key.resize(size_t((first + n) * pe));
+  float* latent = cache.latent.data() + first * kvl;
+  float* rope_key = cache.rope_key.data() + first * pe;
+  copy_columns(ckv.data(), kvl + pe, n, kvl, c_raw.data(), kvl);
+  copy_columns(ckv.data() + kvl, kvl + pe, n, pe, rope_key, pe);
+  rope_apply(rope_key, 1, n, 1, pe, 0, rows, false);
+  rmsnorm_forward(c_raw.data(), p.kv_a_layernorm.data(), kLatentNormEps, n, kvl, latent, rstd.data());
+  cache.length = first + n;
+
+  std::vector<float> out(size_t(n * H * dv));
+  mla_absorbed_attention(q.data(), n, first, cache.latent.data(), cache.rope_key.data(), p.kv_b_proj.data(), H, nope,
+                         pe, kvl, dv, float(c.softmax_scale()), out.data());
+  linear_forward(out.data(), p.o_proj, nullptr, n, H * dv, d, y);
 }
 
 void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,

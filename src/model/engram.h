@@ -50,6 +50,21 @@ struct EngramCache {
 // already applied). Overwrites out; the caller adds it to the residual.
 void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
                     const int64_t* compressed_ids, int64_t batch, int64_t seq_len, EngramCache& cache, float* out);
+// One sequence's Engram state at inference (spec §5.6): the short conv's
+// inputs of the last (kernel-1)·N positions (zeros before the start). The
+// hash's last N-1 compressed ids are the caller's (they are the sequence's).
+struct EngramDecodeState {
+  std::vector<float> conv_history;  // [(kernel-1)*N, d], oldest first
+};
+
+// Engram over n new tokens of one sequence at positions first..first+n-1:
+// window_ids holds the compressed ids of positions first-(N-1)..first+n-1
+// (compressed_pad where a position is before the start), h [n, d]; the
+// state's history is read and moved on by n. Overwrites out [n, d]. Equal
+// to engram_forward over the whole sequence at those positions.
+void engram_cached(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
+                   const int64_t* window_ids, int64_t n, EngramDecodeState& state, float* out);
+
 // Adds into grads (table rows sparsely) and dh.
 void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float* h, const EngramCache& cache,
                      const float* dout, int64_t batch, int64_t seq_len, EngramParams& grads, float* dh);

@@ -183,7 +183,9 @@ TEST(MatmulBf16, VaryingRowCountsShareOnePrimitive) {
     check_case(Bf16Library::onednn, {true, false, 48, 32, rows, 0, 1.0f, 1.0f}, seed += 3);   // dW += dy^T x
   }
   const int64_t made = onednn_cached_primitives() - cached;
-  if (cached > 0 || made > 0) EXPECT_LE(made, 3 * 3) << "two exact shapes and one family primitive per product";
+  if (cached > 0 || made > 0) {
+    EXPECT_LE(made, 3 * 3) << "two exact shapes and one family primitive per product";
+  }
 }
 
 TEST(MatmulBf16, ConcurrentProductsOfOneShapeAreEachRight) {

@@ -81,7 +81,7 @@ TEST(ParamCount, TiedEmbeddingsCountOnce) {
 // model/params.h decide), for MLA with and without q-LoRA, GQA, tied and
 // untied embeddings; and the bf16 training state adds them at 2 bytes each.
 TEST(ParamCount, Bf16CopiesAreTheTensorsThatGetOne) {
-  for (const std::string& name : {"tiny", "small"}) {
+  for (const char* name : {"tiny", "small"}) {
     for (int variant = 0; variant < 4; ++variant) {
       ModelConfig cfg = preset(name);
       if (variant == 1) cfg.tie_word_embeddings = !cfg.tie_word_embeddings;
