@@ -1,8 +1,10 @@
 // memoe generate --model DIR --prompt TEXT: streams a sampled continuation
 // to stdout as it is produced (the loop lives in serve/generate).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/precision_option.h"
@@ -23,6 +25,7 @@ struct Options {
   float top_p = 0.95f;
   uint64_t seed = 0;
   bool greedy = false;
+  int64_t max_context = 0, prefill_chunk = 256;
 };
 
 void write_out(const std::string& text) {
@@ -50,14 +53,23 @@ void run(const Options& o) {
   g.max_tokens = o.max_tokens;
   g.stop_id = tok.eos_id();
   g.emit_vocab = tok.vocab_size();  // rows past the tokenizer's pieces are vocabulary padding
+  g.max_context = o.max_context;
+  g.prefill_chunk = o.prefill_chunk;
+  const std::vector<int64_t> ids = prompt_ids(tok, o.prompt);
   TextStream text(tok);
   const auto t0 = std::chrono::steady_clock::now();
   const GenerateResult r =
-      generate(m, prompt_ids(tok, o.prompt), g, sampler, [&](int32_t token) { write_out(text.push(token)); });
+      generate(m, ids, g, sampler, [&](int32_t token) { write_out(text.push(token)); });
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_out(text.finish() + "\n");
-  std::fprintf(stderr, "generated %zu tokens (finish: %s) in %.2f s\n", r.tokens.size(),
-               r.finish == FinishReason::Stop ? "stop" : "length", s);
+  // Decode steps: every generated token but the first (its logits came from the prefill).
+  const double decoded = double(r.tokens.empty() ? 0 : r.tokens.size() - 1);
+  std::fprintf(stderr,
+               "generated %zu tokens (finish: %s) in %.2f s; prefill %zu tokens at %.0f tokens/s, decode %.0f "
+               "tokens/s, KV cache %.1f KiB\n",
+               r.tokens.size(), r.finish == FinishReason::Stop ? "stop" : "length", s, ids.size(),
+               double(ids.size()) / std::max(r.prefill_s, 1e-9), decoded / std::max(r.decode_s, 1e-9),
+               double(r.cache_bytes) / 1024.0);
 }
 
 }  // namespace
@@ -74,6 +86,12 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", opts->seed, "sampling seed")->capture_default_str();
   cmd->add_flag("--greedy", opts->greedy, "always take the most likely token");
+  cmd->add_option("--max-context", opts->max_context,
+                  "positions the KV cache holds, prompt included (0 = the model's max_position_embeddings)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prefill-chunk", opts->prefill_chunk, "prompt tokens per prefill pass")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   add_precision_option(cmd, opts->precision);
   cmd->callback([opts] { run(*opts); });
 }

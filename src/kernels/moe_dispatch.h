@@ -62,7 +62,9 @@ void combine_rows(const float* grouped, const int64_t* position, const float* w,
 template <typename Fn>
 void for_each_busy_expert(const ExpertGroups& groups, Fn&& fn) {
   const int n_experts = int(groups.offsets.size()) - 1;
-#pragma omp parallel for schedule(dynamic, 1) if (n_experts > 1)
+  // A few rows (decoding) are not worth waking the thread team for.
+  const bool threaded = n_experts > 1 && groups.offsets.back() >= 64;
+#pragma omp parallel for schedule(dynamic, 1) if (threaded)
   for (int e = 0; e < n_experts; ++e) {
     const int64_t rows = groups.count(e);
     if (rows > 0) fn(e, groups.offsets[size_t(e)], rows);

@@ -1,9 +1,11 @@
 #include "serve/generate.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 
 #include "core/error.h"
+#include "model/inference.h"
 
 namespace memoe {
 
@@ -17,28 +19,40 @@ GenerateResult generate(const Model& m, std::vector<int64_t> ids, const Generate
                         const std::function<void(int32_t)>& on_token) {
   MEMOE_CHECK(o.max_tokens >= 0, "max_tokens must be >= 0 (got ", o.max_tokens, ")");
   MEMOE_CHECK(!ids.empty(), "generation needs at least one prompt id");
-  const int64_t V = m.config.vocab_size, max_ctx = m.config.max_position_embeddings;
-  MEMOE_CHECK(max_ctx > 0, "model config: max_position_embeddings must be > 0");
+  MEMOE_CHECK(o.prefill_chunk > 0, "prefill chunk must be > 0 (got ", o.prefill_chunk, ")");
+  MEMOE_CHECK(o.max_context >= 0, "max context must be >= 0 (got ", o.max_context, ")");
+  const int64_t V = m.config.vocab_size;
+  const int64_t context = o.max_context > 0 ? o.max_context : m.config.max_position_embeddings;
+  MEMOE_CHECK(context > 0, "model config: max_position_embeddings must be > 0");
+  MEMOE_CHECK(int64_t(ids.size()) <= context, "the prompt has ", ids.size(), " tokens, more than the context of ",
+              context);
   const int64_t emit = o.emit_vocab > 0 ? std::min(o.emit_vocab, V) : V;
   check_token_ids(m.config, ids.data(), int64_t(ids.size()));
 
+  using clock = std::chrono::steady_clock;
   GenerateResult result;
-  std::vector<float> logits(static_cast<size_t>(V));
-  ModelState state;
+  SequenceState seq = new_sequence(m);
+  Tensor logits;
+  auto t0 = clock::now();
+  feed_tokens(m, seq, ids.data(), int64_t(ids.size()), o.prefill_chunk, Logits::Last, logits);
+  result.prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+  t0 = clock::now();
   for (int64_t step = 0; step < o.max_tokens; ++step) {
-    const int64_t len = std::min<int64_t>(int64_t(ids.size()), max_ctx);
-    model_forward(m, ids.data() + (int64_t(ids.size()) - len), 1, len, state);
-    std::copy_n(state.logits.data() + (len - 1) * V, V, logits.begin());
-    std::fill(logits.begin() + emit, logits.end(), -std::numeric_limits<float>::infinity());
+    std::fill(logits.data() + emit, logits.data() + V, -std::numeric_limits<float>::infinity());
     const int32_t next = sampler.sample(logits.data(), V);
     if (next == o.stop_id) {
       result.finish = FinishReason::Stop;
       break;
     }
-    ids.push_back(next);
     result.tokens.push_back(next);
     if (on_token) on_token(next);
+    // The next step's logits, unless this was the last token wanted or room.
+    if (step + 1 == o.max_tokens || seq.length >= context) break;
+    const int64_t id = next;
+    feed_tokens(m, seq, &id, 1, 1, Logits::Last, logits);
   }
+  result.decode_s = std::chrono::duration<double>(clock::now() - t0).count();
+  result.cache_bytes = seq.cache_bytes();
   return result;
 }
 

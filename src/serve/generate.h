@@ -20,6 +20,8 @@ std::vector<int64_t> prompt_ids(const Tokenizer& tok, const std::string& prompt)
 
 struct GenerateOptions {
   int64_t max_tokens = 64;
+  int64_t prefill_chunk = 256;  // prompt tokens per prefill pass
+  int64_t max_context = 0;      // prompt + generated tokens at most; 0: the model's max_position_embeddings
   int64_t stop_id = -1;       // generation ends when this id is drawn (not emitted); -1: none
   int64_t emit_vocab = 0;     // ids >= this are vocabulary padding, never drawn; 0: the whole vocabulary
 };
@@ -29,11 +31,14 @@ enum class FinishReason { Stop, Length };
 struct GenerateResult {
   std::vector<int32_t> tokens;
   FinishReason finish = FinishReason::Length;
+  double prefill_s = 0, decode_s = 0;  // wall time of the prompt's prefill and of the decode steps
+  int64_t cache_bytes = 0;             // the sequence's cache at the end
 };
 
 // Samples up to max_tokens after `ids`, calling on_token with each new id as
-// it is drawn. Recomputes the (most recent max_position_embeddings) context
-// every step: there is no KV cache yet.
+// it is drawn: the prompt is prefilled into a KV cache in chunks, then each
+// token is decoded through it. Generation ends (finish Length) when the
+// context is full; a prompt longer than the context is an error.
 GenerateResult generate(const Model& m, std::vector<int64_t> ids, const GenerateOptions& options, Sampler& sampler,
                         const std::function<void(int32_t)>& on_token = {});
 

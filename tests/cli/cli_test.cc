@@ -101,6 +101,29 @@ TEST_F(Cli, MachineSaysWhatAutoPicks) {
   EXPECT_NE(r.out.find("native bf16             no"), std::string::npos) << r.out;
 }
 
+// --decode P goes through the KV cache (prefill P, then one token at a
+// time) and writes the full forward's logits, up to fp32 summation order.
+TEST_F(Cli, LogitsThroughTheCacheMatchTheFullForward) {
+  const std::string model = std::string(MEMOE_SOURCE_DIR) + "/tests/fixtures/mla_moe_engram";
+  const std::string ids = " --ids '1,2,3,4,5,6,7,8,9,10;11,12,13,14,15,16,17,18,19,20'";
+  ASSERT_EQ(memoe("logits --model " + model + ids + " --out " + path("full.npy")).status, 0);
+  for (int prefill : {0, 1, 6, 10}) {
+    testing::CliResult r = memoe("logits --model " + model + ids + " --out " + path("dec.npy") + " --decode " +
+                                 std::to_string(prefill));
+    ASSERT_EQ(r.status, 0) << r.err;
+    const Tensor a = read_npy(path("full.npy")).to_tensor(), b = read_npy(path("dec.npy")).to_tensor();
+    ASSERT_EQ(a.numel(), b.numel());
+    double err = 0, scale = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      err = std::max(err, double(std::fabs(a[i] - b[i])));
+      scale = std::max(scale, double(std::fabs(a[i])));
+    }
+    EXPECT_LE(err, 1e-4 * scale) << "--decode " << prefill;
+  }
+  expect_one_line_error(memoe("logits --model " + model + ids + " --out " + path("x.npy") + " --decode 11"),
+                        "longer than the sequences");
+}
+
 TEST_F(Cli, ConfigErrorsNameTheKey) {
   expect_one_line_error(memoe("params " + path("missing.json")), "missing.json");
   expect_one_line_error(memoe("params " + write("bad.json", "{\"vocab_size\": ")), "not valid JSON");

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/checkpoint.h"
 #include "model/init.h"
 
 namespace memoe {
@@ -46,6 +47,41 @@ TEST(Generate, GreedyIsTheArgmaxOfEachFullForwardPass) {
     EXPECT_LT(t, 40);
     ids.push_back(t);
   }
+}
+
+// Through the KV cache, prefilled in chunks, on models with MLA + q-LoRA +
+// YaRN + Engram and with GQA: 30 greedy tokens, each the full forward's argmax.
+TEST(Generate, CachedGreedyEqualsRecomputation) {
+  for (const char* fixture : {"mla_moe_engram", "gqa_softmax_engram"}) {
+    const Model m = load_model(std::string(MEMOE_SOURCE_DIR) + "/tests/fixtures/" + fixture);
+    Sampler sampler = greedy_sampler();
+    GenerateOptions o;
+    o.max_tokens = 30;
+    o.prefill_chunk = 4;
+    const std::vector<int64_t> prompt = {3, 17, 5, 9, 22, 1, 8, 30, 2, 11};
+    const GenerateResult r = generate(m, prompt, o, sampler);
+    ASSERT_EQ(r.tokens.size(), 30u) << fixture;
+    EXPECT_GT(r.cache_bytes, 0);
+    std::vector<int64_t> ids = prompt;
+    for (size_t i = 0; i < r.tokens.size(); ++i) {
+      ASSERT_EQ(r.tokens[i], argmax_next(m, ids, m.config.vocab_size)) << fixture << " token " << i;
+      ids.push_back(r.tokens[i]);
+    }
+  }
+}
+
+// The context bounds the cache: generation stops when it is full, and a
+// prompt longer than it is refused.
+TEST(Generate, ContextLimitEndsGenerationAndRefusesLongPrompts) {
+  const Model m = tiny_model();
+  Sampler sampler = greedy_sampler();
+  GenerateOptions o;
+  o.max_tokens = 50;
+  o.max_context = 8;
+  const GenerateResult r = generate(m, {3, 17, 5}, o, sampler);
+  EXPECT_EQ(r.finish, FinishReason::Length);
+  EXPECT_EQ(r.tokens.size(), 6u);  // positions 3..7 fed, the sixth token sampled from the full cache
+  EXPECT_THROW(generate(m, std::vector<int64_t>(9, 4), o, sampler), Error);
 }
 
 TEST(Generate, StopIdEndsWithoutBeingEmitted) {
