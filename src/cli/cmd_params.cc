@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "model/attention.h"
 #include "model/param_count.h"
 
 namespace memoe::cli {
@@ -68,6 +69,7 @@ void run(const Options& o) {
                         {"activation_bytes", act},
                         {"training_step_bytes", step_fp32},
                         {"bf16_copy_params", pc.bf16_copies},
+                        {"kv_cache_bytes_per_token", kv_cache_bytes_per_token(cfg) * cfg.num_hidden_layers},
                         {"activation_bytes_bf16_training", act_bf16},
                         {"training_step_bytes_bf16_training", step_bf16}};
     std::printf("%s\n", j.dump(2).c_str());
@@ -85,6 +87,12 @@ void run(const Options& o) {
   std::printf("  weights               %-14s %-14s\n", bytes(4 * total).c_str(), bytes(2 * total).c_str());
   std::printf("  gradients             %-14s %-14s\n", bytes(4 * total).c_str(), bytes(2 * total).c_str());
   std::printf("  AdamW state (m, v)    %-14s %-14s\n", bytes(8 * total).c_str(), bytes(4 * total).c_str());
+  const double kv = double(kv_cache_bytes_per_token(cfg)) * cfg.num_hidden_layers;
+  if (cfg.attention == AttentionKind::MLA)
+    std::printf("KV cache per token      %s fp32 (absorbed MLA: latent + rotary key); expanded per-head k, v: %s\n",
+                bytes(kv).c_str(), bytes(double(kv_cache_bytes_per_token(cfg, true)) * cfg.num_hidden_layers).c_str());
+  else
+    std::printf("KV cache per token      %s fp32 (k and v per kv head)\n", bytes(kv).c_str());
   std::printf("training step (this engine, batch %lld x %lld)\n", (long long)o.batch, (long long)o.seq_len);
   std::printf("                        %-14s %-14s\n", "fp32", "bf16 mixed");
   std::printf("  activations           %-14s %-14s\n", bytes(act).c_str(), bytes(act_bf16).c_str());
