@@ -1,5 +1,6 @@
 #include "kernels/rope.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -22,15 +23,19 @@ RopeTable make_rope_table(const std::vector<double>& freqs, int64_t seq_len) {
   return t;
 }
 
-RopeTable rope_rows(const RopeTable& table, int64_t first, int64_t n) {
-  MEMOE_CHECK(first >= 0 && n >= 0 && first + n <= table.seq_len, "rope table holds ", table.seq_len,
-              " positions, need ", first + n);
+RopeTable rope_at(const RopeTable& table, const std::vector<int64_t>& positions) {
   const size_t half = size_t(table.dim / 2);
   RopeTable t;
-  t.seq_len = n;
+  t.seq_len = int64_t(positions.size());
   t.dim = table.dim;
-  t.cos.assign(table.cos.begin() + long(size_t(first) * half), table.cos.begin() + long(size_t(first + n) * half));
-  t.sin.assign(table.sin.begin() + long(size_t(first) * half), table.sin.begin() + long(size_t(first + n) * half));
+  t.cos.resize(positions.size() * half);
+  t.sin.resize(positions.size() * half);
+  for (size_t r = 0; r < positions.size(); ++r) {
+    const int64_t p = positions[r];
+    MEMOE_CHECK(p >= 0 && p < table.seq_len, "rope table holds ", table.seq_len, " positions, need ", p + 1);
+    std::copy_n(table.cos.begin() + long(size_t(p) * half), half, t.cos.begin() + long(r * half));
+    std::copy_n(table.sin.begin() + long(size_t(p) * half), half, t.sin.begin() + long(r * half));
+  }
   return t;
 }
 

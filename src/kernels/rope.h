@@ -15,9 +15,10 @@ struct RopeTable {
 // Builds the table from per-pair frequencies; angles are formed in float64.
 RopeTable make_rope_table(const std::vector<double>& freqs, int64_t seq_len);
 
-// Rows first..first+n-1 of a table, as a table of its own: what rotating n
-// new tokens at those positions with rope_apply needs.
-RopeTable rope_rows(const RopeTable& table, int64_t first, int64_t n);
+// The table's rows at the given positions, as a table of its own: what
+// rotating rows that sit at those positions (new tokens of one or several
+// sequences) with rope_apply needs.
+RopeTable rope_at(const RopeTable& table, const std::vector<int64_t>& positions);
 
 // Rotates, in place, the slice [offset, offset+table.dim) of each head of
 // x laid out [batch, seq_len, heads, head_stride]. inverse=true rotates by

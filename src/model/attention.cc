@@ -52,11 +52,19 @@ void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, cons
 }
 
 void attention_block_cached(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
-                            int64_t n, AttentionKvCache& cache, float* y) {
+                            int64_t n, const std::vector<AttentionKvCache*>& caches, float* y) {
   if (cfg.attention == AttentionKind::MLA)
-    mla_cached(cfg, rope, p, x, n, cache, y);
+    mla_cached(cfg, rope, p, x, n, caches, y);
   else
-    gqa_cached(cfg, rope, p, x, n, cache, y);
+    gqa_cached(cfg, rope, p, x, n, caches, y);
+}
+
+std::vector<int64_t> cached_positions(const std::vector<AttentionKvCache*>& caches, int64_t n) {
+  std::vector<int64_t> positions;
+  positions.reserve(caches.size() * size_t(n));
+  for (const AttentionKvCache* c : caches)
+    for (int64_t i = 0; i < n; ++i) positions.push_back(c->length + i);
+  return positions;
 }
 
 int64_t kv_cache_bytes_per_token(const ModelConfig& c, bool expanded_mla) {

@@ -51,12 +51,14 @@ struct AttentionKvCache {
 // form (per-head k and v), and GQA's.
 int64_t kv_cache_bytes_per_token(const ModelConfig& cfg, bool expanded_mla = false);
 
-// Inference over the cache: x [n, d], the normed inputs of n new tokens at
-// positions cache.length.., appended to the cache; y [n, d]. rope covers
-// positions up to cache.length + n. Equal to the forward pass over the
-// whole sequence, position by position, up to fp32 summation order.
+// Inference over the caches of S sequences at once: x [S*n, d], n new
+// tokens of each sequence in turn (sequence s's at its positions
+// caches[s]->length..), the normed inputs; their keys are appended to each
+// cache; y [S*n, d]. rope covers every position reached. Equal to the
+// forward pass over each whole sequence, position by position, up to fp32
+// summation order.
 void attention_block_cached(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
-                            int64_t n, AttentionKvCache& cache, float* y);
+                            int64_t n, const std::vector<AttentionKvCache*>& caches, float* y);
 
 // x: [B*L, d] (already normed). Overwrites y [B*L, d].
 void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, const AttentionParams& p, const float* x,
@@ -74,9 +76,11 @@ void mla_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, 
 void gqa_forward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t batch,
                  int64_t seq_len, AttentionCache&, float* y);
 void mla_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t n,
-                AttentionKvCache&, float* y);
+                const std::vector<AttentionKvCache*>& caches, float* y);
 void gqa_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t n,
-                AttentionKvCache&, float* y);
+                const std::vector<AttentionKvCache*>& caches, float* y);
+// The positions of the S*n new rows, and each cache's length before them.
+std::vector<int64_t> cached_positions(const std::vector<AttentionKvCache*>& caches, int64_t n);
 void gqa_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, const AttentionCache&,
                   const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);
 

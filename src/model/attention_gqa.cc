@@ -42,24 +42,27 @@ void gqa_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
 }
 
 void gqa_cached(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x, int64_t n,
-                AttentionKvCache& cache, float* y) {
+                const std::vector<AttentionKvCache*>& caches, float* y) {
   const int64_t d = c.hidden_size, H = c.num_attention_heads, KV = c.num_key_value_heads, hd = c.head_dim;
-  const int64_t first = cache.length;
-  std::vector<float> q(size_t(n * H * hd)), out(size_t(n * H * hd));
-  cache.k.resize(size_t((first + n) * KV * hd));
-  cache.v.resize(size_t((first + n) * KV * hd));
-  float* k = cache.k.data() + first * KV * hd;
-  float* v = cache.v.data() + first * KV * hd;
-  linear_forward(x, p.q_proj, nullptr, n, d, H * hd, q.data());
-  linear_forward(x, p.k_proj, nullptr, n, d, KV * hd, k);
-  linear_forward(x, p.v_proj, nullptr, n, d, KV * hd, v);
-  const RopeTable rows = rope_rows(rope, first, n);
-  rope_apply(q.data(), 1, n, H, hd, 0, rows, false);
-  rope_apply(k, 1, n, KV, hd, 0, rows, false);
-  cache.length = first + n;
-  cached_attention(q.data(), n, first, cache.k.data(), cache.v.data(), H, KV, hd, hd, float(c.softmax_scale()),
-                   out.data());
-  linear_forward(out.data(), p.o_proj, nullptr, n, H * hd, d, y);
+  const int64_t rows = int64_t(caches.size()) * n, kv_width = KV * hd;
+  std::vector<float> q(size_t(rows * H * hd)), k(size_t(rows * kv_width)), v(size_t(rows * kv_width));
+  std::vector<float> out(size_t(rows * H * hd));
+  linear_forward(x, p.q_proj, nullptr, rows, d, H * hd, q.data());
+  linear_forward(x, p.k_proj, nullptr, rows, d, kv_width, k.data());
+  linear_forward(x, p.v_proj, nullptr, rows, d, kv_width, v.data());
+  const RopeTable at = rope_at(rope, cached_positions(caches, n));
+  rope_apply(q.data(), 1, rows, H, hd, 0, at, false);
+  rope_apply(k.data(), 1, rows, KV, hd, 0, at, false);
+  for (size_t s = 0; s < caches.size(); ++s) {
+    AttentionKvCache& cache = *caches[s];
+    const int64_t first = cache.length, r0 = int64_t(s) * n;
+    cache.k.insert(cache.k.end(), k.begin() + r0 * kv_width, k.begin() + (r0 + n) * kv_width);
+    cache.v.insert(cache.v.end(), v.begin() + r0 * kv_width, v.begin() + (r0 + n) * kv_width);
+    cache.length = first + n;
+    cached_attention(q.data() + r0 * H * hd, n, first, cache.k.data(), cache.v.data(), H, KV, hd, hd,
+                     float(c.softmax_scale()), out.data() + r0 * H * hd);
+  }
+  linear_forward(out.data(), p.o_proj, nullptr, rows, H * hd, d, y);
 }
 
 void gqa_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,

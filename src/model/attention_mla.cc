@@ -75,40 +75,44 @@ void mla_forward(const ModelConfig& c, const RopeTable& rope, const AttentionPar
 }
 
 void mla_cached(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x, int64_t n,
-                AttentionKvCache& cache, float* y) {
+                const std::vector<AttentionKvCache*>& caches, float* y) {
   const int64_t d = c.hidden_size, H = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, pe = c.qk_rope_head_dim, dv = c.v_head_dim, dqk = nope + pe;
-  const int64_t kvl = c.kv_lora_rank, ql = c.q_lora_rank, first = cache.length;
-  const RopeTable rows = rope_rows(rope, first, n);
+  const int64_t kvl = c.kv_lora_rank, ql = c.q_lora_rank, rows = int64_t(caches.size()) * n;
+  const RopeTable at = rope_at(rope, cached_positions(caches, n));
 
-  std::vector<float> q(size_t(n * H * dqk));
+  std::vector<float> q(size_t(rows * H * dqk));
   if (ql == 0) {
-    linear_forward(x, p.q_proj, nullptr, n, d, H * dqk, q.data());
+    linear_forward(x, p.q_proj, nullptr, rows, d, H * dqk, q.data());
   } else {
-    std::vector<float> qa(size_t(n * ql)), qa_norm(size_t(n * ql)), rstd(static_cast<size_t>(n));
-    linear_forward(x, p.q_a_proj, nullptr, n, d, ql, qa.data());
-    rmsnorm_forward(qa.data(), p.q_a_layernorm.data(), kLatentNormEps, n, ql, qa_norm.data(), rstd.data());
-    linear_forward(qa_norm.data(), p.q_b_proj, nullptr, n, ql, H * dqk, q.data());
+    std::vector<float> qa(size_t(rows * ql)), qa_norm(size_t(rows * ql)), rstd(static_cast<size_t>(rows));
+    linear_forward(x, p.q_a_proj, nullptr, rows, d, ql, qa.data());
+    rmsnorm_forward(qa.data(), p.q_a_layernorm.data(), kLatentNormEps, rows, ql, qa_norm.data(), rstd.data());
+    linear_forward(qa_norm.data(), p.q_b_proj, nullptr, rows, ql, H * dqk, q.data());
   }
-  rope_apply(q.data(), 1, n, H, dqk, nope, rows, false);
+  rope_apply(q.data(), 1, rows, H, dqk, nope, at, false);
 
-  // The new positions' latent (normed) and rotary key go straight into the cache.
-  std::vector<float> ckv(size_t(n * (kvl + pe))), c_raw(size_t(n * kvl)), rstd(static_cast<size_t>(n));
-  linear_forward(x, p.kv_a_proj_with_mqa, nullptr, n, d, kvl + pe, ckv.data());
-  cache.latent.resize(size_t((first + n) * kvl));
-  cache.rope_key.resize(size_t((first + n) * pe));
-  float* latent = cache.latent.data() + first * kvl;
-  float* rope_key = cache.rope_key.data() + first * pe;
-  copy_columns(ckv.data(), kvl + pe, n, kvl, c_raw.data(), kvl);
-  copy_columns(ckv.data() + kvl, kvl + pe, n, pe, rope_key, pe);
-  rope_apply(rope_key, 1, n, 1, pe, 0, rows, false);
-  rmsnorm_forward(c_raw.data(), p.kv_a_layernorm.data(), kLatentNormEps, n, kvl, latent, rstd.data());
-  cache.length = first + n;
+  // The new positions' latent (normed) and rotary key, then into each cache.
+  std::vector<float> ckv(size_t(rows * (kvl + pe))), c_raw(size_t(rows * kvl)), latent(size_t(rows * kvl));
+  std::vector<float> rope_key(size_t(rows * pe)), rstd(static_cast<size_t>(rows));
+  linear_forward(x, p.kv_a_proj_with_mqa, nullptr, rows, d, kvl + pe, ckv.data());
+  copy_columns(ckv.data(), kvl + pe, rows, kvl, c_raw.data(), kvl);
+  copy_columns(ckv.data() + kvl, kvl + pe, rows, pe, rope_key.data(), pe);
+  rope_apply(rope_key.data(), 1, rows, 1, pe, 0, at, false);
+  rmsnorm_forward(c_raw.data(), p.kv_a_layernorm.data(), kLatentNormEps, rows, kvl, latent.data(), rstd.data());
 
-  std::vector<float> out(size_t(n * H * dv));
-  mla_absorbed_attention(q.data(), n, first, cache.latent.data(), cache.rope_key.data(), p.kv_b_proj.data(), H, nope,
-                         pe, kvl, dv, float(c.softmax_scale()), out.data());
-  linear_forward(out.data(), p.o_proj, nullptr, n, H * dv, d, y);
+  std::vector<float> out(size_t(rows * H * dv));
+  for (size_t s = 0; s < caches.size(); ++s) {
+    AttentionKvCache& cache = *caches[s];
+    const int64_t first = cache.length, r0 = int64_t(s) * n;
+    cache.latent.insert(cache.latent.end(), latent.begin() + r0 * kvl, latent.begin() + (r0 + n) * kvl);
+    cache.rope_key.insert(cache.rope_key.end(), rope_key.begin() + r0 * pe, rope_key.begin() + (r0 + n) * pe);
+    cache.length = first + n;
+    mla_absorbed_attention(q.data() + r0 * H * dqk, n, first, cache.latent.data(), cache.rope_key.data(),
+                           p.kv_b_proj.data(), H, nope, pe, kvl, dv, float(c.softmax_scale()),
+                           out.data() + r0 * H * dv);
+  }
+  linear_forward(out.data(), p.o_proj, nullptr, rows, H * dv, d, y);
 }
 
 void mla_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,

@@ -52,10 +52,11 @@ void EngramParams::visit_sparse_grads(const std::string& prefix, const SparseRow
 }
 
 namespace {
-// Everything after the hash: gather, gate, value, short conv. With a state
-// (batch 1), the conv also sees the state's earlier inputs and moves them on.
+// Everything after the hash: gather, gate, value, short conv. With states
+// (one per sequence of the batch), the conv of each also sees its state's
+// earlier inputs and moves them on.
 void engram_from_rows(const ModelConfig& cfg, const EngramParams& p, const float* h, int64_t batch, int64_t seq_len,
-                      EngramCache& c, EngramDecodeState* state, float* out) {
+                      EngramCache& c, const std::vector<EngramDecodeState*>* states, float* out) {
   const EngramConfig& ec = *cfg.engram;
   const int64_t N = batch * seq_len, d = cfg.hidden_size, E = ec.embed_dim(), T = ec.tables_per_layer();
   const int64_t D = ec.head_dim();
@@ -85,21 +86,25 @@ void engram_from_rows(const ModelConfig& cfg, const EngramParams& p, const float
   c.conv_rstd.ensure({N});
   c.conv_z.ensure({N, d});
   rmsnorm_forward(c.u.data(), p.conv_norm.data(), kConvNormEps, N, d, c.conv_in.data(), c.conv_rstd.data());
-  if (!state) {
+  if (!states) {
     short_conv_forward(c.conv_in.data(), p.conv_weight.data(), batch, seq_len, d, ec.kernel_size, ec.max_ngram_size,
                        c.conv_z.data());
   } else {
-    // The conv over [history; new inputs], keeping the new positions' outputs.
+    // Per sequence, the conv over [history; new inputs], keeping the new
+    // positions' outputs.
     const int64_t past = int64_t(ec.kernel_size - 1) * ec.max_ngram_size;
-    std::vector<float>& hist = state->conv_history;
-    if (int64_t(hist.size()) != past * d) hist.assign(size_t(past * d), 0.0f);
-    std::vector<float> window(size_t((past + N) * d)), z(size_t((past + N) * d));
-    std::copy(hist.begin(), hist.end(), window.begin());
-    std::copy(c.conv_in.data(), c.conv_in.data() + N * d, window.begin() + long(past * d));
-    short_conv_forward(window.data(), p.conv_weight.data(), 1, past + N, d, ec.kernel_size, ec.max_ngram_size,
-                       z.data());
-    std::copy(z.begin() + long(past * d), z.end(), c.conv_z.data());
-    std::copy(window.end() - long(past * d), window.end(), hist.begin());
+    std::vector<float> window(size_t((past + seq_len) * d)), z(size_t((past + seq_len) * d));
+    for (int64_t b = 0; b < batch; ++b) {
+      std::vector<float>& hist = (*states)[size_t(b)]->conv_history;
+      if (int64_t(hist.size()) != past * d) hist.assign(size_t(past * d), 0.0f);
+      std::copy(hist.begin(), hist.end(), window.begin());
+      const float* in = c.conv_in.data() + b * seq_len * d;
+      std::copy(in, in + seq_len * d, window.begin() + long(past * d));
+      short_conv_forward(window.data(), p.conv_weight.data(), 1, past + seq_len, d, ec.kernel_size,
+                         ec.max_ngram_size, z.data());
+      std::copy(z.begin() + long(past * d), z.end(), c.conv_z.data() + b * seq_len * d);
+      std::copy(window.end() - long(past * d), window.end(), hist.begin());
+    }
   }
   silu_forward(c.conv_z.data(), N * d, out);
   add_into(out, c.u.data(), N * d);
@@ -118,17 +123,21 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
 }
 
 void engram_cached(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
-                   const int64_t* window_ids, int64_t n, EngramDecodeState& state, float* out) {
+                   const int64_t* window_ids, int64_t n, const std::vector<EngramDecodeState*>& states, float* out) {
   const EngramConfig& ec = *cfg.engram;
-  const int64_t T = ec.tables_per_layer(), before = ec.max_ngram_size - 1;
-  // Hash the window as one sequence and keep its last n positions: their
+  const int64_t T = ec.tables_per_layer(), before = ec.max_ngram_size - 1, S = int64_t(states.size());
+  // Hash each window as a sequence and keep its last n positions: their
   // n-grams reach back at most N-1 positions, all inside the window.
-  std::vector<int64_t> rows(size_t((before + n) * T));
-  engram_hash_rows(window_ids, 1, before + n, hash.compressed_pad, hash.multipliers.data(), ec.max_ngram_size,
+  std::vector<int64_t> rows(size_t(S * (before + n) * T));
+  engram_hash_rows(window_ids, S, before + n, hash.compressed_pad, hash.multipliers.data(), ec.max_ngram_size,
                    hash.primes.data(), ec.n_head_per_ngram, rows.data());
   EngramCache c;
-  c.rows.assign(rows.begin() + long(before * T), rows.end());
-  engram_from_rows(cfg, p, h, 1, n, c, &state, out);
+  c.rows.reserve(size_t(S * n * T));
+  for (int64_t s = 0; s < S; ++s) {
+    const auto window = rows.begin() + long(s * (before + n) * T);
+    c.rows.insert(c.rows.end(), window + long(before * T), window + long((before + n) * T));
+  }
+  engram_from_rows(cfg, p, h, S, n, c, &states, out);
 }
 
 void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float* h, const EngramCache& c,

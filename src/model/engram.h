@@ -57,13 +57,14 @@ struct EngramDecodeState {
   std::vector<float> conv_history;  // [(kernel-1)*N, d], oldest first
 };
 
-// Engram over n new tokens of one sequence at positions first..first+n-1:
-// window_ids holds the compressed ids of positions first-(N-1)..first+n-1
-// (compressed_pad where a position is before the start), h [n, d]; the
-// state's history is read and moved on by n. Overwrites out [n, d]. Equal
-// to engram_forward over the whole sequence at those positions.
+// Engram over n new tokens of each of S sequences (S = states.size()), the
+// tokens of sequence s at its positions first_s..first_s+n-1: window_ids
+// [S, N-1+n] holds each sequence's compressed ids of positions
+// first_s-(N-1)..first_s+n-1 (compressed_pad before its start), h [S*n, d];
+// each state's history is read and moved on by n. Overwrites out [S*n, d].
+// Equal to engram_forward over each whole sequence at those positions.
 void engram_cached(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
-                   const int64_t* window_ids, int64_t n, EngramDecodeState& state, float* out);
+                   const int64_t* window_ids, int64_t n, const std::vector<EngramDecodeState*>& states, float* out);
 
 // Adds into grads (table rows sparsely) and dh.
 void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float* h, const EngramCache& cache,

@@ -18,47 +18,66 @@ const Tensor& lm_head_of(const Model& m) {
   return m.config.tie_word_embeddings ? m.params.embed_tokens : m.params.lm_head;
 }
 
-// One chunk of n tokens through the stack; the new positions' final hidden
-// states (normed) into final_out [n, d].
-void forward_chunk(const Model& m, SequenceState& s, const int64_t* ids, int64_t n, Tensor& final_out) {
+// n new tokens of each sequence (ids [S, n]) through the stack; the new
+// positions' final hidden states, normed, into final_out [S*n, d].
+void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const int64_t* ids, int64_t n,
+                  Tensor& final_out) {
   const ModelConfig& cfg = m.config;
-  const int64_t d = cfg.hidden_size, first = s.length;
-  if (s.rope.seq_len < first + n) s.rope = make_model_rope_table(cfg, std::max(2 * s.rope.seq_len, first + n));
-  check_token_ids(cfg, ids, n);
-  for (int64_t i = 0; i < n; ++i) s.compressed_ids.push_back(m.token_map.empty() ? ids[i] : m.token_map[size_t(ids[i])]);
+  const int64_t d = cfg.hidden_size, S = int64_t(seqs.size()), rows = S * n;
+  check_token_ids(cfg, ids, rows);
+  for (int64_t s = 0; s < S; ++s) {
+    SequenceState& q = *seqs[size_t(s)];
+    if (q.rope.seq_len < q.length + n)
+      q.rope = make_model_rope_table(cfg, std::max(2 * q.rope.seq_len, q.length + n));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t id = ids[s * n + i];
+      q.compressed_ids.push_back(m.token_map.empty() ? id : m.token_map[size_t(id)]);
+    }
+  }
+  // One table that reaches every sequence's positions.
+  const SequenceState* longest = *std::max_element(
+      seqs.begin(), seqs.end(), [](const SequenceState* a, const SequenceState* b) { return a->rope.seq_len < b->rope.seq_len; });
 
-  Tensor h({n, d}), x({n, d}), branch({n, d}), rstd({n});
-  embedding_forward(m.params.embed_tokens.data(), ids, n, d, h.data());
+  Tensor h({rows, d}), x({rows, d}), branch({rows, d}), rstd({rows});
+  embedding_forward(m.params.embed_tokens.data(), ids, rows, d, h.data());
   for (int li = 0; li < cfg.num_hidden_layers; ++li) {
     const LayerParams& p = m.params.layers[size_t(li)];
     if (p.has_engram) {
       const EngramHash& hash = m.engram_hash[size_t(li)];
       const int64_t before = cfg.engram->max_ngram_size - 1;
-      std::vector<int64_t> window(size_t(before + n));
-      for (int64_t j = 0; j < before + n; ++j) {
-        const int64_t pos = first - before + j;
-        window[size_t(j)] = pos < 0 ? hash.compressed_pad : s.compressed_ids[size_t(pos)];
+      std::vector<int64_t> windows(size_t(S * (before + n)));
+      std::vector<EngramDecodeState*> states(static_cast<size_t>(S));
+      for (int64_t s = 0; s < S; ++s) {
+        const SequenceState& q = *seqs[size_t(s)];
+        const int64_t first = q.length;
+        for (int64_t j = 0; j < before + n; ++j) {
+          const int64_t pos = first - before + j;
+          windows[size_t(s * (before + n) + j)] = pos < 0 ? hash.compressed_pad : q.compressed_ids[size_t(pos)];
+        }
+        states[size_t(s)] = &seqs[size_t(s)]->engram[size_t(li)];
       }
-      engram_cached(cfg, hash, p.engram, h.data(), window.data(), n, s.engram[size_t(li)], branch.data());
-      add_into(h.data(), branch.data(), n * d);
+      engram_cached(cfg, hash, p.engram, h.data(), windows.data(), n, states, branch.data());
+      add_into(h.data(), branch.data(), rows * d);
     }
-    rmsnorm_forward(h.data(), p.input_layernorm.data(), float(cfg.rms_norm_eps), n, d, x.data(), rstd.data());
-    attention_block_cached(cfg, s.rope, p.attn, x.data(), n, s.attention[size_t(li)], branch.data());
-    add_into(h.data(), branch.data(), n * d);
-    rmsnorm_forward(h.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), n, d, x.data(),
+    rmsnorm_forward(h.data(), p.input_layernorm.data(), float(cfg.rms_norm_eps), rows, d, x.data(), rstd.data());
+    std::vector<AttentionKvCache*> caches(static_cast<size_t>(S));
+    for (int64_t s = 0; s < S; ++s) caches[size_t(s)] = &seqs[size_t(s)]->attention[size_t(li)];
+    attention_block_cached(cfg, longest->rope, p.attn, x.data(), n, caches, branch.data());
+    add_into(h.data(), branch.data(), rows * d);
+    rmsnorm_forward(h.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), rows, d, x.data(),
                     rstd.data());
     if (p.is_moe) {
       MoECache scratch;  // routing of these tokens; nothing carries over
-      moe_forward(cfg, p.moe, x.data(), 1, n, scratch, branch.data());
+      moe_forward(cfg, p.moe, x.data(), S, n, scratch, branch.data());
     } else {
       SwiGLUCache scratch;
-      swiglu_ffn_forward(p.mlp, x.data(), n, scratch, branch.data());
+      swiglu_ffn_forward(p.mlp, x.data(), rows, scratch, branch.data());
     }
-    add_into(h.data(), branch.data(), n * d);
+    add_into(h.data(), branch.data(), rows * d);
   }
-  final_out.ensure({n, d});
-  rmsnorm_forward(h.data(), m.params.norm.data(), float(cfg.rms_norm_eps), n, d, final_out.data(), rstd.data());
-  s.length = first + n;
+  final_out.ensure({rows, d});
+  rmsnorm_forward(h.data(), m.params.norm.data(), float(cfg.rms_norm_eps), rows, d, final_out.data(), rstd.data());
+  for (SequenceState* q : seqs) q->length += n;
 }
 
 }  // namespace
@@ -86,9 +105,10 @@ void feed_tokens(const Model& m, SequenceState& state, const int64_t* ids, int64
   else if (which == Logits::Last && n > 0) logits.ensure({1, V});
   else logits = Tensor();
   Tensor final_out;
+  const std::vector<SequenceState*> one = {&state};
   for (int64_t done = 0; done < n;) {
     const int64_t k = std::min(chunk, n - done);
-    forward_chunk(m, state, ids + done, k, final_out);
+    forward_rows(m, one, ids + done, k, final_out);
     if (which == Logits::All) {
       linear_forward(final_out.data(), lm_head_of(m), nullptr, k, d, V, logits.data() + done * V);
     } else if (which == Logits::Last && done + k == n) {
@@ -96,6 +116,18 @@ void feed_tokens(const Model& m, SequenceState& state, const int64_t* ids, int64
     }
     done += k;
   }
+}
+
+void decode_step(const Model& m, const std::vector<SequenceState*>& sequences, const int64_t* ids, Tensor& logits) {
+  MEMOE_CHECK(!sequences.empty(), "a decode step needs at least one sequence");
+  for (size_t i = 0; i < sequences.size(); ++i)
+    for (size_t j = i + 1; j < sequences.size(); ++j)
+      MEMOE_CHECK(sequences[i] != sequences[j], "a sequence appears twice in one decode step");
+  const int64_t S = int64_t(sequences.size()), d = m.config.hidden_size, V = m.config.vocab_size;
+  Tensor final_out;
+  forward_rows(m, sequences, ids, 1, final_out);
+  logits.ensure({S, V});
+  linear_forward(final_out.data(), lm_head_of(m), nullptr, S, d, V, logits.data());
 }
 
 }  // namespace memoe

@@ -33,4 +33,11 @@ enum class Logits { None, Last, All };
 void feed_tokens(const Model& m, SequenceState& state, const int64_t* ids, int64_t n, int64_t chunk, Logits which,
                  Tensor& logits);
 
+// One decode step of several sequences together: ids[s] is sequence s's
+// next token, each at its own position with its own cache; every
+// per-token product runs once over all of them. logits becomes [S, V].
+// Which sequences take part is the caller's choice at each step: one may
+// join (after its own prefill) or leave between steps.
+void decode_step(const Model& m, const std::vector<SequenceState*>& sequences, const int64_t* ids, Tensor& logits);
+
 }  // namespace memoe

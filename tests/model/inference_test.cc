@@ -9,6 +9,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/error.h"
 #include "io/npy.h"
 #include "model/checkpoint.h"
 #include "model/inference.h"
@@ -78,6 +79,71 @@ TEST_P(CachedInference, MatchesTheFullForwardAtEveryPosition) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CachedInference,
                          ::testing::Values("mla_moe_engram", "gqa_softmax_engram", "mla_noq", "mla_long",
                                            "mla_aux_loss"));
+
+// Sequences of different lengths decode together, one joining and one
+// leaving between steps; every logits row of each equals its own full
+// forward's at that position.
+void expect_batched_decode_matches(const Model& m, const std::string& what) {
+  const int64_t V = m.config.vocab_size;
+  struct Seq {
+    std::vector<int64_t> ids;
+    SequenceState state;
+    std::vector<float> rows;  // logits of positions 0.. as produced
+  };
+  auto token = [&](int64_t a, int64_t b) { return (a * 7 + b * 13 + 1) % V; };
+  std::vector<Seq> seqs(3);
+  const int64_t prompt[3] = {12, 5, 9};
+  auto prefill = [&](Seq& s, int64_t n, int64_t salt) {
+    s.state = new_sequence(m);
+    for (int64_t i = 0; i < n; ++i) s.ids.push_back(token(i, salt));
+    Tensor logits;
+    feed_tokens(m, s.state, s.ids.data(), n, 4, Logits::All, logits);
+    s.rows.assign(logits.data(), logits.data() + n * V);
+  };
+  prefill(seqs[0], prompt[0], 1);
+  prefill(seqs[1], prompt[1], 2);
+  for (int step = 0; step < 8; ++step) {
+    if (step == 3) prefill(seqs[2], prompt[2], 3);  // C joins
+    std::vector<size_t> active;
+    for (size_t s = 0; s < 3; ++s) {
+      const bool in = s == 0 || (s == 1 && step < 5) || (s == 2 && step >= 3);  // B leaves after step 4
+      if (in) active.push_back(s);
+    }
+    std::vector<SequenceState*> states;
+    std::vector<int64_t> next;
+    for (size_t s : active) {
+      Seq& q = seqs[s];
+      q.ids.push_back(token(int64_t(q.ids.size()), int64_t(10 + s)));
+      states.push_back(&q.state);
+      next.push_back(q.ids.back());
+    }
+    Tensor logits;
+    decode_step(m, states, next.data(), logits);
+    ASSERT_EQ(logits.numel(), int64_t(active.size()) * V);
+    for (size_t j = 0; j < active.size(); ++j)
+      seqs[active[j]].rows.insert(seqs[active[j]].rows.end(), logits.data() + int64_t(j) * V,
+                                  logits.data() + int64_t(j + 1) * V);
+  }
+  for (size_t s = 0; s < 3; ++s) {
+    const Tensor want = full_logits(m, seqs[s].ids);
+    Tensor got({int64_t(seqs[s].ids.size()), V});
+    ASSERT_EQ(seqs[s].rows.size(), size_t(got.numel())) << what << " sequence " << s;
+    std::copy(seqs[s].rows.begin(), seqs[s].rows.end(), got.data());
+    EXPECT_LE(relative_error(want, got), 1e-4) << what << " sequence " << s;
+    EXPECT_EQ(seqs[s].state.length, int64_t(seqs[s].ids.size()));
+  }
+}
+
+TEST(CachedInferenceBatch, SequencesDecodeTogetherJoiningAndLeaving) {
+  for (const char* fixture : {"mla_moe_engram", "gqa_softmax_engram", "mla_noq"})
+    expect_batched_decode_matches(load_model(fixture_dir(fixture)), fixture);
+  const Model m = load_model(fixture_dir("mla_moe_engram"));
+  SequenceState a = new_sequence(m);
+  Tensor logits;
+  const int64_t ids[2] = {1, 2};
+  EXPECT_THROW(decode_step(m, {&a, &a}, ids, logits), Error);
+  EXPECT_THROW(decode_step(m, {}, ids, logits), Error);
+}
 
 TEST(CachedInferenceEngram, NgramOrdersAndKernelSizes) {
   for (int ngram : {2, 3, 4})
