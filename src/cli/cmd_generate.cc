@@ -1,12 +1,15 @@
-// memoe generate --model DIR --prompt TEXT: streams a sampled continuation
-// to stdout as it is produced (the loop lives in serve/generate).
+// memoe generate --model DIR --prompt TEXT | --ids 1,2,3: streams a sampled
+// continuation to stdout as it is produced (the loop lives in
+// serve/generate), or with --json prints one JSON object at the end.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/id_list.h"
 #include "cli/precision_option.h"
 #include "core/error.h"
 #include "io/tokenizer.h"
@@ -18,7 +21,8 @@ namespace memoe::cli {
 namespace {
 
 struct Options {
-  std::string model, prompt, precision;
+  std::string model, prompt, ids, precision;
+  bool json = false;
   int max_tokens = 64;
   float temperature = 0.8f;
   int top_k = 40;
@@ -44,8 +48,10 @@ void run(const Options& o) {
   sc.greedy = o.greedy;
   Sampler sampler(sc);  // checks the sampling options before the slow load
 
+  MEMOE_CHECK(o.prompt.empty() != o.ids.empty(), o.prompt.empty() ? "generate needs --prompt TEXT or --ids 1,2,3"
+                                                                   : "give --prompt or --ids, not both");
   Model m = load_model(o.model);
-  apply_precision(m, o.precision);
+  apply_precision(m, o.precision, /*announce=*/false);  // said below, once the request is known to be good
   const Tokenizer tok = Tokenizer::load(resolve_model_dir(o.model));
   MEMOE_CHECK(tok.vocab_size() <= m.config.vocab_size, "the tokenizer in ", o.model, " has ", tok.vocab_size(),
               " tokens but the model's vocab_size is ", m.config.vocab_size);
@@ -55,20 +61,42 @@ void run(const Options& o) {
   g.emit_vocab = tok.vocab_size();  // rows past the tokenizer's pieces are vocabulary padding
   g.max_context = o.max_context;
   g.prefill_chunk = o.prefill_chunk;
-  const std::vector<int64_t> ids = prompt_ids(tok, o.prompt);
+  std::vector<int64_t> ids;
+  if (!o.ids.empty()) {
+    const auto rows = parse_id_rows(o.ids);
+    MEMOE_CHECK(rows.size() == 1, "--ids takes one sequence (no ';')");
+    ids = rows[0];
+  } else {
+    ids = prompt_ids(tok, o.prompt);
+  }
+  check_generate_request(m, ids, g);
+  std::fprintf(stderr, "%s\n", precision_line(chosen_precision(o.precision)).c_str());
   TextStream text(tok);
   const auto t0 = std::chrono::steady_clock::now();
   const GenerateResult r =
-      generate(m, ids, g, sampler, [&](int32_t token) { write_out(text.push(token)); });
+      generate(m, ids, g, sampler, [&](int32_t token) { if (!o.json) write_out(text.push(token)); });
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  write_out(text.finish() + "\n");
   // Decode steps: every generated token but the first (its logits came from the prefill).
   const double decoded = double(r.tokens.empty() ? 0 : r.tokens.size() - 1);
+  const double prefill_rate = double(ids.size()) / std::max(r.prefill_s, 1e-9);
+  const double decode_rate = decoded / std::max(r.decode_s, 1e-9);
+  if (o.json) {
+    const nlohmann::json j = {{"prompt_ids", ids},
+                              {"ids", r.tokens},
+                              {"text", tok.decode(r.tokens)},
+                              {"finish", r.finish == FinishReason::Stop ? "stop" : "length"},
+                              {"prefill_tokens_per_s", prefill_rate},
+                              {"decode_tokens_per_s", decode_rate},
+                              {"kv_cache_bytes", r.cache_bytes}};
+    write_out(j.dump() + "\n");
+    return;
+  }
+  write_out(text.finish() + "\n");
   std::fprintf(stderr,
                "generated %zu tokens (finish: %s) in %.2f s; prefill %zu tokens at %.0f tokens/s, decode %.0f "
                "tokens/s, KV cache %.1f KiB\n",
                r.tokens.size(), r.finish == FinishReason::Stop ? "stop" : "length", s, ids.size(),
-               double(ids.size()) / std::max(r.prefill_s, 1e-9), decoded / std::max(r.decode_s, 1e-9),
+               prefill_rate, decode_rate,
                double(r.cache_bytes) / 1024.0);
 }
 
@@ -78,7 +106,11 @@ void add_generate_command(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "Sample a continuation of a prompt and stream it to stdout");
   cmd->add_option("--model", opts->model, "model directory (with tokenizer.model)")->required();
-  cmd->add_option("--prompt", opts->prompt, "text to continue")->required();
+  cmd->add_option("--prompt", opts->prompt, "text to continue (the end-of-text id leads it)");
+  cmd->add_option("--ids", opts->ids, "token ids to continue instead of text: 1,2,3");
+  cmd->add_flag("--json", opts->json,
+                "print one JSON object at the end (prompt ids, ids, text, finish, prefill and decode tokens/s, "
+                "KV cache bytes) instead of streaming text");
   cmd->add_option("--max-tokens", opts->max_tokens, "most tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", opts->temperature, "softmax temperature (> 0)")->capture_default_str();
   cmd->add_option("--top-k", opts->top_k, "sample among the k most likely tokens (0 = all)")->capture_default_str();

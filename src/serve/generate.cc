@@ -15,19 +15,29 @@ std::vector<int64_t> prompt_ids(const Tokenizer& tok, const std::string& prompt)
   return ids;
 }
 
-GenerateResult generate(const Model& m, std::vector<int64_t> ids, const GenerateOptions& o, Sampler& sampler,
-                        const std::function<void(int32_t)>& on_token) {
+namespace {
+int64_t context_of(const Model& m, const GenerateOptions& o) {
+  return o.max_context > 0 ? o.max_context : m.config.max_position_embeddings;
+}
+}  // namespace
+
+void check_generate_request(const Model& m, const std::vector<int64_t>& ids, const GenerateOptions& o) {
   MEMOE_CHECK(o.max_tokens >= 0, "max_tokens must be >= 0 (got ", o.max_tokens, ")");
   MEMOE_CHECK(!ids.empty(), "generation needs at least one prompt id");
   MEMOE_CHECK(o.prefill_chunk > 0, "prefill chunk must be > 0 (got ", o.prefill_chunk, ")");
   MEMOE_CHECK(o.max_context >= 0, "max context must be >= 0 (got ", o.max_context, ")");
-  const int64_t V = m.config.vocab_size;
-  const int64_t context = o.max_context > 0 ? o.max_context : m.config.max_position_embeddings;
+  const int64_t context = context_of(m, o);
   MEMOE_CHECK(context > 0, "model config: max_position_embeddings must be > 0");
   MEMOE_CHECK(int64_t(ids.size()) <= context, "the prompt has ", ids.size(), " tokens, more than the context of ",
               context);
-  const int64_t emit = o.emit_vocab > 0 ? std::min(o.emit_vocab, V) : V;
   check_token_ids(m.config, ids.data(), int64_t(ids.size()));
+}
+
+GenerateResult generate(const Model& m, std::vector<int64_t> ids, const GenerateOptions& o, Sampler& sampler,
+                        const std::function<void(int32_t)>& on_token) {
+  check_generate_request(m, ids, o);
+  const int64_t V = m.config.vocab_size, context = context_of(m, o);
+  const int64_t emit = o.emit_vocab > 0 ? std::min(o.emit_vocab, V) : V;
 
   using clock = std::chrono::steady_clock;
   GenerateResult result;

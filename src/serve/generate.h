@@ -35,6 +35,10 @@ struct GenerateResult {
   int64_t cache_bytes = 0;             // the sequence's cache at the end
 };
 
+// The checks generate() makes before it starts: options in range, a prompt
+// that is not empty, inside the vocabulary and the context. One line each.
+void check_generate_request(const Model& m, const std::vector<int64_t>& ids, const GenerateOptions& options);
+
 // Samples up to max_tokens after `ids`, calling on_token with each new id as
 // it is drawn: the prompt is prefilled into a KV cache in chunks, then each
 // token is decoded through it. Generation ends (finish Length) when the

@@ -2,6 +2,8 @@
 // tokenizer train -> prepare -> train -> eval -> generate, plus encode /
 // decode and init --tokenizer.
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,6 +109,28 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
   EXPECT_GT(a.size(), 1u);
   ASSERT_EQ(run("generate --model " + model + " --prompt 'the model' --max-tokens 12 --seed 4 --top-k 5", &a), 0);
   EXPECT_NE(run("generate --model " + model + " --prompt x --temperature 0"), 0);
+
+  // --ids and --json: the same greedy tokens as the text prompt's ids give.
+  std::string json_out;
+  ASSERT_EQ(run("generate --model " + model + " --prompt 'the model' --max-tokens 12 --greedy --json", &json_out), 0);
+  const auto j = nlohmann::json::parse(json_out);
+  std::string id_list;
+  for (int64_t id : j.at("prompt_ids").get<std::vector<int64_t>>())
+    id_list += (id_list.empty() ? "" : ",") + std::to_string(id);
+  ASSERT_EQ(run("generate --model " + model + " --ids " + id_list + " --max-tokens 12 --greedy --json", &b), 0);
+  const auto k = nlohmann::json::parse(b);
+  EXPECT_EQ(k.at("ids"), j.at("ids"));
+  EXPECT_EQ(k.at("text"), j.at("text"));
+  EXPECT_GT(k.at("kv_cache_bytes").get<int64_t>(), 0);
+  EXPECT_GT(k.at("decode_tokens_per_s").get<double>(), 0.0);
+  // Bad requests: one line each, before any other output.
+  for (const char* bad : {" --max-tokens 3", " --ids 3,99999", " --prompt x --ids 3",
+                          " --prompt 'the model' --max-context 2", " --ids '1;2'"}) {
+    const testing::CliResult r = memoe("generate --model " + model + bad);
+    EXPECT_NE(r.status, 0) << bad;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << bad << ": " << r.err;
+    EXPECT_EQ(r.out, "") << bad;
+  }
 }
 
 }  // namespace
