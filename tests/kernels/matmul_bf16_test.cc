@@ -171,6 +171,48 @@ TEST(MatmulBf16, CacheGivesTheSameResultOnReuseAndInterleaved) {
   EXPECT_EQ(onednn_cached_primitives(), cached == 0 ? 0 : cached + 1);
 }
 
+// gemm_bf16's own loop for decoding's few-row products (m <= 4, A @ B^T):
+// the same contract, checked against fp64, with beta 0 (C unread) and 1,
+// padded leading dimensions, and the same bits on 1 and 2 threads.
+TEST(MatmulBf16, FewRowProductsMatchTheReference) {
+  uint32_t seed = 700;
+  for (int64_t m : {1, 2, 3, 4})
+    for (int64_t n : {1, 37, 300})
+      for (int64_t k : {1, 64, 1031})
+        for (float beta : {0.0f, 1.0f}) {
+          const int64_t lda = k + 3, ldb = k + 1, ldc = n + 2;
+          const std::vector<uint16_t> a = bf16_of(random_vector(m * lda, seed++));
+          const std::vector<uint16_t> b = bf16_of(random_vector(n * ldb, seed++));
+          const std::vector<float> c0 = random_vector(m * ldc, seed++);
+          std::vector<float> c = c0;
+          if (beta == 0.0f) std::fill(c.begin(), c.end(), std::numeric_limits<float>::quiet_NaN());
+          gemm_bf16(false, true, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              double sum = 0, mag = 0;
+              for (int64_t p = 0; p < k; ++p) {
+                const double t = double(bf16_to_float(a[size_t(i * lda + p)])) * bf16_to_float(b[size_t(j * ldb + p)]);
+                sum += t;
+                mag += std::fabs(t);
+              }
+              const double c_in = beta == 0.0f ? 0.0 : double(c0[size_t(i * ldc + j)]);
+              const double tol = double(k + 2) * std::ldexp(1.0, -24) * (mag + std::fabs(c_in));
+              ASSERT_LE(std::fabs(double(c[size_t(i * ldc + j)]) - (sum + c_in)), tol)
+                  << m << "x" << n << "x" << k << " beta " << beta << " at " << i << "," << j;
+            }
+        }
+  // Bits across thread counts, on a product big enough to be threaded.
+  const std::vector<uint16_t> a = bf16_of(random_vector(3 * 4096, 1)), b = bf16_of(random_vector(300 * 4096, 2));
+  std::vector<float> one(3 * 300), two(3 * 300);
+  for (int threads : {1, 2})
+    memoe::testing::with_threads(threads, [&] {
+      gemm_bf16(false, true, 3, 300, 4096, 1.0f, a.data(), 4096, b.data(), 4096, 0.0f,
+                (threads == 1 ? one : two).data(), 300);
+      return 0;
+    });
+  EXPECT_EQ(one, two);
+}
+
 TEST(MatmulBf16, VaryingRowCountsShareOnePrimitive) {
   // A routed expert's products: forward (m rows varies), dx (m), dW (k):
   // twelve row counts per family must all be right and, past the first two
