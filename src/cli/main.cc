@@ -1,8 +1,5 @@
 // memoe: train, study and run Engram + DeepSeekMoE models.
-#include <unistd.h>
-
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 
 #include "cli/commands.h"
@@ -10,13 +7,7 @@
 #include "core/process.h"
 
 int main(int argc, char** argv) {
-  // Idle OpenMP threads sleep unless the user says otherwise: spinning ones
-  // (libgomp's default) took decode on 2 cores from 340 to 22 tokens/s, and
-  // slow training wherever another process shares the cores. The runtime
-  // reads the setting when it loads, so the process starts over once with it.
-  if (!std::getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
-    execv("/proc/self/exe", argv);  // returns only if it failed; then carry on as we are
-  }
+  memoe::sleep_idle_openmp_threads(argv);
   memoe::keep_freed_memory_for_reuse();
   CLI::App app{"memoe: an engine for Engram + DeepSeekMoE language models"};
   app.require_subcommand(1);

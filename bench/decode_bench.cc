@@ -1,0 +1,121 @@
+// Prefill and decode through the KV cache against recomputing the whole
+// sequence for every new token, on one model, same threads, in one run:
+//
+//   build/memoe_decode_bench [--config configs/small.json] [--prompt 256]
+//                            [--tokens 64] [--threads 2] [--rounds 3]
+//                            [--precision fp32|bf16] [--batch 1]
+//
+// Tokens are chosen greedily from random-init logits (the speed does not
+// depend on what they are). --batch S decodes S sequences together.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/process.h"
+#include "core/rng.h"
+#include "kernels/linear.h"
+#include "model/inference.h"
+#include "model/init.h"
+
+using namespace memoe;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+int64_t argmax(const float* row, int64_t n) { return int64_t(std::max_element(row, row + n) - row); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config = std::string(MEMOE_SOURCE_DIR) + "/configs/small.json", precision = "fp32";
+  int prompt = 256, tokens = 64, threads = 2, rounds = 3, batch = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--config") config = next();
+    else if (a == "--prompt") prompt = std::atoi(next().c_str());
+    else if (a == "--tokens") tokens = std::atoi(next().c_str());
+    else if (a == "--threads") threads = std::atoi(next().c_str());
+    else if (a == "--rounds") rounds = std::atoi(next().c_str());
+    else if (a == "--batch") batch = std::atoi(next().c_str());
+    else if (a == "--precision") precision = next();
+    else {
+      std::fprintf(stderr, "unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (prompt < 1 || tokens < 1 || threads < 1 || rounds < 1 || batch < 1) {
+    std::fprintf(stderr, "--prompt, --tokens, --threads, --rounds and --batch must be >= 1\n");
+    return 2;
+  }
+  sleep_idle_openmp_threads(argv);
+  keep_freed_memory_for_reuse();
+  omp_set_num_threads(threads);
+  try {
+    const ModelConfig cfg = load_config(config);
+    Model m = init_model(cfg, 0);
+    m.params.set_precision(parse_precision(precision));
+    const int64_t V = cfg.vocab_size;
+    std::vector<int64_t> ids(static_cast<size_t>(prompt));
+    Rng rng(3);
+    for (auto& id : ids) id = int64_t(rng.below(uint64_t(V)));
+    std::printf("config %s, %s, prompt %d tokens, %d new tokens, batch %d, %d threads\n", config.c_str(),
+                precision.c_str(), prompt, tokens, batch, threads);
+    std::vector<double> prefill_rates, decode_rates, recompute_rates;
+    int64_t cache_bytes = 0;
+    for (int r = 0; r < rounds; ++r) {
+      // Through the cache: each sequence prefilled, then all decoded together.
+      std::vector<SequenceState> seqs;
+      std::vector<int64_t> next(static_cast<size_t>(batch));
+      Tensor logits;
+      double t0 = now();
+      for (int s = 0; s < batch; ++s) {
+        seqs.push_back(new_sequence(m));
+        feed_tokens(m, seqs.back(), ids.data(), prompt, 256, Logits::Last, logits);
+        next[size_t(s)] = argmax(logits.data(), V);
+      }
+      prefill_rates.push_back(double(prompt) * batch / (now() - t0));
+      std::vector<SequenceState*> active;
+      for (SequenceState& s : seqs) active.push_back(&s);
+      t0 = now();
+      for (int t = 0; t < tokens; ++t) {
+        decode_step(m, active, next.data(), logits);
+        for (int s = 0; s < batch; ++s) next[size_t(s)] = argmax(logits.data() + int64_t(s) * V, V);
+      }
+      decode_rates.push_back(double(tokens) * batch / (now() - t0));
+      cache_bytes = seqs[0].cache_bytes();
+      // Recomputation: the whole sequence for every new token (one sequence;
+      // a few tokens suffice for its rate).
+      std::vector<int64_t> seq = ids;
+      ModelState st;
+      const int steps = std::min(tokens, 8);
+      t0 = now();
+      for (int t = 0; t < steps; ++t) {
+        model_forward(m, seq.data(), 1, int64_t(seq.size()), st);
+        seq.push_back(argmax(st.logits.data() + (int64_t(seq.size()) - 1) * V, V));
+      }
+      recompute_rates.push_back(double(steps) / (now() - t0));
+      std::printf("round %d: prefill %.0f tokens/s, decode %.0f tokens/s, recompute %.1f tokens/s\n", r + 1,
+                  prefill_rates.back(), decode_rates.back(), recompute_rates.back());
+    }
+    std::printf("median: prefill %.0f tokens/s, decode %.0f tokens/s (%.1fx recompute's %.1f); KV cache %.1f KiB "
+                "per sequence at %d tokens\n",
+                median(prefill_rates), median(decode_rates), median(decode_rates) / median(recompute_rates),
+                median(recompute_rates), double(cache_bytes) / 1024.0, prompt + tokens);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "memoe_decode_bench: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
