@@ -79,7 +79,7 @@ void mla_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, co
                 const std::vector<AttentionKvCache*>& caches, float* y);
 void gqa_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t n,
                 const std::vector<AttentionKvCache*>& caches, float* y);
-// The positions of the S*n new rows, and each cache's length before them.
+// The positions of the S*n new rows: sequence s's at caches[s]->length + i.
 std::vector<int64_t> cached_positions(const std::vector<AttentionKvCache*>& caches, int64_t n);
 void gqa_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, const AttentionCache&,
                   const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);

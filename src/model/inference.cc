@@ -14,10 +14,6 @@ namespace memoe {
 
 namespace {
 
-const Tensor& lm_head_of(const Model& m) {
-  return m.config.tie_word_embeddings ? m.params.embed_tokens : m.params.lm_head;
-}
-
 // n new tokens of each sequence (ids [S, n]) through the stack; the new
 // positions' final hidden states, normed, into final_out [S*n, d].
 void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const int64_t* ids, int64_t n,
@@ -110,9 +106,9 @@ void feed_tokens(const Model& m, SequenceState& state, const int64_t* ids, int64
     const int64_t k = std::min(chunk, n - done);
     forward_rows(m, one, ids + done, k, final_out);
     if (which == Logits::All) {
-      linear_forward(final_out.data(), lm_head_of(m), nullptr, k, d, V, logits.data() + done * V);
+      linear_forward(final_out.data(), lm_head_weight(m), nullptr, k, d, V, logits.data() + done * V);
     } else if (which == Logits::Last && done + k == n) {
-      linear_forward(final_out.data() + (k - 1) * d, lm_head_of(m), nullptr, 1, d, V, logits.data());
+      linear_forward(final_out.data() + (k - 1) * d, lm_head_weight(m), nullptr, 1, d, V, logits.data());
     }
     done += k;
   }
@@ -127,7 +123,7 @@ void decode_step(const Model& m, const std::vector<SequenceState*>& sequences, c
   Tensor final_out;
   forward_rows(m, sequences, ids, 1, final_out);
   logits.ensure({S, V});
-  linear_forward(final_out.data(), lm_head_of(m), nullptr, S, d, V, logits.data());
+  linear_forward(final_out.data(), lm_head_weight(m), nullptr, S, d, V, logits.data());
 }
 
 }  // namespace memoe

@@ -128,11 +128,11 @@ struct Lap {
   }
 };
 
+}  // namespace
+
 const Tensor& lm_head_weight(const Model& m) {
   return m.config.tie_word_embeddings ? m.params.embed_tokens : m.params.lm_head;
 }
-
-}  // namespace
 
 void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_len, ModelState& st) {
   const ModelConfig& cfg = m.config;

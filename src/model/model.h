@@ -92,6 +92,9 @@ struct ModelState {
   double aux_loss = 0.0;                  // sequence-wise balance loss (0 unless enabled)
 };
 
+// The LM head's weight: lm_head, or embed_tokens when they are tied.
+const Tensor& lm_head_weight(const Model& m);
+
 // Checks ids against the vocabulary (one line naming the bad id and position).
 void check_token_ids(const ModelConfig& cfg, const int64_t* ids, int64_t count);
 
