@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--prompt, --tokens, --threads, --rounds and --batch must be >= 1\n");
     return 2;
   }
-  sleep_idle_openmp_threads(argv);
+  restart_with_defaults(argv, kernel_environment_defaults());
   keep_freed_memory_for_reuse();
   omp_set_num_threads(threads);
   try {

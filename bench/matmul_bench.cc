@@ -17,6 +17,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/process.h"
 #include "kernels/linear.h"
 #include "kernels/matmul_bf16.h"
 
@@ -39,6 +40,7 @@ struct Shape {
 }  // namespace
 
 int main(int argc, char** argv) {
+  memoe::restart_with_defaults(argv, memoe::kernel_environment_defaults());
   int threads = 2, rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);

@@ -240,6 +240,7 @@ int run_bench(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  restart_with_defaults(argv, kernel_environment_defaults());
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

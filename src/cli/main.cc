@@ -5,9 +5,10 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/process.h"
+#include "kernels/linear.h"
 
 int main(int argc, char** argv) {
-  memoe::sleep_idle_openmp_threads(argv);
+  memoe::restart_with_defaults(argv, memoe::kernel_environment_defaults());
   memoe::keep_freed_memory_for_reuse();
   CLI::App app{"memoe: an engine for Engram + DeepSeekMoE language models"};
   app.require_subcommand(1);

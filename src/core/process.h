@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace memoe {
 
@@ -15,14 +18,15 @@ inline void keep_freed_memory_for_reuse() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-// Idle OpenMP threads sleep unless the user says otherwise: spinning ones
-// (libgomp's default) took decode on 2 cores from 340 to 22 tokens/s, and
-// slow training wherever another process shares the cores. The runtime
-// reads the setting when it loads, so the process starts over once with it
-// (argv as main got it); if that fails, it carries on as it is.
-inline void sleep_idle_openmp_threads(char** argv) {
-  if (!std::getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
-    execv("/proc/self/exe", argv);
+// Sets each variable of `defaults` that the user has not set and, if it set
+// any, starts the process over once (argv as main got it) so that the
+// libraries that read them when they load (the OpenMP runtime, OpenBLAS) see
+// them. If that fails, it carries on as it is.
+inline void restart_with_defaults(char** argv, const std::vector<std::pair<std::string, std::string>>& defaults) {
+  bool changed = false;
+  for (const auto& [name, value] : defaults)
+    if (!std::getenv(name.c_str()) && setenv(name.c_str(), value.c_str(), 1) == 0) changed = true;
+  if (changed) execv("/proc/self/exe", argv);
 }
 
 }  // namespace memoe

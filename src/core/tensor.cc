@@ -1,6 +1,33 @@
 #include "core/tensor.h"
 
+#include "core/error.h"
+
 namespace memoe {
+
+Tensor Tensor::view_f32(std::vector<int64_t> shape, const float* values, std::shared_ptr<const void> owner) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.numel_ = count(t.shape_);
+  t.view_f32_ = values;
+  t.owner_ = std::move(owner);
+  return t;
+}
+
+Tensor Tensor::view_bf16(std::vector<int64_t> shape, const uint16_t* values, std::shared_ptr<const void> owner) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.numel_ = count(t.shape_);
+  t.view_bf16_ = values;
+  t.owner_ = std::move(owner);
+  return t;
+}
+
+uint16_t* Tensor::bf16_storage() {
+  // A bf16 view's values are its own and read-only: nothing to copy into.
+  MEMOE_CHECK(!view_bf16_, "internal: a bf16 view has no room for a bf16 copy");
+  bf16_.resize(numel_);
+  return bf16_.data();
+}
 
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";

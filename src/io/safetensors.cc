@@ -270,6 +270,24 @@ Tensor SafetensorsFile::read_f32(const std::string& name) const {
   return result;
 }
 
+bool SafetensorsFile::viewable(const std::string& name) const {
+  const TensorInfo& tensor = info(name);
+  if (tensor.dtype != DType::F32 && tensor.dtype != DType::BF16) return false;
+  return reinterpret_cast<uintptr_t>(data_ + tensor.begin) % dtype_size(tensor.dtype) == 0;
+}
+
+Tensor SafetensorsFile::view(const std::string& name) const {
+  const TensorInfo& tensor = info(name);
+  if (!viewable(name))
+    fail(path_, ": tensor ", quoted(name), ": ", dtype_name(tensor.dtype),
+         " values at this offset cannot be viewed in place (only aligned F32 and BF16 can)");
+  // The engine runs on little-endian hosts only (x86-64, aarch64), where the
+  // stored bytes are the values.
+  const uint8_t* src = data_ + tensor.begin;
+  if (tensor.dtype == DType::F32) return Tensor::view_f32(tensor.shape, reinterpret_cast<const float*>(src), mapping_);
+  return Tensor::view_bf16(tensor.shape, reinterpret_cast<const uint16_t*>(src), mapping_);
+}
+
 std::vector<int64_t> SafetensorsFile::read_i64(const std::string& name) const {
   const TensorInfo& tensor = info(name);
   if (tensor.dtype != DType::I64 && tensor.dtype != DType::I32)

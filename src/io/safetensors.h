@@ -53,6 +53,13 @@ class SafetensorsFile {
   // Same, into caller memory of exactly `count` floats (e.g. one slice of a
   // stacked expert buffer).
   void read_f32_into(const std::string& name, float* out, int64_t count) const;
+  // The stored values of an F32 or BF16 tensor, viewed in the mapping
+  // without a copy (read-only; the view keeps the file mapped). Another
+  // dtype, or values not aligned to their element size, is one line naming
+  // the tensor: the caller reads it with read_f32 instead.
+  Tensor view(const std::string& name) const;
+  // Whether view(name) would succeed.
+  bool viewable(const std::string& name) const;
   // Integer tensors (I64, I32) widened to int64.
   std::vector<int64_t> read_i64(const std::string& name) const;
   // The stored bytes, unconverted (for formats read_* does not handle).

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/error.h"
 
 namespace memoe {
@@ -59,9 +60,16 @@ void cached_attention(const float* q, int64_t n, int64_t first, const float* k, 
   }
 }
 
-void mla_absorbed_attention(const float* q, int64_t n, int64_t first, const float* latent, const float* rope_key,
-                            const float* kv_b, int64_t heads, int64_t nope, int64_t pe, int64_t kvl, int64_t dv,
-                            float scale, float* out) {
+namespace {
+// The absorbed attention over weights of element type W (float, or uint16_t
+// holding bf16, widened as read).
+inline float widen(float x) { return x; }
+inline float widen(uint16_t x) { return bf16_to_float(x); }
+
+template <class W>
+void absorbed_attention(const float* q, int64_t n, int64_t first, const float* latent, const float* rope_key,
+                        const W* kv_b, int64_t heads, int64_t nope, int64_t pe, int64_t kvl, int64_t dv, float scale,
+                        float* out) {
   MEMOE_CHECK(n >= 0 && first >= 0 && heads > 0 && kvl > 0, "absorbed MLA attention: bad shape");
   const int64_t dqk = nope + pe, context = first + n;
 #pragma omp parallel if (worth_threads(n, heads, context, kvl + pe))
@@ -71,11 +79,11 @@ void mla_absorbed_attention(const float* q, int64_t n, int64_t first, const floa
     for (int64_t i = 0; i < n; ++i)
       for (int64_t h = 0; h < heads; ++h) {
         const float* qi = q + (i * heads + h) * dqk;
-        const float* w_uk = kv_b + h * (nope + dv) * kvl;  // [nope, kvl]
-        const float* w_uv = w_uk + nope * kvl;              // [dv, kvl]
+        const W* w_uk = kv_b + h * (nope + dv) * kvl;  // [nope, kvl]
+        const W* w_uv = w_uk + nope * kvl;              // [dv, kvl]
         std::fill(q_lat.begin(), q_lat.end(), 0.0f);
         for (int64_t a = 0; a < nope; ++a)
-          for (int64_t j = 0; j < kvl; ++j) q_lat[size_t(j)] += qi[a] * w_uk[a * kvl + j];
+          for (int64_t j = 0; j < kvl; ++j) q_lat[size_t(j)] += qi[a] * widen(w_uk[a * kvl + j]);
         const int64_t seen = first + i + 1;
         for (int64_t t = 0; t < seen; ++t) {
           const float* ct = latent + t * kvl;
@@ -95,11 +103,22 @@ void mla_absorbed_attention(const float* q, int64_t n, int64_t first, const floa
         float* o = out + (i * heads + h) * dv;
         for (int64_t e = 0; e < dv; ++e) {
           float s = 0.0f;
-          for (int64_t j = 0; j < kvl; ++j) s += w_uv[e * kvl + j] * o_lat[size_t(j)];
+          for (int64_t j = 0; j < kvl; ++j) s += widen(w_uv[e * kvl + j]) * o_lat[size_t(j)];
           o[e] = s;
         }
       }
   }
+}
+
+}  // namespace
+
+void mla_absorbed_attention(const float* q, int64_t n, int64_t first, const float* latent, const float* rope_key,
+                            WeightMatrix kv_b, int64_t heads, int64_t nope, int64_t pe, int64_t kvl, int64_t dv,
+                            float scale, float* out) {
+  if (kv_b.f32)
+    absorbed_attention(q, n, first, latent, rope_key, kv_b.f32, heads, nope, pe, kvl, dv, scale, out);
+  else
+    absorbed_attention(q, n, first, latent, rope_key, kv_b.bf16, heads, nope, pe, kvl, dv, scale, out);
 }
 
 }  // namespace memoe

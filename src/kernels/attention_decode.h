@@ -6,6 +6,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/weight_matrix.h"
+
 namespace memoe {
 
 // GQA: q [n, H, D] (rotated), k [T, KV, D] (rotated), v [T, KV, Dv] with
@@ -21,8 +23,9 @@ void cached_attention(const float* q, int64_t n, int64_t first, const float* k, 
 // of c is taken out through the value part (W_uv[h]: the next dv rows).
 // q [n, H, nope+pe] (its pe part rotated); kv_b [H*(nope+dv), kvl];
 // out [n, H, dv]. The same numbers as expanding k and v, in another order.
+// kv_b's fp32 values when it has them, else its bf16 ones widened.
 void mla_absorbed_attention(const float* q, int64_t n, int64_t first, const float* latent, const float* rope_key,
-                            const float* kv_b, int64_t heads, int64_t nope, int64_t pe, int64_t kvl, int64_t dv,
+                            WeightMatrix kv_b, int64_t heads, int64_t nope, int64_t pe, int64_t kvl, int64_t dv,
                             float scale, float* out);
 
 }  // namespace memoe

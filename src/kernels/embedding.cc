@@ -5,9 +5,9 @@
 
 namespace memoe {
 
-void embedding_forward(const float* table, const int64_t* ids, int64_t n, int64_t d, float* out) {
+void embedding_forward(WeightMatrix table, const int64_t* ids, int64_t n, int64_t d, float* out) {
 #pragma omp parallel for schedule(static) if (n * d > 65536)
-  for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * d, table + ids[i] * d, sizeof(float) * size_t(d));
+  for (int64_t i = 0; i < n; ++i) table.copy_row(ids[i] * d, d, out + i * d);
 }
 
 void embedding_backward(const float* dout, const int64_t* ids, int64_t n, int64_t d, float* dtable) {

@@ -3,11 +3,13 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/weight_matrix.h"
+
 namespace memoe {
 
-// out[i, :] = table[ids[i], :] for n ids, rows of width d. Ids are trusted
-// (the model checks them against the vocabulary first).
-void embedding_forward(const float* table, const int64_t* ids, int64_t n, int64_t d, float* out);
+// out[i, :] = table[ids[i], :] for n ids, rows of width d (bf16 rows widened).
+// Ids are trusted (the model checks them against the vocabulary first).
+void embedding_forward(WeightMatrix table, const int64_t* ids, int64_t n, int64_t d, float* out);
 
 // dtable[ids[i], :] += dout[i, :]. A row read by several tokens sums their
 // rows in token order, whatever the thread count (threads split columns).

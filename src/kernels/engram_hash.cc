@@ -170,19 +170,18 @@ void engram_hash_rows(const int64_t* compressed_ids, int64_t batch, int64_t seq_
   }
 }
 
-void engram_gather(const float* table, int64_t row_width, const int64_t* rows, int64_t n_tokens,
+void engram_gather(WeightMatrix table, int64_t row_width, const int64_t* rows, int64_t n_tokens,
                    int64_t rows_per_token, float* out) {
   MEMOE_CHECK(row_width >= 1, "engram_gather: row width must be >= 1, got ", row_width);
   MEMOE_CHECK(n_tokens >= 0 && rows_per_token >= 0, "engram_gather: bad shape [", n_tokens, ", ", rows_per_token,
               "]");
   if (n_tokens == 0 || rows_per_token == 0) return;
-  MEMOE_CHECK(table != nullptr && rows != nullptr && out != nullptr, "engram_gather: null pointer");
-  const size_t row_bytes = static_cast<size_t>(row_width) * sizeof(float);
+  MEMOE_CHECK((table.f32 || table.bf16) && rows != nullptr && out != nullptr, "engram_gather: null pointer");
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t j = 0; j < rows_per_token; ++j) {
       const int64_t slot = t * rows_per_token + j;
-      std::memcpy(out + slot * row_width, table + rows[slot] * row_width, row_bytes);
+      table.copy_row(rows[slot] * row_width, row_width, out + slot * row_width);
     }
   }
 }

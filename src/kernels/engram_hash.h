@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/weight_matrix.h"
+
 namespace memoe {
 
 // The N odd hash multipliers of Engram layer `layer_id` (its index in the
@@ -35,8 +37,9 @@ void engram_hash_rows(const int64_t* compressed_ids, int64_t batch, int64_t seq_
 // out[t, j*D:(j+1)*D] = table[rows[t, j], :] with D = row_width; rows is
 // [n_tokens, rows_per_token], out is [n_tokens, rows_per_token*D]. Rows are
 // trusted to be inside the table (engram_hash_rows guarantees it when the
-// table has sum(primes) rows; the loader must check that). Parallel over tokens.
-void engram_gather(const float* table, int64_t row_width, const int64_t* rows, int64_t n_tokens,
+// table has sum(primes) rows; the loader must check that). bf16 rows are
+// widened. Parallel over tokens.
+void engram_gather(WeightMatrix table, int64_t row_width, const int64_t* rows, int64_t n_tokens,
                    int64_t rows_per_token, float* out);
 
 // Gradient of a table restricted to the rows that were read.

@@ -15,32 +15,42 @@
 namespace memoe {
 
 namespace {
-// Depth (K) of each BLAS call. OpenBLAS splits a product over M and N between
-// threads, never over K, but its single-threaded and threaded drivers cut a K
-// between GEMM_Q and 2*GEMM_Q into two slightly different halves (here, on
-// the Cooperlake kernels, K = 385, 513, 1000, 3000 all differ), so sums over
-// K would depend on the thread count. A product no deeper than GEMM_Q is
-// never cut, and 256 sits under GEMM_Q of the current x86-64 kernels
-// (Haswell, Zen, SkylakeX: 320-448), so deeper products are issued in fixed
-// 256-deep slices accumulated in slice order. BLAS itself works in K blocks
-// of GEMM_Q, so this costs nothing measurable;
-// ThreadCount.BlasProductsAreBitwiseTheSame checks it on the machine at hand.
-constexpr int64_t kGemmDepth = 256;
+// Products are cut into fixed blocks of C's rows or columns, and each block
+// is one single-threaded BLAS call, so every element's sum is computed the
+// same way for any thread count and any BLAS kernels. OpenBLAS's own
+// threading does not promise that: its threaded driver cuts K differently
+// from its single-threaded one, and its AVX2 (Haswell) kernels compute the
+// edge tiles of a thread's share in another order, so 1 and 2 threads gave
+// different bits even at K = 64 (ThreadCount.BlasProductsAreBitwiseTheSame).
+// OpenBLAS runs single-threaded inside an active OpenMP region and for
+// products of at most kSmallProduct multiply-adds, so the region below is
+// active for every larger product, even one of a single block.
+constexpr int64_t kBlock = 256;
+constexpr double kSmallProduct = 65536.0 * 4;  // SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in OpenBLAS
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  int64_t k0 = 0;
-  do {
-    const int64_t depth = std::min(kGemmDepth, k - k0);
-    // Column k0 of op(A) and row k0 of op(B).
-    const float* a0 = trans_a ? a + k0 * lda : a + k0;
-    const float* b0 = trans_b ? b + k0 : b + k0 * ldb;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(m),
-                int(n), int(depth), alpha, a0, int(lda), b0, int(ldb), k0 == 0 ? beta : 1.0f, c, int(ldc));
-    k0 += depth;
-  } while (k0 < k);
+  // Split the longer side of C, so that each block still repacks little.
+  const bool by_rows = m >= n;
+  const int64_t side = by_rows ? m : n, blocks = (side + kBlock - 1) / kBlock;
+  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
+#pragma omp parallel for schedule(static) if (double(m) * double(n) * double(k) > kSmallProduct)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t first = blk * kBlock, count = std::min(kBlock, side - first);
+    if (by_rows) {
+      // Rows first.. of op(A) and of C.
+      const float* a0 = trans_a ? a + first : a + first * lda;
+      cblas_sgemm(CblasRowMajor, ta, tb, int(count), int(n), int(k), alpha, a0, int(lda), b, int(ldb), beta,
+                  c + first * ldc, int(ldc));
+    } else {
+      // Columns first.. of op(B) and of C.
+      const float* b0 = trans_b ? b + first * ldb : b + first;
+      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(count), int(k), alpha, a, int(lda), b0, int(ldb), beta,
+                  c + first, int(ldc));
+    }
+  }
 }
 
 const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
@@ -156,6 +166,19 @@ void linear_backward(ActivationMatrix dy, ActivationMatrix x, WeightMatrix w, in
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < out; ++o) dbias[o] += dy.f32[i * out + o];
   }
+}
+
+std::vector<std::pair<std::string, std::string>> kernel_environment_defaults() {
+  std::vector<std::pair<std::string, std::string>> env = {{"OMP_WAIT_POLICY", "PASSIVE"}};
+  const std::string core = openblas_get_corename();
+  const bool avx512_core = core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512cd");
+  if (avx512 && !avx512_core)
+    env.emplace_back("OPENBLAS_CORETYPE", __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX");
+  return env;
 }
 
 namespace {

@@ -1,13 +1,16 @@
 // Linear layers over row-major activations: y[n, out] = x[n, in] @ W[out, in]^T + b.
 // All matrix products of the engine go through here. In fp32 they run on
 // CBLAS sgemm and give bitwise the same results for any thread count (see
-// kGemmDepth in linear.cc); a weight with a bf16 copy makes its products
+// kBlock in linear.cc); a weight with a bf16 copy makes its products
 // mixed precision (gemm_bf16 below).
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/tensor.h"
+#include "kernels/weight_matrix.h"
 
 namespace memoe {
 
@@ -24,16 +27,6 @@ Precision default_precision();
 // One line for a command's first lines, e.g. "precision: bf16 matrix
 // products on oneDNN 2.6.3 avx512_core_bf16".
 std::string precision_line(Precision p);
-
-// A weight matrix as the products read it: its fp32 values, and a bf16 copy
-// of them when its products run in bf16. A Tensor brings its own copy, if it
-// has one; a bare pointer has none.
-struct WeightMatrix {
-  WeightMatrix(const float* values) : f32(values) {}
-  WeightMatrix(const Tensor& t) : f32(t.data()), bf16(t.bf16()) {}
-  const float* f32;
-  const uint16_t* bf16 = nullptr;
-};
 
 // A layer's input (or output gradient) as the products read it: fp32
 // values, rounded to bf16 on the way into a bf16 product, or values a layer
@@ -99,6 +92,19 @@ struct ProductProfile {
 };
 void set_product_profiling(bool on);
 ProductProfile product_profile();  // since profiling was last turned on
+
+// Settings the kernels' libraries want before they load, for
+// restart_with_defaults (core/process.h) in every program's main:
+// - OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep. Spinning ones
+//   (libgomp's default) took decode on 2 cores from 340 to 22 tokens/s, and
+//   slow training wherever another process shares the cores.
+// - OPENBLAS_CORETYPE, only where the CPU has AVX-512 but OpenBLAS picked
+//   AVX2 kernels: Debian 12's OpenBLAS (0.3.21) does not know CPUs newer
+//   than itself (AMD Zen 5) and falls back to its Haswell kernels, which ran
+//   sgemm at a third of the SkylakeX kernels' rate there. Cooperlake
+//   (SkylakeX plus bf16 sbgemm) where the CPU has AVX512-BF16. A core the
+//   user chose (OPENBLAS_CORETYPE set) is kept.
+std::vector<std::pair<std::string, std::string>> kernel_environment_defaults();
 
 // This machine's practical sgemm rate: best of `rounds` n x n x n products
 // through the same BLAS and threads as the engine, in GFLOP/s. Lets a slow

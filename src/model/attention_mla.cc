@@ -109,7 +109,7 @@ void mla_cached(const ModelConfig& c, const RopeTable& rope, const AttentionPara
     cache.rope_key.insert(cache.rope_key.end(), rope_key.begin() + r0 * pe, rope_key.begin() + (r0 + n) * pe);
     cache.length = first + n;
     mla_absorbed_attention(q.data() + r0 * H * dqk, n, first, cache.latent.data(), cache.rope_key.data(),
-                           p.kv_b_proj.data(), H, nope, pe, kvl, dv, float(c.softmax_scale()),
+                           p.kv_b_proj, H, nope, pe, kvl, dv, float(c.softmax_scale()),
                            out.data() + r0 * H * dv);
   }
   linear_forward(out.data(), p.o_proj, nullptr, rows, H * dv, d, y);

@@ -74,7 +74,32 @@ std::string resolve_model_dir(const std::string& path) {
   return path;
 }
 
-Model load_model(const std::string& path) {
+const char* table_storage_name(TableStorage s) { return s == TableStorage::resident ? "resident" : "mmap"; }
+
+TableStorage parse_table_storage(const std::string& name) {
+  if (name == "mmap") return TableStorage::mapped;
+  if (name == "resident") return TableStorage::resident;
+  fail("unknown Engram table storage '", name, "' (expected mmap or resident)");
+}
+
+namespace {
+// A copy of a view's values in memory of its own, viewed the same way: the
+// resident form of a mapped tensor (same dtype, same kernels).
+template <class T>
+Tensor owned_copy_of(const std::vector<int64_t>& shape, const T* values, size_t n,
+                     Tensor (*view)(std::vector<int64_t>, const T*, std::shared_ptr<const void>)) {
+  auto copy = std::make_shared<std::vector<T>>(values, values + n);
+  return view(shape, copy->data(), copy);
+}
+
+Tensor resident(const Tensor& mapped) {
+  const size_t n = size_t(mapped.numel());
+  if (mapped.has_f32()) return owned_copy_of(mapped.shape(), mapped.data(), n, &Tensor::view_f32);
+  return owned_copy_of(mapped.shape(), mapped.bf16(), n, &Tensor::view_bf16);
+}
+}  // namespace
+
+Model load_model(const std::string& path, const LoadOptions& options) {
   const std::string dir = resolve_model_dir(path);
   MEMOE_CHECK(std::filesystem::is_directory(dir), "model directory ", dir, " does not exist");
   Model m;
@@ -125,12 +150,22 @@ Model load_model(const std::string& path) {
   const double wanted = double(count_params(cfg, 1).total);
   MEMOE_CHECK(wanted <= 2 * stored + double(1 << 20), f.path(), ": holds ", int64_t(stored),
               " values, far fewer than the ", int64_t(wanted), " parameters its config needs");
+  // allocate() touches no memory (core/tensor.h), so the tensors replaced
+  // by views below never cost any.
   m.params.allocate(cfg, m.engram_rows(), false);
-  m.params.visit([&](const std::string& name, Tensor& t) {
+  const bool mapped = options.weights == WeightStorage::mapped;
+  m.params.visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
     MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);
     const TensorInfo& info = f.info(name);
     MEMOE_CHECK(info.shape == t.shape(), f.path(), ": tensor ", name, " has shape ", shape_string(info.shape),
                 ", expected ", shape_string(t.shape()));
+    // F16, F64 or misaligned values are converted as in the copied form.
+    if (mapped && (role.bf16_copy || role.gathered) && f.viewable(name)) {
+      t = f.view(name);
+      if (role.update == ParamUpdate::SparseRows && options.engram_tables == TableStorage::resident)
+        t = resident(t);
+      return;
+    }
     f.read_f32_into(name, t.data(), t.numel());
   });
   return m;

@@ -12,9 +12,33 @@ namespace memoe {
 // creating DIR. Float weights are stored as `dtype` (F32 or BF16).
 void save_model(const Model& m, const std::string& dir, DType dtype = DType::F32);
 
+// Where a loaded model's weights live.
+enum class WeightStorage {
+  // Every tensor converted into fp32 memory the model owns: training, and
+  // exact fp32 inference from a checkpoint stored in any float type.
+  copied,
+  // Inference: the matrices, the embeddings and the Engram tables are
+  // read-only views of the mapped model.safetensors in its stored dtype (F32
+  // or BF16), never copied (a BF16 checkpoint's products then run in bf16
+  // whatever the precision); the small tensors (norms, biases, the short
+  // conv, the router) are read into fp32.
+  mapped,
+};
+// With mapped weights, where the Engram tables live: in the mapping (rows
+// come from the page cache, or the disk, as they are touched), or copied
+// into memory the model owns, as stored.
+enum class TableStorage { mapped, resident };
+const char* table_storage_name(TableStorage s);  // "mmap" or "resident"
+TableStorage parse_table_storage(const std::string& name);  // one line for anything else
+
+struct LoadOptions {
+  WeightStorage weights = WeightStorage::copied;
+  TableStorage engram_tables = TableStorage::mapped;
+};
+
 // Reads a model directory; any missing or misshapen tensor is an error
 // naming it. A run's RUN/checkpoints/latest is accepted too.
-Model load_model(const std::string& dir);
+Model load_model(const std::string& dir, const LoadOptions& options = {});
 
 // The model directory that `path` names: itself, or, for an older run's
 // checkpoints/latest file holding a checkpoint's name, that checkpoint.

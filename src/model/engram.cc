@@ -61,7 +61,7 @@ void engram_from_rows(const ModelConfig& cfg, const EngramParams& p, const float
   const int64_t N = batch * seq_len, d = cfg.hidden_size, E = ec.embed_dim(), T = ec.tables_per_layer();
   const int64_t D = ec.head_dim();
   c.e.ensure({N, E});
-  engram_gather(p.embedding.data(), D, c.rows.data(), N, T, c.e.data());
+  engram_gather(p.embedding, D, c.rows.data(), N, T, c.e.data());
 
   // Gate: alpha = sigmoid(signed_sqrt(<norm1(key), norm2(h)> / sqrt(d))).
   c.key_pre.ensure({N, d});
@@ -124,20 +124,32 @@ void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const Engram
 
 void engram_cached(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
                    const int64_t* window_ids, int64_t n, const std::vector<EngramDecodeState*>& states, float* out) {
+  EngramCache c;
+  c.rows = engram_window_rows(cfg, hash, window_ids, int64_t(states.size()), n);
+  engram_from_rows(cfg, p, h, int64_t(states.size()), n, c, &states, out);
+}
+
+std::vector<int64_t> engram_window_rows(const ModelConfig& cfg, const EngramHash& hash, const int64_t* window_ids,
+                                        int64_t sequences, int64_t n) {
   const EngramConfig& ec = *cfg.engram;
-  const int64_t T = ec.tables_per_layer(), before = ec.max_ngram_size - 1, S = int64_t(states.size());
+  const int64_t T = ec.tables_per_layer(), before = ec.max_ngram_size - 1, S = sequences;
   // Hash each window as a sequence and keep its last n positions: their
   // n-grams reach back at most N-1 positions, all inside the window.
-  std::vector<int64_t> rows(size_t(S * (before + n) * T));
+  std::vector<int64_t> rows(size_t(S * (before + n) * T)), kept;
   engram_hash_rows(window_ids, S, before + n, hash.compressed_pad, hash.multipliers.data(), ec.max_ngram_size,
                    hash.primes.data(), ec.n_head_per_ngram, rows.data());
-  EngramCache c;
-  c.rows.reserve(size_t(S * n * T));
+  kept.reserve(size_t(S * n * T));
   for (int64_t s = 0; s < S; ++s) {
     const auto window = rows.begin() + long(s * (before + n) * T);
-    c.rows.insert(c.rows.end(), window + long(before * T), window + long((before + n) * T));
+    kept.insert(kept.end(), window + long(before * T), window + long((before + n) * T));
   }
-  engram_from_rows(cfg, p, h, S, n, c, &states, out);
+  return kept;
+}
+
+MemoryRange engram_row_memory(const EngramParams& p, int64_t row) {
+  const int64_t D = p.embedding.dim(1);
+  if (p.embedding.has_f32()) return {p.embedding.data() + row * D, sizeof(float) * size_t(D)};
+  return {p.embedding.bf16() + row * D, sizeof(uint16_t) * size_t(D)};
 }
 
 void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float* h, const EngramCache& c,

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "io/config.h"
+#include "io/page_prefetch.h"
 #include "kernels/engram_hash.h"
 #include "model/params.h"
 
@@ -65,6 +66,12 @@ struct EngramDecodeState {
 // Equal to engram_forward over each whole sequence at those positions.
 void engram_cached(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
                    const int64_t* window_ids, int64_t n, const std::vector<EngramDecodeState*>& states, float* out);
+// The table rows engram_cached reads for those windows: [S*n, tables_per_layer].
+std::vector<int64_t> engram_window_rows(const ModelConfig& cfg, const EngramHash& hash, const int64_t* window_ids,
+                                        int64_t sequences, int64_t n);
+// Where row r of a layer's table lies in memory (a bf16 table's row is half
+// the bytes): for reading ahead.
+MemoryRange engram_row_memory(const EngramParams& p, int64_t row);
 
 // Adds into grads (table rows sparsely) and dh.
 void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float* h, const EngramCache& cache,

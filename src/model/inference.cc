@@ -14,6 +14,48 @@ namespace memoe {
 
 namespace {
 
+int64_t compressed_id(const Model& m, int64_t id) { return m.token_map.empty() ? id : m.token_map[size_t(id)]; }
+
+// Each sequence's compressed ids at positions length-(N-1) .. length+n-1,
+// compressed_pad before its start: [S, N-1+n], the windows engram_cached
+// reads. The n new ids (ids [S, n]) are not in the states yet.
+std::vector<int64_t> engram_windows(const Model& m, const std::vector<SequenceState*>& seqs, const int64_t* ids,
+                                    int64_t n) {
+  const int64_t before = m.config.engram->max_ngram_size - 1, S = int64_t(seqs.size());
+  const int64_t pad = m.engram_hash[size_t(m.config.engram->layer_ids.at(0))].compressed_pad;
+  std::vector<int64_t> windows(size_t(S * (before + n)));
+  for (int64_t s = 0; s < S; ++s) {
+    const SequenceState& q = *seqs[size_t(s)];
+    for (int64_t j = 0; j < before + n; ++j) {
+      const int64_t pos = q.length - before + j;
+      int64_t& w = windows[size_t(s * (before + n) + j)];
+      if (pos < 0)
+        w = pad;
+      else if (pos < q.length)
+        w = q.compressed_ids[size_t(pos)];
+      else
+        w = compressed_id(m, ids[s * n + pos - q.length]);
+    }
+  }
+  return windows;
+}
+
+// Asks the prefetcher for every Engram row the n new tokens will read,
+// before the first layer runs: the reads then overlap the layers before the
+// first Engram layer (and, for a prompt, its whole prefill).
+void prefetch_engram_rows(const Model& m, const std::vector<SequenceState*>& seqs, const int64_t* ids, int64_t n) {
+  if (!m.engram_prefetcher || !m.config.engram || n == 0) return;
+  check_token_ids(m.config, ids, int64_t(seqs.size()) * n);
+  const std::vector<int64_t> windows = engram_windows(m, seqs, ids, n);
+  std::vector<MemoryRange> ranges;
+  for (int li : m.config.engram->layer_ids) {
+    const EngramParams& p = m.params.layers[size_t(li)].engram;
+    for (int64_t row : engram_window_rows(m.config, m.engram_hash[size_t(li)], windows.data(), int64_t(seqs.size()), n))
+      ranges.push_back(engram_row_memory(p, row));
+  }
+  m.engram_prefetcher->prefetch(ranges);
+}
+
 // n new tokens of each sequence (ids [S, n]) through the stack; the new
 // positions' final hidden states, normed, into final_out [S*n, d].
 void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const int64_t* ids, int64_t n,
@@ -21,13 +63,14 @@ void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const
   const ModelConfig& cfg = m.config;
   const int64_t d = cfg.hidden_size, S = int64_t(seqs.size()), rows = S * n;
   check_token_ids(cfg, ids, rows);
+  const std::vector<int64_t> windows = cfg.engram ? engram_windows(m, seqs, ids, n) : std::vector<int64_t>();
   for (int64_t s = 0; s < S; ++s) {
     SequenceState& q = *seqs[size_t(s)];
     if (q.rope.seq_len < q.length + n)
       q.rope = make_model_rope_table(cfg, std::max(2 * q.rope.seq_len, q.length + n));
     for (int64_t i = 0; i < n; ++i) {
       const int64_t id = ids[s * n + i];
-      q.compressed_ids.push_back(m.token_map.empty() ? id : m.token_map[size_t(id)]);
+      q.compressed_ids.push_back(compressed_id(m, id));
     }
   }
   // One table that reaches every sequence's positions.
@@ -35,24 +78,13 @@ void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const
       seqs.begin(), seqs.end(), [](const SequenceState* a, const SequenceState* b) { return a->rope.seq_len < b->rope.seq_len; });
 
   Tensor h({rows, d}), x({rows, d}), branch({rows, d}), rstd({rows});
-  embedding_forward(m.params.embed_tokens.data(), ids, rows, d, h.data());
+  embedding_forward(m.params.embed_tokens, ids, rows, d, h.data());
   for (int li = 0; li < cfg.num_hidden_layers; ++li) {
     const LayerParams& p = m.params.layers[size_t(li)];
     if (p.has_engram) {
-      const EngramHash& hash = m.engram_hash[size_t(li)];
-      const int64_t before = cfg.engram->max_ngram_size - 1;
-      std::vector<int64_t> windows(size_t(S * (before + n)));
       std::vector<EngramDecodeState*> states(static_cast<size_t>(S));
-      for (int64_t s = 0; s < S; ++s) {
-        const SequenceState& q = *seqs[size_t(s)];
-        const int64_t first = q.length;
-        for (int64_t j = 0; j < before + n; ++j) {
-          const int64_t pos = first - before + j;
-          windows[size_t(s * (before + n) + j)] = pos < 0 ? hash.compressed_pad : q.compressed_ids[size_t(pos)];
-        }
-        states[size_t(s)] = &seqs[size_t(s)]->engram[size_t(li)];
-      }
-      engram_cached(cfg, hash, p.engram, h.data(), windows.data(), n, states, branch.data());
+      for (int64_t s = 0; s < S; ++s) states[size_t(s)] = &seqs[size_t(s)]->engram[size_t(li)];
+      engram_cached(cfg, m.engram_hash[size_t(li)], p.engram, h.data(), windows.data(), n, states, branch.data());
       add_into(h.data(), branch.data(), rows * d);
     }
     rmsnorm_forward(h.data(), p.input_layernorm.data(), float(cfg.rms_norm_eps), rows, d, x.data(), rstd.data());
@@ -102,6 +134,7 @@ void feed_tokens(const Model& m, SequenceState& state, const int64_t* ids, int64
   else logits = Tensor();
   Tensor final_out;
   const std::vector<SequenceState*> one = {&state};
+  prefetch_engram_rows(m, one, ids, n);
   for (int64_t done = 0; done < n;) {
     const int64_t k = std::min(chunk, n - done);
     forward_rows(m, one, ids + done, k, final_out);
@@ -121,6 +154,7 @@ void decode_step(const Model& m, const std::vector<SequenceState*>& sequences, c
       MEMOE_CHECK(sequences[i] != sequences[j], "a sequence appears twice in one decode step");
   const int64_t S = int64_t(sequences.size()), d = m.config.hidden_size, V = m.config.vocab_size;
   Tensor final_out;
+  prefetch_engram_rows(m, sequences, ids, 1);
   forward_rows(m, sequences, ids, 1, final_out);
   logits.ensure({S, V});
   linear_forward(final_out.data(), lm_head_weight(m), nullptr, S, d, V, logits.data());

@@ -54,7 +54,10 @@ void ModelParams::visit(const ParamVisitor& f) {
 }
 
 void ModelParams::set_precision(Precision p) {
+  // A tensor held only in bf16 (a view of a bf16 checkpoint) has nothing to
+  // copy from or to: its products run in bf16 either way.
   visit([&](const std::string&, Tensor& t, const ParamRole& role) {
+    if (!t.has_f32()) return;
     if (p == Precision::bf16 && role.bf16_copy)
       to_bf16(t.data(), t.numel(), t.bf16_storage());
     else
@@ -64,7 +67,7 @@ void ModelParams::set_precision(Precision p) {
 
 void ModelParams::refresh_bf16_copies() {
   visit([](const std::string&, Tensor& t) {
-    if (t.bf16()) to_bf16(t.data(), t.numel(), t.bf16_storage());
+    if (t.has_bf16_copy()) to_bf16(t.data(), t.numel(), t.bf16_storage());
   });
 }
 
@@ -157,7 +160,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
     return m.params.layers[size_t(li)].has_engram ? s.h_in : s.h_mid;
   };
   layer_input(0).ensure({N, d});
-  embedding_forward(m.params.embed_tokens.data(), ids, N, d, layer_input(0).data());
+  embedding_forward(m.params.embed_tokens, ids, N, d, layer_input(0).data());
   lap(ft[PartTimes::Embed]);
 
   Tensor branch({N, d});

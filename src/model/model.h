@@ -3,9 +3,11 @@
 // and backward run over explicit state: parameters in ModelParams, one
 // forward's activations in ModelState, gradients in another ModelParams.
 #pragma once
+#include <memory>
 #include <vector>
 
 #include "io/config.h"
+#include "io/page_prefetch.h"
 #include "kernels/linear.h"
 #include "kernels/rope.h"
 #include "model/attention.h"
@@ -52,6 +54,10 @@ struct Model {
   std::vector<int64_t> token_map;       // [V]: token id -> compressed id (spec §5.1)
   std::vector<EngramHash> engram_hash;  // per layer; empty where no Engram
   ModelParams params;
+  // Inference with the Engram tables left in the mapped checkpoint: reads
+  // ahead the rows of the tokens about to be fed (model/inference.h). Null:
+  // no read-ahead. Declared after params, so it stops before they unmap.
+  std::shared_ptr<PagePrefetcher> engram_prefetcher;
   int64_t compressed_vocab() const;     // V' = max(token_map) + 1
   std::vector<int64_t> engram_rows() const;
   ModelParams make_gradients() const;   // zeroed, shaped like params

@@ -41,6 +41,10 @@ struct ParamRole {
   // In bf16 precision its matrix products read a bf16 copy of it, refreshed
   // after every optimizer step (ModelParams::refresh_bf16_copies).
   bool bf16_copy = false;
+  // Read only by row gathers (embeddings, the Engram tables; a tied
+  // embedding is also the LM head's matrix): the kernels read its rows in
+  // fp32 or bf16, so inference can leave it in the checkpoint's mapping.
+  bool gathered = false;
 };
 
 namespace param_role {
@@ -51,8 +55,8 @@ inline constexpr ParamRole kOutputMatrix{ParamInit::OutputNormal, true, LrScale:
 inline constexpr ParamRole kRouterGate{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, false};
 // The embedding is only gathered from, so it needs no bf16 copy unless it
 // is also the (tied) LM head.
-inline constexpr ParamRole kEmbedding{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, false};
-inline constexpr ParamRole kTiedEmbedding{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, true};
+inline constexpr ParamRole kEmbedding{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, false, true};
+inline constexpr ParamRole kTiedEmbedding{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, true, true};
 inline constexpr ParamRole kNormScale{ParamInit::Ones, false, LrScale::Base, ParamUpdate::Dense};
 inline constexpr ParamRole kBias{ParamInit::Zeros, false, LrScale::Base, ParamUpdate::Dense};
 // The depthwise short conv is d·k per-channel scalars, closer to a norm
@@ -60,7 +64,8 @@ inline constexpr ParamRole kBias{ParamInit::Zeros, false, LrScale::Base, ParamUp
 // is then just its gated value), so decay would only pull it back to "off":
 // no decay.
 inline constexpr ParamRole kShortConv{ParamInit::Zeros, false, LrScale::Base, ParamUpdate::Dense};
-inline constexpr ParamRole kEngramTable{ParamInit::Normal, false, LrScale::EngramTable, ParamUpdate::SparseRows};
+inline constexpr ParamRole kEngramTable{ParamInit::Normal, false, LrScale::EngramTable, ParamUpdate::SparseRows, false,
+                                         true};
 inline constexpr ParamRole kRouterBias{ParamInit::Zeros, false, LrScale::Base, ParamUpdate::RouterBias};
 }  // namespace param_role
 
