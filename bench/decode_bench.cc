@@ -7,6 +7,11 @@
 //
 // Tokens are chosen greedily from random-init logits (the speed does not
 // depend on what they are). --batch S decodes S sequences together.
+// In bf16 the model is written as a BF16 checkpoint (under build/) and
+// decoded from its mapping, the weights read as stored (bf16, widened in the
+// kernels). Decode is bound by memory bandwidth: the run also measures the
+// read bandwidth (STREAM-style, same threads) and prints decode tokens/s
+// beside the limit bandwidth / bytes of active weights per token.
 #include <omp.h>
 
 #include <algorithm>
@@ -18,8 +23,11 @@
 
 #include "core/process.h"
 #include "core/rng.h"
+#include "kernels/bandwidth.h"
 #include "kernels/linear.h"
+#include "model/checkpoint.h"
 #include "model/inference.h"
+#include "model/param_count.h"
 #include "model/init.h"
 
 using namespace memoe;
@@ -64,8 +72,18 @@ int main(int argc, char** argv) {
   omp_set_num_threads(threads);
   try {
     const ModelConfig cfg = load_config(config);
+    const Precision p = parse_precision(precision);
     Model m = init_model(cfg, 0);
-    m.params.set_precision(parse_precision(precision));
+    if (p == Precision::bf16) {
+      const std::string dir = std::string(MEMOE_BINARY_DIR) + "/decode_bench_model";
+      save_model(m, dir, DType::BF16);
+      LoadOptions load;
+      load.weights = WeightStorage::mapped;
+      m = load_model(dir, load);
+    }
+    m.params.set_precision(p);
+    const double bandwidth = measure_read_bandwidth();
+    const double weight_bytes = double(count_params(cfg, 1).active_matmul) * (p == Precision::bf16 ? 2.0 : 4.0);
     const int64_t V = cfg.vocab_size;
     std::vector<int64_t> ids(static_cast<size_t>(prompt));
     Rng rng(3);
@@ -113,6 +131,10 @@ int main(int argc, char** argv) {
                 "per sequence at %d tokens\n",
                 median(prefill_rates), median(decode_rates), median(decode_rates) / median(recompute_rates),
                 median(recompute_rates), double(cache_bytes) / 1024.0, prompt + tokens);
+    const double limit = bandwidth * 1e9 / weight_bytes * batch;
+    std::printf("memory bound: read bandwidth %.1f GB/s, active weights %.1f MB per token step (%s), limit %.0f "
+                "tokens/s; decode reached %.0f %% of it\n",
+                bandwidth, weight_bytes / 1e6, precision.c_str(), limit, 100.0 * median(decode_rates) / limit);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "memoe_decode_bench: error: %s\n", e.what());
     return 1;

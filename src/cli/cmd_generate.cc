@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/id_list.h"
+#include "cli/inference_options.h"
 #include "cli/precision_option.h"
 #include "core/error.h"
 #include "io/tokenizer.h"
@@ -30,6 +31,7 @@ struct Options {
   uint64_t seed = 0;
   bool greedy = false;
   int64_t max_context = 0, prefill_chunk = 256;
+  InferenceLoadOptions load;
 };
 
 void write_out(const std::string& text) {
@@ -50,7 +52,7 @@ void run(const Options& o) {
 
   MEMOE_CHECK(o.prompt.empty() != o.ids.empty(), o.prompt.empty() ? "generate needs --prompt TEXT or --ids 1,2,3"
                                                                    : "give --prompt or --ids, not both");
-  Model m = load_model(o.model);
+  Model m = load_for_inference(o.model, o.load);
   apply_precision(m, o.precision, /*announce=*/false);  // said below, once the request is known to be good
   const Tokenizer tok = Tokenizer::load(resolve_model_dir(o.model));
   MEMOE_CHECK(tok.vocab_size() <= m.config.vocab_size, "the tokenizer in ", o.model, " has ", tok.vocab_size(),
@@ -125,6 +127,7 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   add_precision_option(cmd, opts->precision);
+  add_inference_load_options(cmd, opts->load);
   cmd->callback([opts] { run(*opts); });
 }
 

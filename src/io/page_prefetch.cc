@@ -49,6 +49,12 @@ void advise_random_access(MemoryRange range) {
   ::madvise(reinterpret_cast<void*>(begin), bytes, MADV_RANDOM);
 }
 
+void release_pages(MemoryRange range) {
+  const uintptr_t page = page_size(), begin = (reinterpret_cast<uintptr_t>(range.address) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(range.address) + range.bytes) & ~(page - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), size_t(end - begin), MADV_DONTNEED);
+}
+
 PagePrefetcher::PagePrefetcher(PrefetchMethod method) : method_(method) {
   if (method_ == PrefetchMethod::reader)
     for (int i = 0; i < kReaders; ++i) readers_.emplace_back([this] { read_pages(); });
@@ -65,13 +71,16 @@ PagePrefetcher::~PagePrefetcher() {
 }
 
 void PagePrefetcher::prefetch(const std::vector<MemoryRange>& ranges) {
-  if (method_ == PrefetchMethod::madvise) {
-    for (const MemoryRange& r : ranges) {
-      if (r.bytes == 0) continue;
-      const auto [begin, bytes] = page_span(r);
-      ::madvise(reinterpret_cast<void*>(begin), bytes, MADV_WILLNEED);
-    }
-  } else if (method_ == PrefetchMethod::reader) {
+  if (method_ == PrefetchMethod::off) return;
+  // The kernel queues every read at once and returns.
+  for (const MemoryRange& r : ranges) {
+    if (r.bytes == 0) continue;
+    const auto [begin, bytes] = page_span(r);
+    ::madvise(reinterpret_cast<void*>(begin), bytes, MADV_WILLNEED);
+  }
+  if (method_ == PrefetchMethod::reader) {
+    // The readers then map each page into this process, so the compute
+    // threads take no fault either.
     {
       std::lock_guard<std::mutex> lock(mutex_);
       for (const MemoryRange& r : ranges) {

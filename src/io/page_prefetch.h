@@ -6,8 +6,9 @@
 // Two ways to ask, measured against each other in bench/decode_bench:
 // - madvise: madvise(MADV_WILLNEED) on each row's pages, which queues the
 //   reads in the kernel and returns at once;
-// - reader: a few threads that touch one byte of each page, taking the page
-//   faults (and waiting for the disk) off the compute threads.
+// - reader: the same advice, then a few threads that touch one byte of each
+//   page, so that the page faults (and any wait for the disk) are theirs,
+//   not the compute threads'.
 #pragma once
 #include <condition_variable>
 #include <cstddef>
@@ -31,6 +32,11 @@ struct MemoryRange {
 // Tells the kernel that a file mapping's [address, address + bytes) is read
 // at random: a fault reads its own page, not the 128 KiB around it.
 void advise_random_access(MemoryRange range);
+
+// Drops a file mapping's pages in [address, address + bytes) from this
+// process (whole pages inside the range only); the page cache keeps them,
+// and touching them again maps them back.
+void release_pages(MemoryRange range);
 
 class PagePrefetcher {
  public:

@@ -3,6 +3,7 @@
 #include "model/init.h"
 #include "model/param_count.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include <filesystem>
@@ -85,10 +86,18 @@ TableStorage parse_table_storage(const std::string& name) {
 namespace {
 // A copy of a view's values in memory of its own, viewed the same way: the
 // resident form of a mapped tensor (same dtype, same kernels).
+// The copy goes 64 MiB at a time, each source chunk's pages released from
+// this process once copied, so a table is never in memory twice.
 template <class T>
 Tensor owned_copy_of(const std::vector<int64_t>& shape, const T* values, size_t n,
                      Tensor (*view)(std::vector<int64_t>, const T*, std::shared_ptr<const void>)) {
-  auto copy = std::make_shared<std::vector<T>>(values, values + n);
+  auto copy = std::make_shared<std::vector<T, ZeroedAllocator<T>>>(n);
+  constexpr size_t kChunk = (64u << 20) / sizeof(T);
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t count = std::min(kChunk, n - i);
+    std::copy(values + i, values + i + count, copy->data() + i);
+    release_pages({values + i, count * sizeof(T)});
+  }
   return view(shape, copy->data(), copy);
 }
 
@@ -162,12 +171,19 @@ Model load_model(const std::string& path, const LoadOptions& options) {
     // F16, F64 or misaligned values are converted as in the copied form.
     if (mapped && (role.bf16_copy || role.gathered) && f.viewable(name)) {
       t = f.view(name);
-      if (role.update == ParamUpdate::SparseRows && options.engram_tables == TableStorage::resident)
-        t = resident(t);
+      if (role.update == ParamUpdate::SparseRows) {
+        if (options.engram_tables == TableStorage::resident)
+          t = resident(t);
+        else
+          advise_random_access({f.raw_bytes(name).data(), f.raw_bytes(name).size()});
+      }
       return;
     }
     f.read_f32_into(name, t.data(), t.numel());
   });
+  if (mapped && cfg.engram && options.engram_tables == TableStorage::mapped &&
+      options.engram_prefetch != PrefetchMethod::off)
+    m.engram_prefetcher = std::make_shared<PagePrefetcher>(options.engram_prefetch);
   return m;
 }
 

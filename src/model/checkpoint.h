@@ -34,6 +34,10 @@ TableStorage parse_table_storage(const std::string& name);  // one line for anyt
 struct LoadOptions {
   WeightStorage weights = WeightStorage::copied;
   TableStorage engram_tables = TableStorage::mapped;
+  // Mapped tables: how the rows of the tokens about to be fed are read
+  // ahead (Model::engram_prefetcher). The tables are also marked as read at
+  // random, so a fault reads its own page and not the 128 KiB around it.
+  PrefetchMethod engram_prefetch = PrefetchMethod::off;
 };
 
 // Reads a model directory; any missing or misshapen tensor is an error

@@ -86,6 +86,7 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
   }
   pc.total = total;
   pc.active = active;
+  pc.active_matmul = active_matmul;
   pc.forward_flops_per_token = 2.0 * double(active_matmul) + attention_flops;
   pc.train_flops_per_token = 3.0 * pc.forward_flops_per_token;
   return pc;

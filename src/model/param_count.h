@@ -15,6 +15,8 @@ struct ParamCount {
   int64_t engram_table = 0;  // Engram embedding-table parameters (all layers)
   int64_t embedding = 0;     // embed_tokens + lm_head (once when tied)
   int64_t bf16_copies = 0;   // parameters that bf16 precision keeps a bf16 copy of (the matrices of its products)
+  int64_t active_matmul = 0; // weights of the matrix products one token runs (the LM head whole, no embedding
+                             // rows): what a decode step streams from memory
   double forward_flops_per_token = 0;  // matmuls of the active weights + attention at the given context
   double train_flops_per_token = 0;    // forward + backward (3x forward)
 };

@@ -123,9 +123,20 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
   EXPECT_EQ(k.at("text"), j.at("text"));
   EXPECT_GT(k.at("kv_cache_bytes").get<int64_t>(), 0);
   EXPECT_GT(k.at("decode_tokens_per_s").get<double>(), 0.0);
+  // Where the Engram tables live and how their rows are read ahead changes
+  // no token.
+  for (const char* tables : {" --engram-tables resident", " --engram-tables mmap --prefetch off",
+                             " --engram-tables mmap --prefetch reader"}) {
+    std::string out;
+    ASSERT_EQ(run("generate --model " + model + " --ids " + id_list + " --max-tokens 12 --greedy --json" + tables, &out),
+              0)
+        << tables;
+    EXPECT_EQ(nlohmann::json::parse(out).at("ids"), j.at("ids")) << tables;
+  }
   // Bad requests: one line each, before any other output.
   for (const char* bad : {" --max-tokens 3", " --ids 3,99999", " --prompt x --ids 3",
-                          " --prompt 'the model' --max-context 2", " --ids '1;2'"}) {
+                          " --prompt 'the model' --max-context 2", " --ids '1;2'",
+                          " --ids 3 --engram-tables disk", " --ids 3 --prefetch always"}) {
     const testing::CliResult r = memoe("generate --model " + model + bad);
     EXPECT_NE(r.status, 0) << bad;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << bad << ": " << r.err;

@@ -1,0 +1,34 @@
+#include "kernels/bandwidth.h"
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+namespace memoe {
+
+double measure_read_bandwidth(size_t bytes, int rounds) {
+  const size_t n = bytes / sizeof(float);
+  std::vector<float> a(n, 1.0f);
+  double best = 0;
+  volatile float sink = 0;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+    for (size_t block = 0; block < n / 4096; ++block) {
+      // Eight independent sums per block so the loop vectorises without
+      // reassociating one long sum.
+      float s[8] = {};
+      const float* p = a.data() + block * 4096;
+      for (size_t i = 0; i < 4096; i += 8)
+        for (int j = 0; j < 8; ++j) s[j] += p[i + size_t(j)];
+      total += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+    sink = sink + total;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, double(n / 4096 * 4096 * sizeof(float)) / s / 1e9);
+  }
+  return best;
+}
+
+}  // namespace memoe
