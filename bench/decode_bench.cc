@@ -3,8 +3,11 @@
 //
 //   build/memoe_decode_bench [--config configs/small.json] [--prompt 256]
 //                            [--tokens 64] [--threads 2] [--rounds 3]
-//                            [--precision fp32|bf16] [--batch 1]
+//                            [--precision fp32|bf16] [--batch 1] [--reference]
 //
+// --reference also times the PyTorch reference's own KV cache
+// (reference/decode.py, Debian's python3-torch) on the same weights, prompt
+// length, new tokens and threads: fp32, or bf16 under torch.autocast.
 // Tokens are chosen greedily from random-init logits (the speed does not
 // depend on what they are). --batch S decodes S sequences together.
 // In bf16 the model is written as a BF16 checkpoint (under build/) and
@@ -21,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "child_process.h"
+#include "core/error.h"
 #include "core/process.h"
 #include "core/rng.h"
 #include "kernels/bandwidth.h"
@@ -48,6 +53,7 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   std::string config = std::string(MEMOE_SOURCE_DIR) + "/configs/small.json", precision = "fp32";
   int prompt = 256, tokens = 64, threads = 2, rounds = 3, batch = 1;
+  bool reference = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -58,6 +64,7 @@ int main(int argc, char** argv) {
     else if (a == "--rounds") rounds = std::atoi(next().c_str());
     else if (a == "--batch") batch = std::atoi(next().c_str());
     else if (a == "--precision") precision = next();
+    else if (a == "--reference") reference = true;
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -90,7 +97,17 @@ int main(int argc, char** argv) {
     for (auto& id : ids) id = int64_t(rng.below(uint64_t(V)));
     std::printf("config %s, %s, prompt %d tokens, %d new tokens, batch %d, %d threads\n", config.c_str(),
                 precision.c_str(), prompt, tokens, batch, threads);
-    std::vector<double> prefill_rates, decode_rates, recompute_rates;
+    // The PyTorch reference reads an F32 checkpoint of the same weights.
+    std::string reference_command;
+    if (reference) {
+      const std::string dir = std::string(MEMOE_BINARY_DIR) + "/decode_bench_model_f32";
+      save_model(init_model(cfg, 0), dir);
+      reference_command = "OMP_NUM_THREADS=" + std::to_string(threads) + " OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 " +
+                          std::string(MEMOE_SOURCE_DIR) + "/reference/decode.py --model " + dir + " --prompt " +
+                          std::to_string(prompt) + " --tokens " + std::to_string(tokens) + " --threads " +
+                          std::to_string(threads) + (p == Precision::bf16 ? " --autocast" : "");
+    }
+    std::vector<double> prefill_rates, decode_rates, recompute_rates, ref_prefill, ref_decode;
     int64_t cache_bytes = 0;
     for (int r = 0; r < rounds; ++r) {
       // Through the cache: each sequence prefilled, then all decoded together.
@@ -124,13 +141,27 @@ int main(int argc, char** argv) {
         seq.push_back(argmax(st.logits.data() + (int64_t(seq.size()) - 1) * V, V));
       }
       recompute_rates.push_back(double(steps) / (now() - t0));
-      std::printf("round %d: prefill %.0f tokens/s, decode %.0f tokens/s, recompute %.1f tokens/s\n", r + 1,
+      std::printf("round %d: prefill %.0f tokens/s, decode %.0f tokens/s, recompute %.1f tokens/s", r + 1,
                   prefill_rates.back(), decode_rates.back(), recompute_rates.back());
+      if (reference) {
+        const nlohmann::json j = bench::run_json(reference_command);
+        MEMOE_CHECK(j.is_object(), "the PyTorch reference failed (needs /usr/bin/python3 with torch)");
+        ref_prefill.push_back(j.value("prefill_tokens_per_s", 0.0));
+        ref_decode.push_back(j.value("decode_tokens_per_s", 0.0));
+        std::printf("; PyTorch prefill %.0f, decode %.1f tokens/s", ref_prefill.back(), ref_decode.back());
+      }
+      std::printf("\n");
+      std::fflush(stdout);
     }
     std::printf("median: prefill %.0f tokens/s, decode %.0f tokens/s (%.1fx recompute's %.1f); KV cache %.1f KiB "
                 "per sequence at %d tokens\n",
                 median(prefill_rates), median(decode_rates), median(decode_rates) / median(recompute_rates),
                 median(recompute_rates), double(cache_bytes) / 1024.0, prompt + tokens);
+    if (reference)
+      std::printf("PyTorch reference with its KV cache (%s): prefill %.0f tokens/s, decode %.1f tokens/s; engine "
+                  "%.2fx its prefill, %.2fx its decode\n",
+                  p == Precision::bf16 ? "bf16 autocast" : "fp32", median(ref_prefill), median(ref_decode),
+                  median(prefill_rates) / median(ref_prefill), median(decode_rates) / median(ref_decode));
     const double limit = bandwidth * 1e9 / weight_bytes * batch;
     std::printf("memory bound: read bandwidth %.1f GB/s, active weights %.1f MB per token step (%s), limit %.0f "
                 "tokens/s; decode reached %.0f %% of it\n",

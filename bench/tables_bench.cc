@@ -118,6 +118,16 @@ int run_case(const Options& o, const std::string& name) {
   if (name == "mmap-warm") warm_tables(path);
   if (name.rfind("cold", 0) == 0) evict_tables(path);
   Model m = load_model(o.dir, load);
+  double fault_us = 0;
+  if (name == "cold-off") {
+    // What one synchronous row read costs: touch 64 evicted rows in turn.
+    const Tensor& table = m.params.layers[size_t(m.config.engram->layer_ids.back())].engram.embedding;
+    Rng pick(11);
+    volatile float sink = 0;
+    const double t0 = now();
+    for (int i = 0; i < 64; ++i) sink = sink + table.data()[int64_t(pick.below(uint64_t(table.dim(0)))) * table.dim(1)];
+    fault_us = (now() - t0) / 64 * 1e6;
+  }
   m.params.set_precision(default_precision());
   const int64_t V = m.config.vocab_size;
   Rng rng(7);
@@ -133,7 +143,7 @@ int run_case(const Options& o, const std::string& name) {
   const double decode = o.tokens / (now() - t0);
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
-  std::printf("RESULT %s %.1f %.1f %.1f\n", name.c_str(), prefill, decode, double(u.ru_maxrss) / 1024.0);
+  std::printf("RESULT %s %.1f %.1f %.1f %.1f\n", name.c_str(), prefill, decode, double(u.ru_maxrss) / 1024.0, fault_us);
   return 0;
 }
 
@@ -168,7 +178,7 @@ int main(int argc, char** argv) {
     const double table_gib = double(std::filesystem::file_size(o.dir + "/model.safetensors")) / double(1 << 30);
     std::printf("model %s: %.2f GiB file, prompt %d, %d decode steps, %d threads, %s\n", o.dir.c_str(), table_gib,
                 o.prompt, o.tokens, o.threads, precision_line(default_precision()).c_str());
-    std::map<std::string, std::vector<double>> prefill, decode, rss;
+    std::map<std::string, std::vector<double>> prefill, decode, rss, fault;
     for (int r = 0; r < o.rounds; ++r)
       for (const char* c : kCases) {
         std::string cmd = std::filesystem::read_symlink("/proc/self/exe").string();
@@ -183,11 +193,12 @@ int main(int argc, char** argv) {
         bool got = false;
         while (p && std::fgets(line, sizeof line, p)) {
           char name[64];
-          double pf, dc, mib;
-          if (std::sscanf(line, "RESULT %63s %lf %lf %lf", name, &pf, &dc, &mib) == 4) {
+          double pf, dc, mib, us;
+          if (std::sscanf(line, "RESULT %63s %lf %lf %lf %lf", name, &pf, &dc, &mib, &us) == 5) {
             prefill[c].push_back(pf);
             decode[c].push_back(dc);
             rss[c].push_back(mib);
+            if (us > 0) fault[c].push_back(us);
             std::printf("round %d %-13s prefill %7.0f tokens/s  decode %6.1f tokens/s  peak RSS %7.0f MiB\n", r + 1,
                         c, pf, dc, mib);
             got = true;
@@ -200,6 +211,8 @@ int main(int argc, char** argv) {
     for (const char* c : kCases)
       std::printf("  %-13s decode %6.1f tokens/s (%5.1f %%)  prefill %7.0f tokens/s  peak RSS %7.0f MiB\n", c,
                   median(decode[c]), 100.0 * median(decode[c]) / base, median(prefill[c]), median(rss[c]));
+    std::printf("one cold row read (a page fault on an evicted table page): %.0f us; a resident decode step: %.0f us\n",
+                median(fault["cold-off"]), 1e6 / base);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "memoe_tables_bench: error: %s\n", e.what());
     return 1;

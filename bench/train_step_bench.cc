@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "child_process.h"
 #include "core/error.h"
 #include "core/process.h"
 #include "core/rng.h"
@@ -39,6 +40,7 @@
 
 using namespace memoe;
 using json = nlohmann::json;
+using bench::run_json;
 
 namespace {
 
@@ -59,24 +61,6 @@ double peak_rss_bytes() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) * 1024.0;
-}
-
-// Runs a command and returns the JSON object on the last line it prints
-// (null on failure, with its output on stderr).
-json run_json(const std::string& cmd) {
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return nullptr;
-  char line[8192] = {0};
-  std::string out, last;
-  while (fgets(line, sizeof line, p)) {
-    out += line;
-    if (line[0] == '{') last = line;
-  }
-  if (pclose(p) != 0 || last.empty()) {
-    std::fprintf(stderr, "benchmark child failed: %s\n%s\n", cmd.c_str(), out.c_str());
-    return nullptr;
-  }
-  return json::parse(last, nullptr, false);
 }
 
 // The engine's side, in a child process: one warm-up step, then `steps` timed.

@@ -151,7 +151,7 @@ void engram_hash_rows(const int64_t* compressed_ids, int64_t batch, int64_t seq_
                 max_id, "]");
   }
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tokens > 256)
   for (int64_t i = 0; i < n_tokens; ++i) {
     const int64_t t = i % seq_len;
     const int64_t* seq = compressed_ids + (i - t);  // start of this token's sequence
@@ -177,7 +177,7 @@ void engram_gather(WeightMatrix table, int64_t row_width, const int64_t* rows, i
               "]");
   if (n_tokens == 0 || rows_per_token == 0) return;
   MEMOE_CHECK((table.f32 || table.bf16) && rows != nullptr && out != nullptr, "engram_gather: null pointer");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tokens * rows_per_token * row_width > 65536)
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t j = 0; j < rows_per_token; ++j) {
       const int64_t slot = t * rows_per_token + j;

@@ -22,11 +22,24 @@ namespace {
 // from its single-threaded one, and its AVX2 (Haswell) kernels compute the
 // edge tiles of a thread's share in another order, so 1 and 2 threads gave
 // different bits even at K = 64 (ThreadCount.BlasProductsAreBitwiseTheSame).
-// OpenBLAS runs single-threaded inside an active OpenMP region and for
-// products of at most kSmallProduct multiply-adds, so the region below is
-// active for every larger product, even one of a single block.
+// Products of more than kThreadedProduct multiply-adds run their blocks on
+// the thread team; smaller ones run on the calling thread alone, because
+// waking a sleeping team cost more than they take (a 1-row product of
+// 768 x 768 on 2 threads). OpenBLAS (the OpenMP build) runs single-threaded
+// inside an active parallel region and when omp_get_max_threads() is 1,
+// which the serial path arranges for its call.
 constexpr int64_t kBlock = 256;
-constexpr double kSmallProduct = 65536.0 * 4;  // SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in OpenBLAS
+constexpr double kThreadedProduct = double(1 << 22);
+
+// Runs fn with omp_get_max_threads() == 1 on this thread (a per-task
+// setting, so other threads are untouched).
+template <class Fn>
+void on_this_thread_only(Fn fn) {
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  fn();
+  omp_set_num_threads(threads);
+}
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -36,8 +49,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   const bool by_rows = m >= n;
   const int64_t side = by_rows ? m : n, blocks = (side + kBlock - 1) / kBlock;
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
-#pragma omp parallel for schedule(static) if (double(m) * double(n) * double(k) > kSmallProduct)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
+  auto block = [&](int64_t blk) {
     const int64_t first = blk * kBlock, count = std::min(kBlock, side - first);
     if (by_rows) {
       // Rows first.. of op(A) and of C.
@@ -50,6 +62,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
       cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(count), int(k), alpha, a, int(lda), b0, int(ldb), beta,
                   c + first, int(ldc));
     }
+  };
+  if (double(m) * double(n) * double(k) > kThreadedProduct && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
+  } else {
+    on_this_thread_only([&] {
+      for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
+    });
   }
 }
 
