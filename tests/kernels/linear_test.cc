@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "grad_check.h"
+#include "thread_counts.h"
 
 namespace memoe {
 namespace {
@@ -103,6 +104,44 @@ TEST(Linear, GemmHonoursTransposesAndLeadingDimensions) {
               << "ta " << ta << " tb " << tb << " (" << i << "," << j << ")";
         }
     }
+}
+
+// Decode's products (at most 4 rows, B transposed) take their own loop.
+TEST(Linear, FewRowProductsMatchFp64AndAnyThreadCount) {
+  uint32_t seed = 900;
+  for (int64_t m : {1, 2, 3, 4})
+    for (int64_t n : {1, 37, 300})
+      for (int64_t k : {1, 64, 1031})
+        for (float beta : {0.0f, 1.0f}) {
+          const int64_t lda = k + 3, ldb = k + 1, ldc = n + 2;
+          const std::vector<float> a = random_vector(m * lda, seed++), b = random_vector(n * ldb, seed++);
+          const std::vector<float> c0 = random_vector(m * ldc, seed++);
+          std::vector<float> c = c0;
+          gemm(false, true, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              const size_t at = size_t(i * ldc + j);
+              if (j >= n) {
+                ASSERT_EQ(c[at], c0[at]) << "padding column touched";
+                continue;
+              }
+              double sum = beta * double(c0[at]), mag = std::fabs(sum);
+              for (int64_t p = 0; p < k; ++p) {
+                const double t = double(a[size_t(i * lda + p)]) * b[size_t(j * ldb + p)];
+                sum += t;
+                mag += std::fabs(t);
+              }
+              ASSERT_LE(std::fabs(c[at] - sum), double(k + 2) * std::ldexp(1.0, -24) * mag)
+                  << m << "x" << n << "x" << k << " beta " << beta << " at " << i << "," << j;
+            }
+        }
+  // Big enough to run on the thread team.
+  const std::vector<float> a = random_vector(3 * 2000, 1), b = random_vector(1000 * 2000, 2);
+  memoe::testing::expect_same_bits_for_thread_counts("few-row gemm", [&] {
+    std::vector<float> c(3 * 1000);
+    gemm(false, true, 3, 1000, 2000, 1.0f, a.data(), 2000, b.data(), 2000, 0.0f, c.data(), 1000);
+    return c;
+  });
 }
 
 }  // namespace
