@@ -90,6 +90,9 @@ int main(int argc, char** argv) {
     }
     m.params.set_precision(p);
     const double bandwidth = measure_read_bandwidth();
+    omp_set_num_threads(1);
+    const double bandwidth_one = measure_read_bandwidth();
+    omp_set_num_threads(threads);
     const double weight_bytes = double(count_params(cfg, 1).active_matmul) * (p == Precision::bf16 ? 2.0 : 4.0);
     const int64_t V = cfg.vocab_size;
     std::vector<int64_t> ids(static_cast<size_t>(prompt));
@@ -163,9 +166,11 @@ int main(int argc, char** argv) {
                   p == Precision::bf16 ? "bf16 autocast" : "fp32", median(ref_prefill), median(ref_decode),
                   median(prefill_rates) / median(ref_prefill), median(decode_rates) / median(ref_decode));
     const double limit = bandwidth * 1e9 / weight_bytes * batch;
-    std::printf("memory bound: read bandwidth %.1f GB/s, active weights %.1f MB per token step (%s), limit %.0f "
-                "tokens/s; decode reached %.0f %% of it\n",
-                bandwidth, weight_bytes / 1e6, precision.c_str(), limit, 100.0 * median(decode_rates) / limit);
+    std::printf("memory bound: read bandwidth %.1f GB/s on %d threads (%.1f on 1), active weights %.1f MB per token "
+                "step (%s), limit %.0f tokens/s (%.0f on 1 thread's bandwidth); decode reached %.0f %% of it (%.0f %%)\n",
+                bandwidth, threads, bandwidth_one, weight_bytes / 1e6, precision.c_str(), limit,
+                bandwidth_one * 1e9 / weight_bytes * batch, 100.0 * median(decode_rates) / limit,
+                100.0 * median(decode_rates) / (bandwidth_one * 1e9 / weight_bytes * batch));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "memoe_decode_bench: error: %s\n", e.what());
     return 1;

@@ -9,12 +9,14 @@
 // Each case runs in a process of its own (so peak RSS is its own), in turn,
 // `--rounds` times; the medians are compared with the resident case.
 //
-//   build/memoe_tables_bench [--dir build/tables_model] [--table-rows 1048576]
-//                            [--prompt 64] [--tokens 256] [--threads 2] [--rounds 3]
+//   build/memoe_tables_bench [--config configs/small.json] [--dir build/tables_model]
+//                            [--table-rows 1048576] [--prompt 64] [--tokens 256]
+//                            [--threads 2] [--rounds 3]
 //
-// The model is the small preset with tables of `--table-rows` rows per
-// n-gram order and head (F32; 1048576 gives 2 GiB over its two Engram
-// layers), written once to --dir with random weights. Every decode step
+// The model is the config (the small preset by default) with tables of
+// `--table-rows` rows per n-gram order and head (F32; 1048576 gives the
+// small preset 2 GiB over its two Engram layers), written once to --dir with
+// random weights. Every decode step
 // feeds a random token, so its n-grams (and rows) are new: a cold run stays
 // cold. Precision is the CLI's auto.
 #include <fcntl.h>
@@ -53,6 +55,7 @@ double median(std::vector<double> v) {
 }
 
 struct Options {
+  std::string config = std::string(MEMOE_SOURCE_DIR) + "/configs/small.json";
   std::string dir = "build/tables_model";
   int64_t table_rows = 1048576;
   int prompt = 64, tokens = 256, threads = 2, rounds = 3;
@@ -61,11 +64,13 @@ struct Options {
 const char* const kCases[] = {"resident", "mmap-warm", "cold-off", "cold-madvise", "cold-reader"};
 
 void make_model(const Options& o) {
-  ModelConfig cfg = load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/small.json");
+  ModelConfig cfg = load_config(o.config);
   for (int64_t& s : cfg.engram->table_sizes) s = o.table_rows;
   if (std::filesystem::exists(o.dir + "/model.safetensors")) {
     const ModelConfig have = load_config(o.dir + "/config.json");
-    if (have.engram && have.engram->table_sizes == cfg.engram->table_sizes) return;
+    if (have.engram && have.engram->table_sizes == cfg.engram->table_sizes && have.hidden_size == cfg.hidden_size &&
+        have.num_hidden_layers == cfg.num_hidden_layers)
+      return;
   }
   std::printf("writing the benchmark model to %s ...\n", o.dir.c_str());
   std::fflush(stdout);
@@ -157,6 +162,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     if (a == "--dir") o.dir = next();
+    else if (a == "--config") o.config = next();
     else if (a == "--table-rows") o.table_rows = std::atoll(next().c_str());
     else if (a == "--prompt") o.prompt = std::atoi(next().c_str());
     else if (a == "--tokens") o.tokens = std::atoi(next().c_str());

@@ -10,9 +10,9 @@
 namespace memoe {
 
 namespace {
-// Threads of the reader: each waits on one page at a time, so several keep
-// several reads in flight; they sleep on the disk, not on a core.
-constexpr int kReaders = 4;
+// Threads of the reader: each takes one step's batch of rows at a time;
+// they sleep on the disk, not on a core.
+constexpr int kReaders = 2;
 
 uintptr_t page_size() {
   static const uintptr_t size = uintptr_t(::sysconf(_SC_PAGESIZE));
@@ -64,52 +64,57 @@ PagePrefetcher::~PagePrefetcher() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
-    pages_.clear();
+    batches_.clear();
   }
   wake_.notify_all();
   for (std::thread& t : readers_) t.join();
 }
 
-void PagePrefetcher::prefetch(const std::vector<MemoryRange>& ranges) {
-  if (method_ == PrefetchMethod::off) return;
-  // The kernel queues every read at once and returns.
+namespace {
+void advise_will_need(const std::vector<MemoryRange>& ranges) {
   for (const MemoryRange& r : ranges) {
     if (r.bytes == 0) continue;
     const auto [begin, bytes] = page_span(r);
     ::madvise(reinterpret_cast<void*>(begin), bytes, MADV_WILLNEED);
   }
-  if (method_ == PrefetchMethod::reader) {
-    // The readers then map each page into this process, so the compute
-    // threads take no fault either.
+}
+}  // namespace
+
+void PagePrefetcher::prefetch(const std::vector<MemoryRange>& ranges) {
+  if (method_ == PrefetchMethod::madvise) {
+    advise_will_need(ranges);  // the kernel queues every read and returns
+  } else if (method_ == PrefetchMethod::reader) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (const MemoryRange& r : ranges) {
-        if (r.bytes == 0) continue;
-        const auto [begin, bytes] = page_span(r);
-        for (uintptr_t p = begin; p < begin + bytes; p += page_size())
-          pages_.push_back(reinterpret_cast<const volatile char*>(p));
-      }
+      batches_.push_back(ranges);
     }
-    wake_.notify_all();
+    wake_.notify_one();
   }
 }
 
 size_t PagePrefetcher::pending() {
   std::lock_guard<std::mutex> lock(mutex_);
-  return pages_.size();
+  return batches_.size();
 }
 
 void PagePrefetcher::read_pages() {
   for (;;) {
-    const volatile char* page;
+    std::vector<MemoryRange> batch;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !pages_.empty(); });
+      wake_.wait(lock, [&] { return stopping_ || !batches_.empty(); });
       if (stopping_) return;
-      page = pages_.front();
-      pages_.pop_front();
+      batch = std::move(batches_.front());
+      batches_.pop_front();
     }
-    (void)*page;  // the fault brings the page in
+    // All of the batch's reads queued at once, then each page mapped in
+    // (waiting for it here, not on a compute thread).
+    advise_will_need(batch);
+    for (const MemoryRange& r : batch) {
+      if (r.bytes == 0) continue;
+      const auto [begin, bytes] = page_span(r);
+      for (uintptr_t p = begin; p < begin + bytes; p += page_size()) (void)*reinterpret_cast<const volatile char*>(p);
+    }
   }
 }
 

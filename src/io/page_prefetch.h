@@ -6,9 +6,10 @@
 // Two ways to ask, measured against each other in bench/decode_bench:
 // - madvise: madvise(MADV_WILLNEED) on each row's pages, which queues the
 //   reads in the kernel and returns at once;
-// - reader: the same advice, then a few threads that touch one byte of each
-//   page, so that the page faults (and any wait for the disk) are theirs,
-//   not the compute threads'.
+// - reader: the call only queues the ranges; a reader thread gives the same
+//   advice and then touches one byte of each page, so that the system
+//   calls, the page faults and any wait for the disk are its, not the
+//   compute threads'.
 #pragma once
 #include <condition_variable>
 #include <cstddef>
@@ -49,7 +50,7 @@ class PagePrefetcher {
   // Starts bringing in the pages that hold the ranges and returns before
   // they arrive. The memory must stay mapped until it is read.
   void prefetch(const std::vector<MemoryRange>& ranges);
-  // The reader's pages still queued (0 for the other methods): for tests.
+  // Batches the readers have not taken yet (0 for the other methods).
   size_t pending();
 
  private:
@@ -58,7 +59,7 @@ class PagePrefetcher {
   PrefetchMethod method_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<const volatile char*> pages_;
+  std::deque<std::vector<MemoryRange>> batches_;
   bool stopping_ = false;
   std::vector<std::thread> readers_;
 };
