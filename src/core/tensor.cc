@@ -5,19 +5,21 @@
 namespace memoe {
 
 Tensor Tensor::view_f32(std::vector<int64_t> shape, const float* values, std::shared_ptr<const void> owner) {
-  Tensor t;
-  t.shape_ = std::move(shape);
-  t.numel_ = count(t.shape_);
+  Tensor t = shaped_view(std::move(shape), std::move(owner));
   t.view_f32_ = values;
-  t.owner_ = std::move(owner);
   return t;
 }
 
 Tensor Tensor::view_bf16(std::vector<int64_t> shape, const uint16_t* values, std::shared_ptr<const void> owner) {
+  Tensor t = shaped_view(std::move(shape), std::move(owner));
+  t.view_bf16_ = values;
+  return t;
+}
+
+Tensor Tensor::shaped_view(std::vector<int64_t> shape, std::shared_ptr<const void> owner) {
   Tensor t;
   t.shape_ = std::move(shape);
   t.numel_ = count(t.shape_);
-  t.view_bf16_ = values;
   t.owner_ = std::move(owner);
   return t;
 }

@@ -105,6 +105,9 @@ class Tensor {
   }
 
  private:
+  // A view's shape and owner, its values still to be set.
+  static Tensor shaped_view(std::vector<int64_t> shape, std::shared_ptr<const void> owner);
+
   std::vector<int64_t> shape_;
   size_t numel_ = 0;
   std::vector<float, ZeroedAllocator<float>> data_;
