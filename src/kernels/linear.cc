@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/few_rows.h"
 
 namespace memoe {
 
@@ -42,35 +43,14 @@ void on_this_thread_only(Fn fn) {
 }
 }  // namespace
 
-namespace {
-// C = A B^T (+ beta C) for at most kFewRows rows of A (decode): a dot
-// product per element, each in a fixed order, streaming B once. BLAS packs
-// B for such products and reached 43 % of the memory-bandwidth limit in
-// fp32 decode of moe-medium; this loop reads B at the rate memory gives it.
-constexpr int64_t kFewRows = 4;
-
-void few_rows(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-              float* c, int64_t ldc) {
-#pragma omp parallel for schedule(static) if (double(n) * double(k) > kThreadedProduct && !omp_in_parallel())
-  for (int64_t j = 0; j < n; ++j) {
-    const float* w = b + j * ldb;
-    for (int64_t r = 0; r < m; ++r) {
-      const float* x = a + r * lda;
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t p = 0; p < k; ++p) sum += x[p] * w[p];
-      float& out = c[r * ldc + j];
-      out = beta == 0.0f ? sum : sum + beta * out;
-    }
-  }
-}
-}  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (!trans_a && trans_b && alpha == 1.0f && m <= kFewRows && k > 0) {
-    few_rows(m, n, k, a, lda, b, ldb, beta, c, ldc);
+    // BLAS packs B for such products and reached 43 % of the memory-bandwidth
+    // limit in fp32 decode of moe-medium; this streams B once.
+    few_rows_product(m, n, k, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   // Split the longer side of C, so that each block still repacks little.

@@ -21,6 +21,7 @@
 
 #include "core/bf16.h"
 #include "core/error.h"
+#include "kernels/few_rows.h"
 #include "kernels/linear.h"
 #include "kernels/matmul_bf16.h"
 
@@ -266,42 +267,17 @@ void gemm_bf16_with(Bf16Library library, bool trans_a, bool trans_b, int64_t m, 
 // the bench measures it beside oneDNN; revisit this function then.
 Bf16Library bf16_library_for(bool, bool, int64_t, int64_t, int64_t) { return Bf16Library::onednn; }
 
-namespace {
-// A few rows against a row-major weight, C[m, n] = A[m, k] @ B[n, k]^T
-// (+ beta C): decoding's products. oneDNN spends more on each call than
-// these take (2-thread decode of the small preset: 129 tokens/s through it
-// against 293 in fp32), so they are a plain loop that widens the bf16 values
-// as it reads them, fp32 accumulation, each output summed by one thread in
-// one order (the same bits for any thread count).
-constexpr int64_t kFewRows = 4;
-
-MEMOE_ISA_CLONES void few_rows_bf16(int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda,
-                                    const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  std::vector<float> a32(size_t(m * k));
-  for (int64_t r = 0; r < m; ++r) from_bf16(a + r * lda, k, a32.data() + r * k);
-// Threads only for weights past 4 M values (8 MiB): waking a sleeping
-// team cost more than smaller products here (moe-medium decode on 2
-// threads: 75 tokens/s with a 128 K threshold, 1 thread 159).
-#pragma omp parallel for schedule(static) if (n * k > (int64_t(1) << 22))
-  for (int64_t j = 0; j < n; ++j) {
-    const uint16_t* w = b + j * ldb;
-    for (int64_t r = 0; r < m; ++r) {
-      const float* x = a32.data() + r * k;
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t p = 0; p < k; ++p) sum += x[p] * bf16_to_float(w[p]);
-      float& out = c[r * ldc + j];
-      out = beta == 0.0f ? sum : sum + beta * out;
-    }
-  }
-}
-}  // namespace
+// Products of at most kFewRows rows (decoding): oneDNN spends more on each
+// call than these take (2-thread decode of the small preset: 129 tokens/s
+// through it against 293 in fp32), so they run kernels/few_rows.h's loop.
 
 void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
                int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (!trans_a && trans_b && alpha == 1.0f && m > 0 && m <= kFewRows && k > 0 && n > 0) {
     check_shape(m, n, k, lda, ldb, ldc);
-    few_rows_bf16(m, n, k, a, lda, b, ldb, beta, c, ldc);
+    std::vector<float> a32(size_t(m * k));
+    for (int64_t r = 0; r < m; ++r) from_bf16(a + r * lda, k, a32.data() + r * k);
+    few_rows_product(m, n, k, a32.data(), k, b, ldb, beta, c, ldc);
     return;
   }
   gemm_bf16_with(bf16_library_for(trans_a, trans_b, m, n, k), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
