@@ -12,7 +12,8 @@ packages=(build-essential cmake pkg-config
   nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev libutf8proc-dev libpng-dev
   libplplot-dev plplot-driver-cairo fonts-dejavu-core
-  libgtest-dev libbenchmark-dev)
+  libgtest-dev libbenchmark-dev
+  libopenmpi-dev openmpi-bin)
 # Node.js + npm deliver the demo corpus; keep a Node.js that is already there.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 fuzz_packages=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/precision_option.h"
 #include "core/error.h"
+#include "dist/communicator.h"
 #include "eval/plot.h"
 #include "train/trainer.h"
 
@@ -21,6 +22,7 @@ struct Options {
   std::string out, resume, time_budget, precision;
   CLI::Option* steps = nullptr;
   CLI::Option* precision_given = nullptr;
+  CLI::Option* dp_given = nullptr;
 };
 
 // "90", "90s", "4m", "1.5h": seconds.
@@ -64,7 +66,7 @@ void draw_loss_curve(const std::string& run_dir) {
   write_line_plot_png(run_dir + "/loss.png", plot);
 }
 
-void run(Options& o) {
+void run(Options& o, Communicator& world) {
   TrainLimits limits;
   if (!o.time_budget.empty()) limits.time_budget_s = parse_duration(o.time_budget);
   TrainResult r;
@@ -73,14 +75,17 @@ void run(Options& o) {
     MEMOE_CHECK(o.out.empty() && o.train.config.empty(), "--resume takes the run's own options; drop --out/--config");
     MEMOE_CHECK(o.precision_given->count() == 0, "--resume keeps the run's own precision (train.json); drop --precision");
     run_dir = o.resume;
-    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits);
+    MEMOE_CHECK(o.dp_given->count() == 0 || o.train.dp == world.size(), "--dp ", o.train.dp,
+                " does not fit the world of ", world.size(), world.size() == 1 ? " process" : " ranks");
+    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits, &world);
   } else {
     MEMOE_CHECK(!o.train.config.empty() && !o.train.data.empty() && !o.out.empty(),
                 "train needs --config, --data and --out (or --resume RUN)");
     run_dir = o.out;
     o.train.precision = chosen_precision(o.precision);
-    r = train_new(o.train, run_dir, limits);
+    r = train_new(o.train, run_dir, limits, &world);
   }
+  if (!world.is_root()) return;
   draw_loss_curve(run_dir);
   if (r.stopped_by_budget) std::printf("stopped by the time budget\n");
   std::printf("trained %lld steps: loss %.4f, held-out loss %.4f (perplexity %.2f)\ncheckpoint %s\nloss curve %s/loss.png\n",
@@ -99,7 +104,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--tokenizer", t.tokenizer, "tokenizer directory (its Engram token map goes into the model)");
   cmd->add_option("--out", o->out, "run directory to create");
   cmd->add_option("--resume", o->resume, "continue the run in this directory from its newest checkpoint");
-  cmd->add_option("--batch", t.batch, "sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--batch", t.batch, "sequences per micro-batch, over all data-parallel ranks together")
+      ->capture_default_str();
   cmd->add_option("--seq", t.seq_len, "sequence length")->capture_default_str();
   cmd->add_option("--grad-accum", t.grad_accum, "micro-batches per optimizer step")->capture_default_str();
   o->steps = cmd->add_option("--steps", t.steps, "optimizer steps in all (with --resume: extends the run)")
@@ -121,7 +127,21 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--keep-last", t.keep_last, "checkpoints to keep")->capture_default_str();
   cmd->add_option("--log-every", t.log_every, "steps between progress lines (non-terminal)")->capture_default_str();
   o->precision_given = add_precision_option(cmd, o->precision);
-  cmd->callback([o] { run(*o); });
+  o->dp_given = cmd->add_option("--dp", t.dp,
+                                "data-parallel ranks: must be the number mpirun started (mpirun -n R memoe train "
+                                "... --dp R); each takes batch / R sequences of every micro-batch")
+                    ->capture_default_str();
+  cmd->callback([o] {
+    // MPI only when mpirun started this process; a rank that fails ends
+    // them all, so none is left waiting in a collective.
+    const std::unique_ptr<Communicator> world = Communicator::from_environment();
+    if (world->size() == 1) return run(*o, *world);
+    try {
+      run(*o, *world);
+    } catch (const std::exception& e) {
+      world->abort_all(e.what());
+    }
+  });
 }
 
 }  // namespace memoe::cli

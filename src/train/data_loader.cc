@@ -21,10 +21,14 @@ int64_t DataLoader::window_start(uint64_t index) const {
   return int64_t(uniform_below(counter_hash(seed_, kWindowDomain, index), starts));
 }
 
-void DataLoader::next_batch(int64_t batch, int64_t* ids) {
+void DataLoader::next_batch(int64_t batch, int64_t* ids) { next_batch_part(batch, 0, batch, ids); }
+
+void DataLoader::next_batch_part(int64_t batch, int64_t first, int64_t count, int64_t* ids) {
   MEMOE_CHECK(batch > 0, "data loader: batch must be positive, got ", batch);
-  for (int64_t b = 0; b < batch; ++b)
-    reader_.read(window_start(cursor_ + uint64_t(b)), seq_len_ + 1, ids + b * (seq_len_ + 1));
+  MEMOE_CHECK(first >= 0 && count > 0 && first + count <= batch, "data loader: windows [", first, ", ",
+              first + count, ") are not part of a batch of ", batch);
+  for (int64_t b = 0; b < count; ++b)
+    reader_.read(window_start(cursor_ + uint64_t(first + b)), seq_len_ + 1, ids + b * (seq_len_ + 1));
   cursor_ += uint64_t(batch);  // only after every read succeeded
 }
 

@@ -20,6 +20,11 @@ class DataLoader {
   // documents; eot separates them) and depends only on (seed, cursor); the
   // cursor advances by one per window.
   void next_batch(int64_t batch, int64_t* ids);
+  // One rank's part of a global batch of `batch` windows: ids[count,
+  // seq_len + 1] gets windows first .. first + count - 1 of it (a
+  // data-parallel rank r of R takes first = r * batch / R), and the cursor
+  // advances past the whole batch, as next_batch(batch) would.
+  void next_batch_part(int64_t batch, int64_t first, int64_t count, int64_t* ids);
 
   // The whole sampling state: resuming with the same seed and cursor gives
   // the same future windows, whatever batch sizes are used.

@@ -8,31 +8,43 @@
 
 namespace memoe {
 
-HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows,
-                           ModelState& state) {
-  const int64_t L = data.seq_len();
+int64_t heldout_windows(const DataLoader& data, int64_t max_windows) {
   int64_t windows = data.eval_window_count();
   if (max_windows > 0) windows = std::min(windows, max_windows);
-  MEMOE_CHECK(windows > 0, "held-out split has no window of ", L + 1, " tokens");
+  MEMOE_CHECK(windows > 0, "held-out split has no window of ", data.seq_len() + 1, " tokens");
+  return windows;
+}
+
+HeldoutSums heldout_sums(const Model& model, const DataLoader& data, int64_t batch, int64_t first, int64_t count,
+                         ModelState& state) {
+  const int64_t L = data.seq_len();
   std::vector<int64_t> win;
   Batch batch_data;
-  double total = 0;
-  int64_t tokens = 0;
-  for (int64_t first = 0; first < windows; first += batch) {
-    const int64_t b = std::min(batch, windows - first);
+  HeldoutSums sums;
+  for (int64_t at = first; at < first + count; at += batch) {
+    const int64_t b = std::min(batch, first + count - at);
     win.resize(size_t(b * (L + 1)));
-    data.eval_batch(first, b, win.data());
+    data.eval_batch(at, b, win.data());
     batch_data.from_windows(win.data(), b, L);
     const double loss =
         model_loss_and_grad(model, batch_data.ids.data(), batch_data.targets.data(), b, L, state, nullptr);
-    total += (loss - state.aux_loss) * double(b * L);
-    tokens += b * L;
+    sums.loss_sum += (loss - state.aux_loss) * double(b * L);
+    sums.tokens += b * L;
   }
+  return sums;
+}
+
+HeldoutResult heldout_result(const HeldoutSums& sums) {
   HeldoutResult r;
-  r.tokens = tokens;
-  r.loss = total / double(tokens);
+  r.tokens = sums.tokens;
+  r.loss = sums.loss_sum / double(std::max<int64_t>(1, sums.tokens));
   r.perplexity = std::exp(r.loss);
   return r;
+}
+
+HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows,
+                           ModelState& state) {
+  return heldout_result(heldout_sums(model, data, batch, 0, heldout_windows(data, max_windows), state));
 }
 
 }  // namespace memoe

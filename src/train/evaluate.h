@@ -17,4 +17,17 @@ struct HeldoutResult {
 HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows,
                            ModelState& scratch);
 
+// The parts of a held-out loss: summed token losses and their count over
+// windows first .. first + count - 1 (a data-parallel rank's share; the
+// ranks' sums add up to the whole evaluation's).
+struct HeldoutSums {
+  double loss_sum = 0;
+  int64_t tokens = 0;
+};
+// How many of the split's windows an evaluation of max_windows reads.
+int64_t heldout_windows(const DataLoader& data, int64_t max_windows);
+HeldoutSums heldout_sums(const Model& model, const DataLoader& data, int64_t batch, int64_t first, int64_t count,
+                         ModelState& scratch);
+HeldoutResult heldout_result(const HeldoutSums& sums);
+
 }  // namespace memoe

@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include "core/error.h"
+#include "dist/data_parallel.h"
 #include "io/atomic_file.h"
 #include "io/token_map.h"
 #include "io/token_shards.h"
@@ -60,7 +61,7 @@ json options_to_json(const TrainOptions& o) {
           {"seed", o.seed},         {"eval_every", o.eval_every},
           {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
           {"keep_last", o.keep_last}, {"log_every", o.log_every},
-          {"precision", precision_name(o.precision)}};
+          {"precision", precision_name(o.precision)}, {"dp", o.dp}};
 }
 
 TrainOptions options_from_json(const json& j) {
@@ -87,11 +88,15 @@ TrainOptions options_from_json(const json& j) {
   o.keep_last = j.at("keep_last");
   o.log_every = j.at("log_every");
   o.precision = parse_precision(j.value("precision", "fp32"));  // runs from before bf16 were fp32
+  o.dp = j.value("dp", int64_t{1});
   return o;
 }
 
 void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.batch >= 1, "--batch must be >= 1");
+  MEMOE_CHECK(o.dp >= 1, "--dp must be >= 1");
+  MEMOE_CHECK(o.batch % o.dp == 0, "--batch ", o.batch, " is not a multiple of --dp ", o.dp,
+              " (each data-parallel rank takes batch / dp sequences of every micro-batch)");
   MEMOE_CHECK(o.seq_len >= 2, "--seq must be >= 2");
   MEMOE_CHECK(o.grad_accum >= 1, "--grad-accum must be >= 1");
   MEMOE_CHECK(o.steps >= 1, "--steps must be >= 1");
@@ -138,11 +143,32 @@ std::string format_eta(double seconds) {
 struct Run {
   TrainOptions o;
   std::string dir;
+  Communicator* world = nullptr;
   Model model;
   TrainState state;
 };
 
-void write_options(const Run& run) { write_file_atomic(options_path(run.dir), options_to_json(run.o).dump(2) + "\n"); }
+void write_options(const Run& run) {
+  if (run.world->is_root()) write_file_atomic(options_path(run.dir), options_to_json(run.o).dump(2) + "\n");
+}
+
+// The layout must be the world's: refused before anything is written.
+void check_layout(const TrainOptions& o, const Communicator& world) {
+  MEMOE_CHECK(o.dp == world.size(), "--dp ", o.dp, " does not fit the world of ", world.size(),
+              world.size() == 1 ? " process (start R ranks with mpirun -n R)" : " ranks mpirun started");
+}
+
+// Each MoE layer's expert loads over the global batch (spec §4: the bias
+// update balances the global load), in one exchange.
+void sum_loads(Communicator& world, std::vector<std::vector<int64_t>>& loads) {
+  if (world.size() == 1) return;
+  std::vector<int64_t> flat;
+  for (const auto& l : loads) flat.insert(flat.end(), l.begin(), l.end());
+  world.sum(flat.data(), int64_t(flat.size()));
+  size_t at = 0;
+  for (auto& l : loads)
+    for (int64_t& c : l) c = flat[at++];
+}
 
 // Seconds per optimizer step, measured from the second step on (the first
 // pays for allocations), with periodic evaluations spread over their steps.
@@ -163,6 +189,11 @@ class StepClock {
 
 TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const TrainOptions& o = run.o;
+  Communicator& world = *run.world;
+  const bool root = world.is_root();
+  // This rank's share of every micro-batch: windows first_window ..
+  // first_window + local_batch - 1 of the global one.
+  const int64_t local_batch = o.batch / o.dp, first_window = int64_t(world.rank()) * local_batch;
   Model& model = run.model;
   const ModelConfig& cfg = model.config;
   const TokenDataMeta meta = read_token_meta(o.data);
@@ -182,21 +213,36 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
 
   const int threads = omp_get_max_threads();
   model.params.set_precision(o.precision);
-  std::fprintf(stderr, "%s\n", precision_line(o.precision).c_str());
   const double sgemm = measure_sgemm_gflops(1024, 3);
   const double flops_per_token = count_params(cfg, o.seq_len).train_flops_per_token;
-  std::fprintf(stderr, "machine: sgemm %.0f GFLOP/s on %d threads; model: %.1f MFLOP per training token\n", sgemm,
-               threads, flops_per_token / 1e6);
+  if (root) {
+    std::fprintf(stderr, "%s\n", precision_line(o.precision).c_str());
+    std::fprintf(stderr, "machine: sgemm %.0f GFLOP/s on %d threads%s; model: %.1f MFLOP per training token\n",
+                 sgemm, threads,
+                 o.dp > 1 ? (" per rank, " + std::to_string(o.dp) + " data-parallel ranks").c_str() : "",
+                 flops_per_token / 1e6);
+  }
   LrSchedule schedule{o.lr, o.warmup, o.decay_steps, o.min_lr_ratio};
   const bool budgeted = limits.time_budget_s > 0;
   bool fit_to_budget = budgeted && run.state.step == 0;  // only a fresh run's schedule is re-planned
   StepClock clock;
   ModelParams grads = model.make_gradients();
+  // One process without accumulation: the backward pass writes the step's
+  // gradient itself. Otherwise each micro-batch's gradient goes to `micro`
+  // and GradientSum adds them up over micro-batches and ranks in one fixed
+  // order (dist/data_parallel.h).
+  const bool direct = world.size() == 1 && o.grad_accum == 1;
+  ModelParams micro = direct ? ModelParams{} : model.make_gradients();
+  ModelParams& micro_grads = direct ? grads : micro;
+  GradientSum gradient_sum(world, grads);
   ModelState fwd;
   Batch batch;
-  std::vector<int64_t> windows(size_t(o.batch * (o.seq_len + 1)));
-  std::ofstream metrics(metrics_path(run.dir), std::ios::app);
-  MEMOE_CHECK(metrics, "cannot write ", metrics_path(run.dir));
+  std::vector<int64_t> windows(size_t(local_batch * (o.seq_len + 1)));
+  std::ofstream metrics;
+  if (root) {
+    metrics.open(metrics_path(run.dir), std::ios::app);
+    MEMOE_CHECK(metrics, "cannot write ", metrics_path(run.dir));
+  }
   const bool tty = isatty(STDERR_FILENO);
   const std::string tok_file = tokenizer_file(o);
   TrainResult result;
@@ -211,7 +257,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   while (run.state.step < run.o.steps) {
     const int64_t step = run.state.step;
     const auto t0 = std::chrono::steady_clock::now();
-    grads.zero();
+    gradient_sum.begin_step();
     std::vector<std::vector<int64_t>> loads(model.params.layers.size());
     std::vector<double> gate_sum(model.params.layers.size(), 0.0);
     double loss = 0, gnorm = 0;
@@ -221,9 +267,15 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     };
     try {
       for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-        train.next_batch(o.batch, windows.data());
-        batch.from_windows(windows.data(), o.batch, o.seq_len);
-        loss += model_loss_and_grad(model, batch.ids.data(), batch.targets.data(), o.batch, o.seq_len, fwd, &grads);
+        train.next_batch_part(o.batch, first_window, local_batch, windows.data());
+        batch.from_windows(windows.data(), local_batch, o.seq_len);
+        micro_grads.zero();
+        // This micro-batch's sums: the loss (a mean over the rank's tokens)
+        // and each Engram layer's gate sum, then every rank's added in rank
+        // order, like the gradients.
+        std::vector<double> sums(loads.size() + 1, 0.0);
+        sums.back() = model_loss_and_grad(model, batch.ids.data(), batch.targets.data(), local_batch, o.seq_len,
+                                          fwd, &micro_grads);
         for (size_t l = 0; l < loads.size(); ++l) {
           const auto& load = fwd.layers[l].moe.expert_load;
           if (model.params.layers[l].is_moe) {
@@ -231,14 +283,22 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
             for (size_t e = 0; e < load.size(); ++e) loads[l][e] += load[e];
           }
           const Tensor& alpha = fwd.layers[l].engram.alpha;
-          for (int64_t i = 0; i < alpha.numel(); ++i) gate_sum[l] += alpha[i];
+          for (int64_t i = 0; i < alpha.numel(); ++i) sums[l] += alpha[i];
+        }
+        if (!direct) gradient_sum.add(micro_grads);
+        const std::vector<double> all = world.all_gather(sums);
+        for (int r = 0; r < world.size(); ++r) {
+          for (size_t l = 0; l < loads.size(); ++l) gate_sum[l] += all[size_t(r) * sums.size() + l];
+          loss += all[size_t(r) * sums.size() + loads.size()];
         }
       }
     } catch (const Error& e) {
       stop(e.what());  // e.g. the router refusing non-finite activations
     }
-    loss /= double(o.grad_accum);
-    if (o.grad_accum > 1) scale_gradients(grads, float(1.0 / double(o.grad_accum)));
+    sum_loads(world, loads);
+    // The mean over the micro-batches and ranks (each holds as many tokens).
+    loss /= double(o.grad_accum * o.dp);
+    if (!direct) gradient_sum.finish(float(1.0 / double(o.grad_accum * o.dp)));
     gnorm = gradient_global_norm(grads);
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       std::ostringstream why;
@@ -298,22 +358,39 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
         result.stopped_by_budget = true;
       }
     }
+    if (budgeted && world.size() > 1) {
+      // Rank 0's clock decides for all, so every rank stops after the same step.
+      int64_t decision[3] = {result.stopped_by_budget ? 1 : 0, run.o.steps, run.o.decay_steps};
+      world.broadcast(decision, 3);
+      result.stopped_by_budget = decision[0] != 0;
+      run.o.steps = decision[1];
+      run.o.decay_steps = decision[2];
+      schedule.total_steps = run.o.decay_steps;
+    }
     const bool last_step = run.state.step >= o.steps || result.stopped_by_budget;
     if ((o.eval_every > 0 && run.state.step % o.eval_every == 0) || last_step) {
       const auto e0 = std::chrono::steady_clock::now();
-      const HeldoutResult h = heldout_loss(model, val, o.batch, o.eval_windows, fwd);
+      // Each rank evaluates a contiguous share of the windows.
+      const int64_t windows_in_all = heldout_windows(val, o.eval_windows);
+      const int64_t from = windows_in_all * world.rank() / world.size();
+      const int64_t to = windows_in_all * (world.rank() + 1) / world.size();
+      HeldoutSums sums = heldout_sums(model, val, local_batch, from, to - from, fwd);
+      world.sum(&sums.loss_sum, 1);
+      world.sum(&sums.tokens, 1);
+      const HeldoutResult h = heldout_result(sums);
       clock.record_eval(std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count());
       rec["val_loss"] = h.loss;
       rec["val_ppl"] = h.perplexity;
       result.last_val_loss = h.loss;
     }
-    metrics << rec.dump() << "\n" << std::flush;
+    if (root) metrics << rec.dump() << "\n" << std::flush;
     result.last_loss = loss;
     result.step = run.state.step;
 
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     const double eta = elapsed / double(run.state.step - first_step) * double(o.steps - run.state.step);
-    if (tty || run.state.step % std::max<int64_t>(1, o.log_every) == 0 || last_step || rec.contains("val_loss")) {
+    if (root &&
+        (tty || run.state.step % std::max<int64_t>(1, o.log_every) == 0 || last_step || rec.contains("val_loss"))) {
       std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s, %.0f GFLOP/s | ETA %s%s%s",
                    tty ? "\r\033[K" : "", (long long)run.state.step, (long long)o.steps, loss, lr, tps, gflops,
                    format_eta(eta).c_str(),
@@ -321,11 +398,12 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
                    tty && !last_step && !rec.contains("val_loss") ? "" : "\n");
       std::fflush(stderr);
     }
-    if (run.state.step % o.checkpoint_every == 0 || last_step)
+    if (root && (run.state.step % o.checkpoint_every == 0 || last_step))
       result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last);
     if (result.stopped_by_budget) {
-      std::fprintf(stderr, "time budget %.0f s reached after step %lld of %lld; --resume %s continues the run\n",
-                   limits.time_budget_s, (long long)run.state.step, (long long)o.steps, run.dir.c_str());
+      if (root)
+        std::fprintf(stderr, "time budget %.0f s reached after step %lld of %lld; --resume %s continues the run\n",
+                     limits.time_budget_s, (long long)run.state.step, (long long)o.steps, run.dir.c_str());
       break;
     }
   }
@@ -334,16 +412,22 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
 
 }  // namespace
 
-TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir, const TrainLimits& limits) {
+TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir, const TrainLimits& limits,
+                      Communicator* world_in) {
+  std::unique_ptr<Communicator> single;
+  Communicator& world = world_in ? *world_in : *(single = Communicator::single());
   TrainOptions options = options_in;
   if (options.decay_steps == 0) options.decay_steps = options.steps;
   check_options(options);
+  check_layout(options, world);
   MEMOE_CHECK(!fs::exists(options_path(run_dir)), run_dir,
               " already holds a run (train.json); use --resume to continue it or choose another --out");
   MEMOE_CHECK(fs::is_directory(options.data), "data directory ", options.data, " does not exist");
+  world.barrier();  // every rank has checked run_dir before rank 0 writes into it
   Run run;
   run.o = options;
   run.dir = run_dir;
+  run.world = &world;
   const ModelConfig cfg = load_config(options.config);
   std::vector<int64_t> token_map;
   if (!options.tokenizer.empty()) {
@@ -353,16 +437,22 @@ TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir
     token_map = compressed_token_map(tok, cfg.vocab_size);
   }
   run.model = init_model(cfg, options.seed, token_map);
+  broadcast_parameters(world, run.model.params);
   run.state.seed = options.seed;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  MEMOE_CHECK(!ec, "cannot create ", run_dir, ": ", ec.message());
-  write_options(run);
-  write_file_atomic(metrics_path(run_dir), "");
+  if (world.is_root()) {
+    std::error_code ec;
+    fs::create_directories(run_dir, ec);
+    MEMOE_CHECK(!ec, "cannot create ", run_dir, ": ", ec.message());
+    write_options(run);
+    write_file_atomic(metrics_path(run_dir), "");
+  }
   return train_loop(run, limits);
 }
 
-TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps, const TrainLimits& limits) {
+TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps, const TrainLimits& limits,
+                         Communicator* world_in) {
+  std::unique_ptr<Communicator> single;
+  Communicator& world = world_in ? *world_in : *(single = Communicator::single());
   json j;
   try {
     std::ifstream in(options_path(run_dir));
@@ -379,29 +469,39 @@ TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t deca
   }
   if (steps > 0) run.o.steps = steps;
   if (decay_steps > 0) run.o.decay_steps = decay_steps;
+  // The global batch is the run's; the ranks splitting it are this world's.
+  const bool relayout = run.o.dp != world.size();
+  run.o.dp = world.size();
   check_options(run.o);
   run.dir = run_dir;
+  run.world = &world;
   const std::string last = latest_checkpoint(run_dir);
+  world.barrier();  // every rank has read train.json and the checkpoint pointer
   if (last.empty()) {
     // Killed before its first checkpoint: start over from the same options.
-    fs::remove(options_path(run_dir));
-    return train_new(run.o, run_dir, limits);
+    if (world.is_root()) fs::remove(options_path(run_dir));
+    world.barrier();
+    return train_new(run.o, run_dir, limits, &world);
   }
   // Temporaries of checkpoints a killed run left half-written: a resumed run
   // is the only writer of its directory.
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints", ec))
-    if (e.path().filename().string().rfind(".", 0) == 0) fs::remove_all(e.path(), ec);
+  if (world.is_root()) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints", ec))
+      if (e.path().filename().string().rfind(".", 0) == 0) fs::remove_all(e.path(), ec);
+  }
   try {
     run.model = load_model(last);
     run.state = load_train_state(last);
   } catch (const Error& e) {
     fail("cannot resume from ", last, ": ", e.what());
   }
-  truncate_metrics(metrics_path(run_dir), run.state.step);
+  broadcast_parameters(world, run.model.params);
+  if (world.is_root()) truncate_metrics(metrics_path(run_dir), run.state.step);
   MEMOE_CHECK(run.state.step < run.o.steps, "run ", run_dir, " already finished its ", run.o.steps,
               " steps (pass --steps N to extend it)");
-  if (steps > 0 || decay_steps > 0) write_options(run);  // so that the next plain resume keeps them
+  // So that the next plain resume keeps them.
+  if (steps > 0 || decay_steps > 0 || relayout) write_options(run);
   return train_loop(run, limits);
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/communicator.h"
 #include "kernels/linear.h"
 
 namespace memoe {
@@ -15,7 +16,8 @@ struct TrainOptions {
   std::string config;         // model config.json (fresh runs)
   std::string data;           // token data directory (memoe prepare)
   std::string tokenizer;      // optional: its token map goes into the model; copied into checkpoints
-  int64_t batch = 8;          // sequences per micro-batch
+  int64_t batch = 8;          // sequences per micro-batch, over all data-parallel ranks together
+  int64_t dp = 1;             // data-parallel ranks; each takes batch / dp sequences of every micro-batch
   int64_t seq_len = 256;
   int64_t grad_accum = 1;     // micro-batches per optimizer step
   int64_t steps = 1000;       // optimizer steps in all
@@ -54,15 +56,20 @@ struct TrainResult {
   double last_val_loss = 0;
 };
 
-// Starts a run in run_dir (which must not hold one already).
-TrainResult train_new(const TrainOptions& options, const std::string& run_dir, const TrainLimits& limits = {});
+// Starts a run in run_dir (which must not hold one already). With a world
+// of R ranks (options.dp must be R), every rank calls this; rank 0 alone
+// prints, writes the metrics and the checkpoints.
+TrainResult train_new(const TrainOptions& options, const std::string& run_dir, const TrainLimits& limits = {},
+                      Communicator* world = nullptr);
 // Continues the run in run_dir from its newest checkpoint, with the options
 // it was started with. steps > 0 extends (or shortens) the run and
 // decay_steps > 0 moves the cosine horizon; both are written back to
 // train.json, so a later plain resume keeps them. Extending alone keeps the
 // horizon: the added steps run at min_lr_ratio · lr.
+// A run resumes in whatever world it is given (the global batch stays the
+// run's, so dp may change between invocations); train.json records it.
 TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps = 0,
-                         const TrainLimits& limits = {});
+                         const TrainLimits& limits = {}, Communicator* world = nullptr);
 
 // The run's files.
 std::string options_path(const std::string& run_dir);  // train.json

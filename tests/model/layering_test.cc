@@ -35,10 +35,11 @@ TEST(Layering, ModelHasNoThreadingSimdOrBlas) {
 
 TEST(Layering, LowerFoldersDoNotIncludeHigherOnes) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> rules = {
-      {"core", {"kernels/", "io/", "model/", "train/", "eval/", "serve/", "cli/"}},
-      {"kernels", {"io/", "model/", "train/", "eval/", "serve/", "cli/"}},
-      {"io", {"model/", "train/", "eval/", "serve/", "cli/"}},
-      {"model", {"train/", "eval/", "serve/", "cli/"}},
+      {"core", {"kernels/", "io/", "model/", "dist/", "train/", "eval/", "serve/", "cli/"}},
+      {"kernels", {"io/", "model/", "dist/", "train/", "eval/", "serve/", "cli/"}},
+      {"io", {"model/", "dist/", "train/", "eval/", "serve/", "cli/"}},
+      {"model", {"dist/", "train/", "eval/", "serve/", "cli/"}},
+      {"dist", {"train/", "eval/", "serve/", "cli/"}},
       {"train", {"eval/", "serve/", "cli/"}},
   };
   for (const auto& [folder, forbidden] : rules)
@@ -46,6 +47,13 @@ TEST(Layering, LowerFoldersDoNotIncludeHigherOnes) {
       for (const auto& higher : forbidden)
         EXPECT_EQ(text.find("#include \"" + higher), std::string::npos)
             << "src/" << folder << "/" << name << " includes " << higher;
+}
+
+// Ranks are dist/'s business: MPI appears nowhere else.
+TEST(Layering, OnlyDistKnowsMpi) {
+  for (const char* folder : {"core", "kernels", "io", "model", "train", "eval", "serve", "cli"})
+    for (const auto& [name, text] : sources(folder))
+      EXPECT_EQ(text.find("mpi.h"), std::string::npos) << "src/" << folder << "/" << name << " includes mpi.h";
 }
 
 }  // namespace

@@ -1,0 +1,67 @@
+// The ranks of a run and the collectives between them, over MPI. A process
+// started without mpirun is a world of one: every collective returns its
+// input and MPI is never initialised, so single-process use needs no MPI
+// runtime at all. The model never sees this type; train/ passes it down.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace memoe {
+
+class Communicator {
+ public:
+  // The world this process was started in: MPI's when a launcher
+  // (mpirun / mpiexec: OMPI_COMM_WORLD_SIZE or PMIX_RANK in the
+  // environment) started it, else a world of one. MPI is finalised when the
+  // returned object is destroyed.
+  static std::unique_ptr<Communicator> from_environment();
+  // A world of one, whatever the environment (tests, single-rank tools).
+  static std::unique_ptr<Communicator> single();
+
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool is_root() const { return rank_ == 0; }
+
+  // In place: x becomes the element-wise sum over the ranks. OpenMPI's
+  // algorithms (ring, recursive doubling, reduce-scatter + all-gather) give
+  // every rank the same bits; the data-parallel tests check the replicas.
+  void sum(float* x, int64_t n);
+  void sum(double* x, int64_t n);
+  void sum(int64_t* x, int64_t n);
+  // x on every rank becomes rank 0's.
+  void broadcast(float* x, int64_t n);
+  void broadcast(int64_t* x, int64_t n);
+  // Every rank's `mine`, in rank order (lengths may differ per rank).
+  std::vector<int64_t> all_gather(const std::vector<int64_t>& mine);
+  std::vector<float> all_gather(const std::vector<float>& mine);
+  std::vector<double> all_gather(const std::vector<double>& mine);
+
+  // A flat buffer of n values cut into one contiguous shard per rank:
+  // rank r owns [shard_begin(n, r), shard_begin(n, r + 1)).
+  int64_t shard_begin(int64_t n, int rank) const { return n * rank / size_; }
+  // The first half of a reduce-scatter: every rank's copy of this rank's
+  // shard of `flat` (n values), in rank order, into received[size() x
+  // shard length]. The caller sums them in the order it chooses (MPI's own
+  // reduce-scatter promises no order).
+  void scatter_shards(const float* flat, int64_t n, float* received);
+  // All-gather: every rank's shard (`mine`, this rank's part) into flat[n].
+  void gather_shards(const float* mine, int64_t n, float* flat);
+  void barrier();
+  // Ends every rank at once (MPI_Abort) after printing `message` as one
+  // line naming this rank: a rank that fails must not leave the others
+  // waiting in a collective. In a world of one, prints and exits.
+  [[noreturn]] void abort_all(const std::string& message, int code = 1);
+
+ private:
+  Communicator(bool mpi, int rank, int size) : mpi_(mpi), rank_(rank), size_(size) {}
+  bool mpi_;
+  int rank_, size_;
+};
+
+}  // namespace memoe
