@@ -38,9 +38,15 @@ class DataParallel : public testing::CliTest {
     return "train --config " + tiny() + " --data " + path("data") + " --out " + out +
            " --steps 20 --seq 32 --warmup 5 --lr 3e-3 --eval-every 10 --eval-windows 8 --checkpoint-every 10 " + extra;
   }
-  // `memoe ARGS` on `ranks` MPI ranks of one thread each.
+  // `memoe ARGS` on `ranks` MPI ranks of one thread each. In the sanitized
+  // build the ranks run without the leak check: OpenMPI keeps its runtime's
+  // state past MPI_Finalize in plugins it has unloaded by exit, which
+  // LeakSanitizer cannot name, so no suppression matches them. Address and
+  // undefined-behaviour checks stay on; the single-process tests check the
+  // same code for leaks.
   testing::CliResult mpi(int ranks, const std::string& args) {
-    return memoe_with_launcher("mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -n " +
+    return memoe_with_launcher("mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 "
+                               "-x ASAN_OPTIONS=detect_leaks=0 -n " +
                                    std::to_string(ranks),
                                args);
   }
