@@ -12,10 +12,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
+#include <thread>
 #include <tuple>
 
 #include "cli_runner.h"
@@ -50,6 +57,7 @@ class DataParallel : public testing::CliTest {
                                    std::to_string(ranks),
                                args);
   }
+  void expect_killed_rank_ends_the_run(int victim_rank);
   static std::map<int64_t, nlohmann::json> metrics(const std::string& run) {
     std::map<int64_t, nlohmann::json> out;
     std::ifstream in(run + "/metrics.jsonl");
@@ -121,6 +129,97 @@ TEST_F(DataParallel, ALayoutThatDoesNotFitIsRefusedBeforeTraining) {
     EXPECT_NE(r.err.find(message), std::string::npos) << extra << ": " << r.err;
     EXPECT_FALSE(fs::exists(path("bad/train.json"))) << extra;
   }
+}
+
+
+// The pid of rank `rank` among launcher's children (their environment names it).
+pid_t child_rank(pid_t launcher, int rank) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string state;
+    long parent = 0;
+    rest >> state >> parent;
+    if (parent != launcher) continue;
+    std::ifstream env(e.path() / "environ");
+    std::string var;
+    while (std::getline(env, var, '\0'))
+      if (var == "OMPI_COMM_WORLD_RANK=" + std::to_string(rank)) return pid_t(std::stol(name));
+  }
+  return -1;
+}
+
+// A rank killed (SIGKILL) mid-run: every rank is gone within 30 s, the
+// launcher exits non-zero naming the rank, the last published checkpoint
+// loads, and the run resumes on one process. Rank 0 writes a checkpoint
+// every 5 steps (tens a second here), so killing it often lands mid-write:
+// the atomic publish leaves the previous one whole.
+void DataParallel::expect_killed_rank_ends_the_run(int victim_rank) {
+  const std::string run = path("run" + std::to_string(victim_rank));
+  const std::string command = "exec mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 "
+                              "-x ASAN_OPTIONS=detect_leaks=0 -n 2 " + std::string(MEMOE_CLI) + " " +
+                              "train --config " + tiny() + " --data " + path("data") + " --out " + run +
+                              " --steps 100000 --seq 32 --batch 4 --dp 2 --eval-every 0 --checkpoint-every 5 "
+                              "--keep-last 2 >" + path("out") + " 2>" + path("err");
+  const pid_t launcher = fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  while (!fs::exists(run + "/checkpoints/latest") && seconds() < 120)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(fs::exists(run + "/checkpoints/latest")) << "no checkpoint in 120 s";
+  const pid_t victim = child_rank(launcher, victim_rank), survivor = child_rank(launcher, 1 - victim_rank);
+  ASSERT_GT(victim, 0) << "the victim not found among mpirun's children";
+  ASSERT_GT(survivor, 0) << "the other rank not found among mpirun's children";
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  const auto killed = std::chrono::steady_clock::now();
+  int status = 0;
+  pid_t done = 0;
+  while ((done = waitpid(launcher, &status, WNOHANG)) == 0 &&
+         std::chrono::steady_clock::now() - killed < std::chrono::seconds(30))
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (done == 0) {
+    kill(launcher, SIGKILL);
+    waitpid(launcher, &status, 0);
+    FAIL() << "mpirun still running 30 s after a rank was killed";
+  }
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "mpirun exited 0";
+  // Rank 0 is gone too (its pid no longer names a live process).
+  auto alive = [](pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return false;
+    const size_t close = line.rfind(')');
+    return close != std::string::npos && line.size() > close + 2 && line[close + 2] != 'Z';
+  };
+  for (int i = 0; i < 100 && alive(survivor); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(alive(survivor)) << "the other rank was left behind";
+  const std::string err = io_testing::read_bytes(path("err"));
+  EXPECT_NE(err.find("rank " + std::to_string(victim_rank)), std::string::npos) << err;
+  Model model = load_model(run + "/checkpoints/latest");
+  EXPECT_GT(model.params.embed_tokens.numel(), 0);
+  // The global batch is the run's: one process takes all 4 sequences.
+  const std::string latest = fs::read_symlink(run + "/checkpoints/latest").string();  // step_00000010
+  const int64_t step = std::stoll(latest.substr(latest.find('_') + 1));
+  const testing::CliResult resumed = memoe("train --resume " + run + " --steps " + std::to_string(step + 3));
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  std::ifstream in(run + "/train.json");
+  EXPECT_EQ(nlohmann::json::parse(in).at("dp"), 1);
+}
+
+TEST_F(DataParallel, AKilledRankEndsTheRunAndTheCheckpointSurvives) {
+  expect_killed_rank_ends_the_run(1);
+  expect_killed_rank_ends_the_run(0);  // the writer
 }
 
 }  // namespace
