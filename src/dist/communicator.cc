@@ -106,9 +106,6 @@ Communicator::~Communicator() {
   if (mpi_) MPI_Finalize();
 }
 
-void Communicator::sum(float* x, int64_t n) {
-  if (mpi_ && size_ > 1) sum_in_place(x, n);
-}
 void Communicator::sum(double* x, int64_t n) {
   if (mpi_ && size_ > 1) sum_in_place(x, n);
 }

@@ -31,7 +31,6 @@ class Communicator {
   // In place: x becomes the element-wise sum over the ranks. OpenMPI's
   // algorithms (ring, recursive doubling, reduce-scatter + all-gather) give
   // every rank the same bits; the data-parallel tests check the replicas.
-  void sum(float* x, int64_t n);
   void sum(double* x, int64_t n);
   void sum(int64_t* x, int64_t n);
   // x on every rank becomes rank 0's.

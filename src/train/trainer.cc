@@ -232,8 +232,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   // and GradientSum adds them up over micro-batches and ranks in one fixed
   // order (dist/data_parallel.h).
   const bool direct = world.size() == 1 && o.grad_accum == 1;
-  ModelParams micro = direct ? ModelParams{} : model.make_gradients();
-  ModelParams& micro_grads = direct ? grads : micro;
+  ModelParams micro_buffer = direct ? ModelParams{} : model.make_gradients();
+  ModelParams& micro_grads = direct ? grads : micro_buffer;
   GradientSum gradient_sum(world, grads);
   ModelState fwd;
   Batch batch;
