@@ -281,8 +281,9 @@ TEST_F(Train, AutoPrecisionFollowsTheCpuAndIsRecorded) {
 
 TEST_F(Train, GradientAccumulationEqualsOneLargeBatch) {
   // 2 micro-batches of 4 windows read the same 8 windows as one batch of 8:
-  // the first step's loss is the same number and its gradient norm agrees
-  // to rounding. The sums differ in order (one product over 8 windows
+  // the first step's loss and gradient norm agree to rounding (the loss is
+  // a mean of means, and the products' blocking depends on the row count:
+  // equal bits on AVX-512 OpenBLAS, 5e-10 apart on AVX2). The sums differ in order (one product over 8 windows
   // against two of 4 added), and training amplifies that: AdamW's first
   // update is lr * sign(g), so a near-zero gradient's rounding flips it,
   // and by the third step the losses differ by about 5e-5.
@@ -293,7 +294,7 @@ TEST_F(Train, GradientAccumulationEqualsOneLargeBatch) {
   const auto a = losses(path("one")), b = losses(path("two"));
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u);
-  EXPECT_EQ(a.at(1), b.at(1));
+  EXPECT_NEAR(std::stod(b.at(1)), std::stod(a.at(1)), 1e-8 * std::stod(a.at(1)));
   const double norm_one = first_metric(path("one"), "grad_norm"), norm_two = first_metric(path("two"), "grad_norm");
   EXPECT_NEAR(norm_two, norm_one, 1e-6 * norm_one);
   for (const auto& [step, loss] : a) EXPECT_NEAR(std::stod(b.at(step)), std::stod(loss), 1e-4) << "step " << step;
