@@ -23,6 +23,7 @@ struct Options {
   CLI::Option* steps = nullptr;
   CLI::Option* precision_given = nullptr;
   CLI::Option* dp_given = nullptr;
+  double collective_timeout = TrainLimits{}.collective_timeout_s;
 };
 
 // "90", "90s", "4m", "1.5h": seconds.
@@ -69,6 +70,7 @@ void draw_loss_curve(const std::string& run_dir) {
 void run(Options& o, Communicator& world) {
   TrainLimits limits;
   if (!o.time_budget.empty()) limits.time_budget_s = parse_duration(o.time_budget);
+  limits.collective_timeout_s = o.collective_timeout;
   TrainResult r;
   std::string run_dir;
   if (!o.resume.empty()) {
@@ -131,6 +133,18 @@ void add_train_command(CLI::App& app) {
                                 "data-parallel ranks: must be the number mpirun started (mpirun -n R memoe train "
                                 "... --dp R); each takes batch / R sequences of every micro-batch")
                     ->capture_default_str();
+  cmd->add_option("--zero", t.zero,
+                  "1: ZeRO-1, each data-parallel rank keeps the AdamW moments of its shard only (1/R of them) and "
+                  "the updated weights are gathered")
+      ->capture_default_str();
+  cmd->add_option("--overlap", t.overlap,
+                  "send each gradient bucket while the backward pass still runs (false: all after it)")
+      ->capture_default_str();
+  cmd->add_option("--bucket-mb", t.bucket_mb, "MiB of fp32 gradient per communication bucket")->capture_default_str();
+  cmd->add_option("--collective-timeout", o->collective_timeout,
+                  "seconds a rank may wait in one collective before it ends the run (a hung or stopped rank; 0: "
+                  "forever)")
+      ->capture_default_str();
   cmd->callback([o] {
     // MPI only when mpirun started this process; a rank that fails ends
     // them all, so none is left waiting in a collective.

@@ -5,7 +5,13 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -39,20 +45,26 @@ MPI_Datatype type_of<int64_t>() {
   return MPI_INT64_T;
 }
 
-// Counts and offsets of the shards of n values, as MPI's ints.
+// Counts and offsets of shards as MPI's ints.
 struct ShardCounts {
   std::vector<int> counts, offsets;
 };
-ShardCounts shard_counts(const Communicator& comm, int64_t n) {
-  MEMOE_CHECK(n < INT_MAX, "a flat buffer of ", n, " values is more than one exchange carries");
+ShardCounts shard_counts(const Communicator::Cuts& cuts, int size) {
+  MEMOE_CHECK(int(cuts.size()) == size + 1 && cuts.front() == 0, "shard cuts must be ", size + 1,
+              " offsets from 0");
+  MEMOE_CHECK(cuts.back() < INT_MAX, "a flat buffer of ", cuts.back(), " values is more than one exchange carries");
   ShardCounts s;
-  for (int r = 0; r < comm.size(); ++r) {
-    s.offsets.push_back(int(comm.shard_begin(n, r)));
-    s.counts.push_back(int(comm.shard_begin(n, r + 1) - comm.shard_begin(n, r)));
+  for (int r = 0; r < size; ++r) {
+    MEMOE_CHECK(cuts[size_t(r)] <= cuts[size_t(r) + 1], "shard cuts must ascend");
+    s.offsets.push_back(int(cuts[size_t(r)]));
+    s.counts.push_back(int(cuts[size_t(r) + 1] - cuts[size_t(r)]));
   }
   return s;
 }
 
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 template <class T>
 void sum_in_place(T* x, int64_t n) {
@@ -86,6 +98,67 @@ std::vector<T> gather_all(const std::vector<T>& mine, int size) {
 
 }  // namespace
 
+// A thread that ends the process when this rank has waited too long in one
+// collective. It exits (without MPI_Finalize), and mpirun then ends every
+// other rank: a rank that is hung, stopped or dead must not leave the rest
+// waiting forever.
+struct Communicator::Watchdog {
+  std::atomic<double> entered{0};  // when the current collective began; 0: in none
+  std::atomic<double> timeout{0};
+  std::atomic<bool> stop{false};
+  std::mutex mutex;
+  std::string activity = "start-up";
+  std::thread thread;
+
+  void run(int rank, int size) {
+    while (!stop.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const double since = entered.load(), limit = timeout.load();
+      if (since == 0 || limit <= 0 || now_seconds() - since < limit) continue;
+      std::string what;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        what = activity;
+      }
+      std::fprintf(stderr,
+                   "memoe: error on rank %d of %d: waited %.0f s in a collective during %s; another rank is hung, "
+                   "stopped or gone, so the run ends\n",
+                   rank, size, limit, what.c_str());
+      std::fflush(stderr);
+      _exit(1);
+    }
+  }
+};
+
+class Communicator::InCollective {
+ public:
+  explicit InCollective(Communicator& c) : w_(c.watchdog_.get()) {
+    if (w_) w_->entered.store(now_seconds());
+  }
+  ~InCollective() {
+    if (w_) w_->entered.store(0);
+  }
+
+ private:
+  Watchdog* w_;
+};
+
+Communicator::Communicator(bool mpi, int rank, int size) : mpi_(mpi), rank_(rank), size_(size) {
+  if (!mpi_ || size_ == 1) return;
+  watchdog_ = std::make_unique<Watchdog>();
+  watchdog_->thread = std::thread([w = watchdog_.get(), rank, size] { w->run(rank, size); });
+}
+
+void Communicator::set_collective_timeout(double seconds) {
+  if (watchdog_) watchdog_->timeout.store(seconds);
+}
+
+void Communicator::set_activity(const std::string& what) {
+  if (!watchdog_) return;
+  std::lock_guard<std::mutex> lock(watchdog_->mutex);
+  watchdog_->activity = what;
+}
+
 std::unique_ptr<Communicator> Communicator::from_environment() {
   if (!launched_by_mpirun()) return single();
   int provided = 0;
@@ -103,55 +176,96 @@ std::unique_ptr<Communicator> Communicator::single() {
 }
 
 Communicator::~Communicator() {
+  if (watchdog_) {
+    watchdog_->stop.store(true);
+    watchdog_->thread.join();
+  }
   if (mpi_) MPI_Finalize();
 }
 
 void Communicator::sum(double* x, int64_t n) {
+  InCollective watch(*this);
   if (mpi_ && size_ > 1) sum_in_place(x, n);
 }
 void Communicator::sum(int64_t* x, int64_t n) {
+  InCollective watch(*this);
   if (mpi_ && size_ > 1) sum_in_place(x, n);
 }
 void Communicator::broadcast(float* x, int64_t n) {
+  InCollective watch(*this);
   if (mpi_ && size_ > 1) broadcast_from_root(x, n);
 }
 void Communicator::broadcast(int64_t* x, int64_t n) {
+  InCollective watch(*this);
   if (mpi_ && size_ > 1) broadcast_from_root(x, n);
 }
 std::vector<int64_t> Communicator::all_gather(const std::vector<int64_t>& mine) {
+  InCollective watch(*this);
   return mpi_ && size_ > 1 ? gather_all(mine, size_) : mine;
 }
 std::vector<float> Communicator::all_gather(const std::vector<float>& mine) {
+  InCollective watch(*this);
   return mpi_ && size_ > 1 ? gather_all(mine, size_) : mine;
 }
 std::vector<double> Communicator::all_gather(const std::vector<double>& mine) {
+  InCollective watch(*this);
   return mpi_ && size_ > 1 ? gather_all(mine, size_) : mine;
 }
 
-void Communicator::scatter_shards(const float* flat, int64_t n, float* received) {
-  const int64_t mine = shard_begin(n, rank_ + 1) - shard_begin(n, rank_);
-  if (!mpi_ || size_ == 1) {
-    std::copy(flat, flat + n, received);
-    return;
-  }
-  const ShardCounts send = shard_counts(*this, n);
-  // From every rank, this rank's shard: equal counts, packed in rank order.
-  std::vector<int> counts(static_cast<size_t>(size_), int(mine)), offsets(static_cast<size_t>(size_));
-  for (int r = 0; r < size_; ++r) offsets[size_t(r)] = int(mine * r);
-  MEMOE_CHECK(mine * size_ < INT_MAX, "a shard of ", mine, " values is more than one exchange carries");
-  MPI_Alltoallv(flat, send.counts.data(), send.offsets.data(), MPI_FLOAT, received, counts.data(), offsets.data(),
-                MPI_FLOAT, MPI_COMM_WORLD);
+struct Communicator::Pending::State {
+  MPI_Request request = MPI_REQUEST_NULL;
+  std::vector<int> send_counts, send_offsets, recv_counts, recv_offsets;  // alive until completion
+};
+
+Communicator::Pending::Pending(Communicator& comm) : comm_(comm), state_(std::make_unique<State>()) {}
+
+Communicator::Pending::~Pending() { wait(); }
+
+void Communicator::Pending::wait() {
+  if (state_->request == MPI_REQUEST_NULL) return;
+  InCollective watch(comm_);
+  MPI_Wait(&state_->request, MPI_STATUS_IGNORE);
 }
 
-void Communicator::gather_shards(const float* mine, int64_t n, float* flat) {
+bool Communicator::Pending::done() {
+  if (state_->request == MPI_REQUEST_NULL) return true;
+  int flag = 0;
+  MPI_Test(&state_->request, &flag, MPI_STATUS_IGNORE);
+  return flag != 0;
+}
+
+std::unique_ptr<Communicator::Pending> Communicator::start_scatter_shards(const float* flat, const Cuts& cuts,
+                                                                         float* received) {
+  std::unique_ptr<Pending> p(new Pending(*this));
   if (!mpi_ || size_ == 1) {
-    std::copy(mine, mine + n, flat);
+    std::copy(flat, flat + cuts.back(), received);
+    return p;
+  }
+  const ShardCounts send = shard_counts(cuts, size_);
+  const int mine = send.counts[size_t(rank_)];
+  MEMOE_CHECK(int64_t(mine) * size_ < INT_MAX, "a shard of ", mine, " values is more than one exchange carries");
+  Pending::State& st = *p->state_;
+  st.send_counts = send.counts;
+  st.send_offsets = send.offsets;
+  // From every rank, this rank's shard: equal counts, packed in rank order.
+  st.recv_counts.assign(size_t(size_), mine);
+  for (int r = 0; r < size_; ++r) st.recv_offsets.push_back(mine * r);
+  MPI_Ialltoallv(flat, st.send_counts.data(), st.send_offsets.data(), MPI_FLOAT, received, st.recv_counts.data(),
+                 st.recv_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD, &st.request);
+  return p;
+}
+
+void Communicator::gather_shards(const float* mine, const Cuts& cuts, float* flat) {
+  if (!mpi_ || size_ == 1) {
+    std::copy(mine, mine + cuts.back(), flat);
     return;
   }
-  const ShardCounts all = shard_counts(*this, n);
+  InCollective watch(*this);
+  const ShardCounts all = shard_counts(cuts, size_);
   MPI_Allgatherv(mine, all.counts[size_t(rank_)], MPI_FLOAT, flat, all.counts.data(), all.offsets.data(), MPI_FLOAT,
                  MPI_COMM_WORLD);
 }
+
 void Communicator::abort_all(const std::string& message, int code) {
   if (mpi_ && size_ > 1) {
     std::fprintf(stderr, "memoe: error on rank %d of %d: %s\n", rank_, size_, message.c_str());
@@ -163,6 +277,7 @@ void Communicator::abort_all(const std::string& message, int code) {
 }
 
 void Communicator::barrier() {
+  InCollective watch(*this);
   if (mpi_ && size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
 }
 

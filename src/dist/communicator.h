@@ -44,13 +44,43 @@ class Communicator {
   // A flat buffer of n values cut into one contiguous shard per rank:
   // rank r owns [shard_begin(n, r), shard_begin(n, r + 1)).
   int64_t shard_begin(int64_t n, int rank) const { return n * rank / size_; }
+
+  // The shards of a flat buffer: size() + 1 ascending offsets, rank r's
+  // shard [cuts[r], cuts[r + 1]), cuts[0] = 0, cuts[size()] = the length.
+  using Cuts = std::vector<int64_t>;
+
+  // A collective started and not yet complete: its buffers must stay alive
+  // and untouched until wait() returns (or the object is destroyed, which
+  // waits).
+  class Pending {
+   public:
+    ~Pending();
+    void wait();
+    bool done();  // also drives MPI's progress while the caller computes
+
+   private:
+    friend class Communicator;
+    struct State;
+    explicit Pending(Communicator& comm);
+    Communicator& comm_;
+    std::unique_ptr<State> state_;
+  };
+
   // The first half of a reduce-scatter: every rank's copy of this rank's
-  // shard of `flat` (n values), in rank order, into received[size() x
-  // shard length]. The caller sums them in the order it chooses (MPI's own
-  // reduce-scatter promises no order).
-  void scatter_shards(const float* flat, int64_t n, float* received);
-  // All-gather: every rank's shard (`mine`, this rank's part) into flat[n].
-  void gather_shards(const float* mine, int64_t n, float* flat);
+  // shard of `flat`, in rank order, into received[size() x shard length].
+  // The caller sums them in the order it chooses (MPI's own reduce-scatter
+  // promises no order). Non-blocking: returns at once.
+  std::unique_ptr<Pending> start_scatter_shards(const float* flat, const Cuts& cuts, float* received);
+  // All-gather: every rank's shard (`mine`, this rank's part) into flat.
+  void gather_shards(const float* mine, const Cuts& cuts, float* flat);
+
+  // A rank that waits longer than this in one collective ends the run
+  // (every rank exits non-zero), saying what it was waiting in: a hung or
+  // stopped rank must not leave the others waiting forever. <= 0: no limit.
+  void set_collective_timeout(double seconds);
+  // What the collectives that follow are part of, for that message
+  // ("the gradient exchange of step 12").
+  void set_activity(const std::string& what);
   void barrier();
   // Ends every rank at once (MPI_Abort) after printing `message` as one
   // line naming this rank: a rank that fails must not leave the others
@@ -58,9 +88,13 @@ class Communicator {
   [[noreturn]] void abort_all(const std::string& message, int code = 1);
 
  private:
-  Communicator(bool mpi, int rank, int size) : mpi_(mpi), rank_(rank), size_(size) {}
+  Communicator(bool mpi, int rank, int size);
+  // Marks this rank as inside a collective (for the watchdog) while alive.
+  class InCollective;
+  struct Watchdog;
   bool mpi_;
   int rank_, size_;
+  std::unique_ptr<Watchdog> watchdog_;
 };
 
 }  // namespace memoe

@@ -1,11 +1,14 @@
 #include "dist/data_parallel.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
 #include "kernels/elementwise.h"
 #include "kernels/engram_hash.h"
+#include "kernels/reduce.h"
 
 namespace memoe {
 
@@ -59,19 +62,133 @@ void merge_rows(SparseRowGrad& sum, const int64_t* rows, int64_t count, const fl
 
 }  // namespace
 
-GradientSum::GradientSum(Communicator& comm, ModelParams& out) : comm_(comm), out_(out) {
+// One run of whole tensors (by their index in the visit order) sent as one.
+struct GradientSum::Bucket {
+  struct Member {
+    size_t tensor;   // index among the dense tensors in visit order
+    int64_t offset;  // in the bucket
+    int64_t numel;
+  };
+  std::vector<Member> members;  // in visit order
+  int64_t values = 0;
+  int ready_part = 0;           // sendable once the backward pass has finished this part
+  Communicator::Cuts cuts;      // rank r's shard: [cuts[r], cuts[r + 1])
+  std::vector<float> flat, received, shard;
+  std::unique_ptr<Communicator::Pending> pending;
+  bool started = false;
+
+  int64_t mine_begin(int rank) const { return cuts[size_t(rank)]; }
+  int64_t mine_end(int rank) const { return cuts[size_t(rank) + 1]; }
+};
+
+namespace {
+
+// The backward part that finishes a tensor's gradient (model.h's
+// GradientReadyHook): its layer, the head (layers) or the embedding (-1).
+int backward_part(const std::string& name, int layers) {
+  const std::string layer_prefix = "model.layers.";
+  if (name.rfind(layer_prefix, 0) == 0) return std::stoi(name.substr(layer_prefix.size()));
+  if (name.rfind("model.embed_tokens.", 0) == 0) return -1;
+  return layers;
+}
+
+}  // namespace
+
+GradientSum::GradientSum(Communicator& comm, const Model& model, ModelParams& out, DataParallelOptions options)
+    : comm_(comm), model_(model), out_(out), options_(options) {
   if (comm_.size() == 1) return;
-  for (Tensor* t : dense_tensors(out_)) total_ += t->numel();
-  const int64_t mine = comm_.shard_begin(total_, comm_.rank() + 1) - comm_.shard_begin(total_, comm_.rank());
-  flat_.resize(size_t(total_));
-  received_.resize(size_t(mine * comm_.size()));
-  shard_.resize(size_t(mine));
+  MEMOE_CHECK(options_.bucket_values >= 1, "gradient buckets must hold at least one value");
+  std::vector<std::pair<std::string, int64_t>> dense;
+  out_.visit([&](const std::string& name, Tensor& t) { dense.emplace_back(name, t.numel()); });
+  const int layers = int(out_.layers.size()), R = comm_.size();
+  // Buckets in backward order: from the last tensor back.
+  std::vector<size_t> run;
+  int64_t run_values = 0;
+  auto close = [&] {
+    if (run.empty()) return;
+    auto b = std::make_unique<Bucket>();
+    std::reverse(run.begin(), run.end());
+    b->ready_part = layers;
+    for (size_t i : run) {
+      b->members.push_back({i, b->values, dense[i].second});
+      b->values += dense[i].second;
+      b->ready_part = std::min(b->ready_part, backward_part(dense[i].first, layers));
+    }
+    MEMOE_CHECK(b->values < (int64_t(1) << 31), "a gradient bucket of ", b->values,
+                " values is more than one exchange carries");
+    // Shard cuts as even as they can be, at the start of a member or at a
+    // multiple of kReduceChunk inside one, so that each rank's share of a
+    // tensor is whole chunks of sum_squares and the sharded norm adds the
+    // same partials in the same order as the unsharded one.
+    std::vector<int64_t> allowed;
+    for (const Bucket::Member& m : b->members)
+      for (int64_t at = 0; at < m.numel; at += kReduceChunk) allowed.push_back(m.offset + at);
+    allowed.push_back(b->values);
+    b->cuts.push_back(0);
+    for (int r = 1; r < R; ++r) {
+      const int64_t target = b->values * r / R;
+      auto it = std::lower_bound(allowed.begin(), allowed.end(), target);
+      int64_t cut = it == allowed.end() ? b->values : *it;
+      if (it != allowed.begin() && target - *(it - 1) < cut - target) cut = *(it - 1);
+      b->cuts.push_back(std::max(cut, b->cuts.back()));
+    }
+    b->cuts.push_back(b->values);
+    const int64_t mine = b->mine_end(comm_.rank()) - b->mine_begin(comm_.rank());
+    b->flat.resize(size_t(b->values));
+    b->received.resize(size_t(mine * R));
+    b->shard.resize(size_t(mine));
+    buckets_.push_back(std::move(b));
+    run.clear();
+    run_values = 0;
+  };
+  for (size_t i = dense.size(); i-- > 0;) {
+    run.push_back(i);
+    run_values += dense[i].second;
+    if (run_values >= options_.bucket_values) close();
+  }
+  close();
   tables_.resize(sparse_grads(out_).size());
+}
+
+GradientSum::~GradientSum() = default;
+
+std::vector<ParamSlice> GradientSum::owned_slices() const {
+  std::vector<ParamSlice> out;
+  const bool sharded = options_.zero && comm_.size() > 1;
+  // Where each dense tensor lies: (bucket, member).
+  std::vector<std::pair<const Bucket*, const Bucket::Member*>> where;
+  for (const auto& b : buckets_)
+    for (const Bucket::Member& m : b->members) {
+      if (where.size() <= m.tensor) where.resize(m.tensor + 1);
+      where[m.tensor] = {b.get(), &m};
+    }
+  size_t dense_index = 0;
+  const int me = comm_.rank();
+  const_cast<ModelParams&>(model_.params).visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
+    if (!sharded) {
+      out.push_back({name, 0, t.numel()});
+      if (role.update != ParamUpdate::SparseRows) ++dense_index;
+      return;
+    }
+    if (role.update == ParamUpdate::SparseRows) {
+      // The table's rows, split evenly.
+      const int64_t rows = t.dim(0), width = t.numel() / std::max<int64_t>(rows, 1);
+      const int64_t begin = comm_.shard_begin(rows, me), end = comm_.shard_begin(rows, me + 1);
+      if (end > begin) out.push_back({name, begin * width, end * width});
+      return;
+    }
+    const auto [bucket, member] = where.at(dense_index++);
+    const int64_t begin = std::max(bucket->mine_begin(me), member->offset);
+    const int64_t end = std::min(bucket->mine_end(me), member->offset + member->numel);
+    if (end > begin) out.push_back({name, begin - member->offset, end - member->offset});
+  });
+  return out;
 }
 
 void GradientSum::begin_step() {
   first_ = true;
-  std::fill(shard_.begin(), shard_.end(), 0.0f);
+  wait_s_ = 0;
+  for (auto& b : buckets_) std::fill(b->shard.begin(), b->shard.end(), 0.0f);
   for (SparseRowGrad& t : tables_) t = SparseRowGrad{};
 }
 
@@ -80,7 +197,29 @@ namespace {
 void merge_into(SparseRowGrad& sum, const SparseRowGrad& g) {
   merge_rows(sum, g.rows.data(), int64_t(g.rows.size()), g.grad.data(), g.row_width);
 }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 }  // namespace
+
+void GradientSum::start_bucket(ModelParams& micro, size_t index) {
+  Bucket& b = *buckets_[index];
+  const std::vector<Tensor*> dense = dense_tensors(micro);
+  for (const Bucket::Member& m : b.members)
+    std::memcpy(b.flat.data() + m.offset, dense.at(m.tensor)->data(), size_t(m.numel) * sizeof(float));
+  b.pending = comm_.start_scatter_shards(b.flat.data(), b.cuts, b.received.data());
+  b.started = true;
+}
+
+void GradientSum::on_backward_progress(ModelParams& micro, int part) {
+  if (comm_.size() == 1 || !options_.overlap) return;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    Bucket& b = *buckets_[i];
+    if (!b.started && b.ready_part >= part) start_bucket(micro, i);
+    if (b.started) b.pending->done();  // lets MPI move the bytes along
+  }
+}
 
 void GradientSum::add(ModelParams& micro) {
   MEMOE_CHECK(&micro != &out_, "gradient sum: a micro-batch's gradients must not be the sum itself");
@@ -107,20 +246,24 @@ void GradientSum::add(ModelParams& micro) {
     first_ = false;
     return;
   }
-  size_t at = 0;
-  for (Tensor* t : dense) {
-    std::memcpy(flat_.data() + at, t->data(), size_t(t->numel()) * sizeof(float));
-    at += size_t(t->numel());
-  }
-  MEMOE_CHECK(int64_t(at) == total_, "gradient sum: a micro-batch's gradients hold ", at, " values, the sum ", total_);
-  comm_.scatter_shards(flat_.data(), total_, received_.data());
-  const size_t len = shard_.size();
-  for (int r = 0; r < comm_.size(); ++r) {
-    const float* part = received_.data() + size_t(r) * len;
-    for (size_t i = 0; i < len; ++i) shard_[i] += part[i];
+  for (size_t i = 0; i < buckets_.size(); ++i)
+    if (!buckets_[i]->started) start_bucket(micro, i);
+  const int R = comm_.size();
+  for (auto& bp : buckets_) {
+    Bucket& b = *bp;
+    const auto t0 = std::chrono::steady_clock::now();
+    b.pending->wait();
+    wait_s_ += seconds_since(t0);
+    b.started = false;
+    const size_t len = b.shard.size();
+    for (int r = 0; r < R; ++r) {
+      const float* part = b.received.data() + size_t(r) * len;
+      for (size_t i = 0; i < len; ++i) b.shard[i] += part[i];
+    }
   }
   MEMOE_CHECK(sparse.size() == tables_.size(), "gradient sum: ", sparse.size(), " table gradients, expected ",
               tables_.size());
+  const auto t0 = std::chrono::steady_clock::now();
   for (size_t t = 0; t < sparse.size(); ++t) {
     const SparseRowGrad& mine = *sparse[t];
     const std::vector<int64_t> counts =
@@ -128,29 +271,145 @@ void GradientSum::add(ModelParams& micro) {
     const std::vector<int64_t> rows = comm_.all_gather(mine.rows);
     const std::vector<float> values = comm_.all_gather(mine.grad);
     size_t row_at = 0, value_at = 0;
-    for (int r = 0; r < comm_.size(); ++r) {
+    for (int r = 0; r < R; ++r) {
       const int64_t count = counts[size_t(2 * r)], width = counts[size_t(2 * r + 1)];
       merge_rows(tables_[t], rows.data() + row_at, count, values.data() + value_at, width);
       row_at += size_t(count);
       value_at += size_t(count * width);
     }
   }
+  wait_s_ += seconds_since(t0);
 }
 
 void GradientSum::finish(float scale) {
   if (comm_.size() > 1) {
-    comm_.gather_shards(shard_.data(), total_, flat_.data());
-    size_t at = 0;
-    for (Tensor* t : dense_tensors(out_)) {
-      std::memcpy(t->data(), flat_.data() + at, size_t(t->numel()) * sizeof(float));
-      at += size_t(t->numel());
+    const std::vector<Tensor*> dense = dense_tensors(out_);
+    const int me = comm_.rank();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto& bp : buckets_) {
+      Bucket& b = *bp;
+      if (options_.zero) {
+        // Only this rank's shard: the optimizer updates nothing else.
+        const int64_t begin = b.mine_begin(me), end = b.mine_end(me);
+        for (const Bucket::Member& m : b.members) {
+          const int64_t from = std::max(begin, m.offset), to = std::min(end, m.offset + m.numel);
+          if (to > from)
+            std::memcpy(dense[m.tensor]->data() + (from - m.offset), b.shard.data() + (from - begin),
+                        size_t(to - from) * sizeof(float));
+        }
+        continue;
+      }
+      comm_.gather_shards(b.shard.data(), b.cuts, b.flat.data());
+      for (const Bucket::Member& m : b.members)
+        std::memcpy(dense[m.tensor]->data(), b.flat.data() + m.offset, size_t(m.numel) * sizeof(float));
     }
+    wait_s_ += seconds_since(t0);
     const std::vector<SparseRowGrad*> tables = sparse_grads(out_);
     for (size_t t = 0; t < tables.size(); ++t) *tables[t] = tables_[t];
   }
   if (scale == 1.0f) return;
   for (Tensor* t : dense_tensors(out_)) scale_in_place(t->data(), t->numel(), scale);
   for (SparseRowGrad* g : sparse_grads(out_)) scale_in_place(g->grad.data(), int64_t(g->grad.size()), scale);
+}
+
+double GradientSum::sharded_global_norm() {
+  MEMOE_CHECK(options_.zero && comm_.size() > 1, "the sharded gradient norm needs ZeRO-1 over several ranks");
+  // This rank's chunk partials of sum_squares, each named by (tensor,
+  // chunk); every rank then adds all of them in the order
+  // gradient_global_norm does: tensors in visit order, chunks in order.
+  const std::vector<Tensor*> dense = dense_tensors(out_);
+  const int me = comm_.rank();
+  std::vector<int64_t> ids;
+  std::vector<double> partials;
+  std::vector<int64_t> first_chunk(dense.size() + 1, 0);
+  for (size_t i = 0; i < dense.size(); ++i)
+    first_chunk[i + 1] = first_chunk[i] + (dense[i]->numel() + kReduceChunk - 1) / kReduceChunk;
+  for (const auto& bp : buckets_) {
+    const Bucket& b = *bp;
+    for (const Bucket::Member& m : b.members) {
+      const int64_t from = std::max(b.mine_begin(me), m.offset) - m.offset;
+      const int64_t to = std::min(b.mine_end(me), m.offset + m.numel) - m.offset;
+      for (int64_t at = from; at < to; at += kReduceChunk) {
+        ids.push_back(first_chunk[m.tensor] + at / kReduceChunk);
+        partials.push_back(sum_squares(dense[m.tensor]->data() + at, std::min(kReduceChunk, m.numel - at)));
+      }
+    }
+  }
+  const std::vector<int64_t> all_ids = comm_.all_gather(ids);
+  const std::vector<double> all_partials = comm_.all_gather(partials);
+  std::vector<double> by_chunk(size_t(first_chunk.back()), 0.0);
+  std::vector<char> seen(by_chunk.size(), 0);
+  for (size_t i = 0; i < all_ids.size(); ++i) {
+    by_chunk.at(size_t(all_ids[i])) = all_partials[i];
+    seen[size_t(all_ids[i])] = 1;
+  }
+  double total = 0.0;
+  for (size_t i = 0; i < dense.size(); ++i) {
+    double tensor = 0.0;
+    for (int64_t c = first_chunk[i]; c < first_chunk[i + 1]; ++c) {
+      MEMOE_CHECK(seen[size_t(c)], "sharded gradient norm: no rank holds chunk ", c - first_chunk[i], " of tensor ", i);
+      tensor += by_chunk[size_t(c)];
+    }
+    total += tensor;
+  }
+  // The table rows are summed on every rank alike: counted here once.
+  for (const LayerParams& l : out_.layers)
+    total += sum_squares(l.engram.embedding_grad.grad.data(), int64_t(l.engram.embedding_grad.grad.size()));
+  return std::sqrt(total);
+}
+
+void GradientSum::gather_parameters(ModelParams& params) {
+  if (!options_.zero || comm_.size() == 1) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Tensor*> dense, tables;
+  params.visit([&](const std::string&, Tensor& t, const ParamRole& role) {
+    (role.update == ParamUpdate::SparseRows ? tables : dense).push_back(&t);
+  });
+  const int me = comm_.rank(), R = comm_.size();
+  for (auto& bp : buckets_) {
+    Bucket& b = *bp;
+    const int64_t begin = b.mine_begin(me), end = b.mine_end(me);
+    for (const Bucket::Member& m : b.members) {
+      const int64_t from = std::max(begin, m.offset), to = std::min(end, m.offset + m.numel);
+      if (to > from)
+        std::memcpy(b.shard.data() + (from - begin), dense.at(m.tensor)->data() + (from - m.offset),
+                    size_t(to - from) * sizeof(float));
+    }
+    comm_.gather_shards(b.shard.data(), b.cuts, b.flat.data());
+    for (const Bucket::Member& m : b.members)
+      std::memcpy(dense[m.tensor]->data(), b.flat.data() + m.offset, size_t(m.numel) * sizeof(float));
+  }
+  // Table rows: the step's rows (the same list on every rank) that each
+  // rank's share holds, gathered in rank order.
+  MEMOE_CHECK(tables.size() == tables_.size(), "gather_parameters: ", tables.size(), " tables, expected ",
+              tables_.size());
+  for (size_t t = 0; t < tables.size(); ++t) {
+    Tensor& table = *tables[t];
+    const int64_t rows = table.dim(0), width = table.numel() / std::max<int64_t>(rows, 1);
+    const std::vector<int64_t>& touched = tables_[t].rows;
+    auto owner_range = [&](int r) {
+      const int64_t lo = comm_.shard_begin(rows, r), hi = comm_.shard_begin(rows, r + 1);
+      return std::pair{std::lower_bound(touched.begin(), touched.end(), lo),
+                       std::lower_bound(touched.begin(), touched.end(), hi)};
+    };
+    std::vector<float> mine;
+    const auto [lo, hi] = owner_range(me);
+    for (auto it = lo; it != hi; ++it) mine.insert(mine.end(), table.data() + *it * width, table.data() + (*it + 1) * width);
+    const std::vector<float> all = comm_.all_gather(mine);
+    size_t at = 0;
+    for (int r = 0; r < R; ++r) {
+      const auto [a, z] = owner_range(r);
+      for (auto it = a; it != z; ++it, at += size_t(width))
+        std::memcpy(table.data() + *it * width, all.data() + at, size_t(width) * sizeof(float));
+    }
+  }
+  wait_s_ += seconds_since(t0);
+}
+
+int64_t GradientSum::buffer_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& b : buckets_) bytes += int64_t((b->flat.size() + b->received.size() + b->shard.size()) * sizeof(float));
+  return bytes;
 }
 
 void broadcast_parameters(Communicator& comm, ModelParams& params) {

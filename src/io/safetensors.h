@@ -91,6 +91,7 @@ class SafetensorsWriter {
   // Stores F32 without copying: `tensor` must stay alive and unchanged until
   // write() returns (checkpoints of large models need no second copy).
   void add_f32_view(const std::string& name, const Tensor& tensor);
+  void add_f32_view(const std::string& name, std::vector<int64_t> shape, const float* data);
   void add_i64(const std::string& name, std::vector<int64_t> shape, const int64_t* data);
   void set_metadata(const std::string& key, const std::string& value);
   void write(const std::string& path) const;

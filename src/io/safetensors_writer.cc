@@ -36,8 +36,13 @@ SafetensorsWriter::Entry& SafetensorsWriter::new_entry(const std::string& name, 
 }
 
 void SafetensorsWriter::add_f32_view(const std::string& name, const Tensor& tensor) {
-  Entry& entry = new_entry(name, DType::F32, tensor.shape(), false);
-  entry.view = tensor.data();
+  add_f32_view(name, tensor.shape(), tensor.data());
+}
+
+void SafetensorsWriter::add_f32_view(const std::string& name, std::vector<int64_t> shape, const float* data) {
+  Entry& entry = new_entry(name, DType::F32, std::move(shape), false);
+  MEMOE_CHECK(entry.size == 0 || data, "safetensors: tensor ", quoted(name), ": no data");
+  entry.view = data;
 }
 
 void SafetensorsWriter::add_f32(const std::string& name, const Tensor& tensor, DType stored) {

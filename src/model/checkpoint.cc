@@ -25,7 +25,7 @@ void make_dir(const std::string& dir) {
   MEMOE_CHECK(!ec, "cannot create directory ", dir, ": ", ec.message());
 }
 
-std::vector<int64_t> read_i64_shaped(const SafetensorsFile& f, const std::string& name, int64_t count) {
+std::vector<int64_t> read_i64_shaped(const SafetensorsSet& f, const std::string& name, int64_t count) {
   MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);
   const TensorInfo& info = f.info(name);
   MEMOE_CHECK(info.shape == std::vector<int64_t>{count}, f.path(), ": tensor ", name, " has shape ",
@@ -35,27 +35,35 @@ std::vector<int64_t> read_i64_shaped(const SafetensorsFile& f, const std::string
 
 }  // namespace
 
-void save_model(const Model& m, const std::string& dir, DType dtype) {
+void save_model_tensors(const Model& m, const std::string& file, const std::function<bool(const std::string&)>& keep,
+                        DType dtype) {
   MEMOE_CHECK(dtype == DType::F32 || dtype == DType::BF16, "checkpoints store F32 or BF16 weights");
-  make_dir(dir);
   SafetensorsWriter w;
   // visit() only hands out references; nothing here modifies the tensors.
   const_cast<ModelParams&>(m.params).visit([&](const std::string& name, Tensor& t) {
+    if (!keep(name)) return;
     if (dtype == DType::F32)
       w.add_f32_view(name, t);  // no second copy of the weights
     else
       w.add_f32(name, t, dtype);
   });
-  w.add_i64(kTokenMap, {int64_t(m.token_map.size())}, m.token_map.data());
+  if (keep(kTokenMap)) w.add_i64(kTokenMap, {int64_t(m.token_map.size())}, m.token_map.data());
   for (size_t l = 0; l < m.engram_hash.size(); ++l) {
     const EngramHash& h = m.engram_hash[l];
     if (h.primes.empty()) continue;
-    w.add_i64(engram_prefix(l) + "hash_multipliers", {int64_t(h.multipliers.size())}, h.multipliers.data());
-    w.add_i64(engram_prefix(l) + "table_sizes", {int64_t(h.primes.size())}, h.primes.data());
+    if (keep(engram_prefix(l) + "hash_multipliers"))
+      w.add_i64(engram_prefix(l) + "hash_multipliers", {int64_t(h.multipliers.size())}, h.multipliers.data());
+    if (keep(engram_prefix(l) + "table_sizes"))
+      w.add_i64(engram_prefix(l) + "table_sizes", {int64_t(h.primes.size())}, h.primes.data());
   }
   w.set_metadata("format", "pt");
   w.set_metadata("producer", "memoe");
-  w.write(dir + "/model.safetensors");
+  w.write(file);
+}
+
+void save_model(const Model& m, const std::string& dir, DType dtype) {
+  make_dir(dir);
+  save_model_tensors(m, dir + "/model.safetensors", [](const std::string&) { return true; }, dtype);
   write_file_atomic(dir + "/config.json", config_to_json(m.config));
 }
 
@@ -114,7 +122,8 @@ Model load_model(const std::string& path, const LoadOptions& options) {
   Model m;
   m.config = load_config(dir + "/config.json");
   const ModelConfig& cfg = m.config;
-  SafetensorsFile f = SafetensorsFile::open(dir + "/model.safetensors");
+  // model.safetensors, or the sharded form a data-parallel run writes.
+  const SafetensorsSet f = SafetensorsSet::open(dir, "model");
 
   if (f.has(kTokenMap)) {
     m.token_map = read_i64_shaped(f, kTokenMap, cfg.vocab_size);

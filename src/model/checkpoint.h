@@ -1,9 +1,11 @@
 // Model directories: config.json + model.safetensors with the tensor names
 // of spec §6. Loading checks every tensor's presence and shape.
 #pragma once
+#include <functional>
 #include <string>
 
 #include "io/safetensors.h"
+#include "io/safetensors_set.h"
 #include "model/model.h"
 
 namespace memoe {
@@ -11,6 +13,11 @@ namespace memoe {
 // Writes DIR/config.json and DIR/model.safetensors (each atomically),
 // creating DIR. Float weights are stored as `dtype` (F32 or BF16).
 void save_model(const Model& m, const std::string& dir, DType dtype = DType::F32);
+// The tensors whose names `keep` accepts (the integer ones — the token map,
+// the Engram hashes — included) into one safetensors file, atomically: one
+// shard of a sharded checkpoint.
+void save_model_tensors(const Model& m, const std::string& file, const std::function<bool(const std::string&)>& keep,
+                        DType dtype = DType::F32);
 
 // Where a loaded model's weights live.
 enum class WeightStorage {
@@ -40,7 +47,8 @@ struct LoadOptions {
   PrefetchMethod engram_prefetch = PrefetchMethod::off;
 };
 
-// Reads a model directory; any missing or misshapen tensor is an error
+// Reads a model directory, its weights in one model.safetensors or sharded
+// (model.safetensors.index.json); any missing or misshapen tensor is an error
 // naming it. A run's RUN/checkpoints/latest is accepted too.
 Model load_model(const std::string& dir, const LoadOptions& options = {});
 

@@ -210,7 +210,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
 }
 
 double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* targets, int64_t batch,
-                           int64_t seq_len, ModelState& st, ModelParams* grads) {
+                           int64_t seq_len, ModelState& st, ModelParams* grads, const GradientReadyHook& on_ready) {
   const ModelConfig& cfg = m.config;
   const int64_t N = batch * seq_len, d = cfg.hidden_size, V = cfg.vocab_size;
   check_token_ids(cfg, ids, N);
@@ -242,6 +242,8 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
   rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
                    g.norm.data());
   lap(bt[PartTimes::Head]);
+  // With tied embeddings the head's matrix is the embedding's, final only at the end.
+  if (on_ready) on_ready(cfg.num_hidden_layers);
 
   for (int li = cfg.num_hidden_layers - 1; li >= 0; --li) {
     const LayerParams& p = m.params.layers[size_t(li)];
@@ -267,9 +269,11 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
       engram_backward(cfg, p.engram, s.h_in.data(), s.engram, dbranch.data(), batch, seq_len, gl.engram, dh.data());
       lap(bt[PartTimes::Engram]);
     }
+    if (on_ready) on_ready(li);
   }
   embedding_backward(dh.data(), ids, N, d, g.embed_tokens.data());
   lap(bt[PartTimes::Embed]);
+  if (on_ready) on_ready(-1);
   return loss;
 }
 

@@ -110,9 +110,16 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
 // Next-token targets: ids[t+1] within each sequence, -1 at its last position.
 std::vector<int64_t> next_token_targets(const int64_t* ids, int64_t batch, int64_t seq_len);
 
+// Called by the backward pass as the parameter gradients of a part become
+// final: num_hidden_layers for the head (final norm, lm_head), then each
+// layer from the last to 0, then -1 for the embedding. A data-parallel
+// caller starts sending those gradients while the rest of the backward runs.
+using GradientReadyHook = std::function<void(int part)>;
+
 // Forward, mean cross-entropy (+ the MoE balance loss when enabled) and, when
 // grads is not null, the backward pass adding into *grads. Returns the loss.
 double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* targets, int64_t batch,
-                           int64_t seq_len, ModelState& state, ModelParams* grads);
+                           int64_t seq_len, ModelState& state, ModelParams* grads,
+                           const GradientReadyHook& on_ready = {});
 
 }  // namespace memoe

@@ -47,6 +47,15 @@ struct ParamRole {
   bool gathered = false;
 };
 
+// Elements [begin, end) of one parameter, flat in its storage order: the
+// part of it an optimizer keeps moments for and updates (all of it in one
+// process; one shard of it under ZeRO-1). A table's slices hold whole rows.
+struct ParamSlice {
+  std::string name;
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+
 namespace param_role {
 inline constexpr ParamRole kMatrix{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, true};
 inline constexpr ParamRole kOutputMatrix{ParamInit::OutputNormal, true, LrScale::Base, ParamUpdate::Dense, true};

@@ -33,15 +33,45 @@ void check_pair(const Slot& weight, const Slot* other, const char* what) {
 
 }  // namespace
 
-AdamW::AdamW(const Model& model, AdamWConfig cfg) : cfg_(cfg) {
-  m_.allocate(model.config, model.engram_rows(), false);
-  v_.allocate(model.config, model.engram_rows(), false);
+std::vector<ParamSlice> whole_parameters(ModelParams& params) {
+  std::vector<ParamSlice> out;
+  params.visit([&](const std::string& name, Tensor& t) { out.push_back({name, 0, t.numel()}); });
+  return out;
+}
+
+AdamW::AdamW(const Model& model, AdamWConfig cfg)
+    : AdamW(model, cfg, whole_parameters(const_cast<ModelParams&>(model.params))) {}
+
+AdamW::AdamW(const Model& model, AdamWConfig cfg, std::vector<ParamSlice> owned) : cfg_(cfg) {
+  // Checked against the parameters here, so step() pairs them by position.
+  size_t next = 0;
+  const_cast<ModelParams&>(model.params).visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
+    if (next == owned.size() || owned[next].name != name) return;
+    const ParamSlice& s = owned[next++];
+    MEMOE_CHECK(0 <= s.begin && s.begin <= s.end && s.end <= t.numel(), "optimizer: slice [", s.begin, ":", s.end,
+                "] of ", name, " lies outside its ", t.numel(), " values");
+    if (role.update == ParamUpdate::SparseRows) {
+      const int64_t width = t.numel() / std::max<int64_t>(t.dim(0), 1);
+      MEMOE_CHECK(s.begin % width == 0 && s.end % width == 0, "optimizer: slice [", s.begin, ":", s.end, "] of ",
+                  name, " is not whole rows of ", width);
+    }
+    Moments m{s, {}, {}};
+    m.m.resize(size_t(s.size()));
+    m.v.resize(size_t(s.size()));
+    moments_.push_back(std::move(m));
+  });
+  MEMOE_CHECK(next == owned.size(), "optimizer: slice of ", next < owned.size() ? owned[next].name : "",
+              " names no parameter, or is out of the parameters' order");
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t bytes = 0;
+  for (const Moments& m : moments_) bytes += int64_t((m.m.size() + m.v.size()) * sizeof(float));
+  return bytes;
 }
 
 void AdamW::step(Model& model, ModelParams& grads, double lr) {
-  const std::vector<Slot> w = slots_of(model.params), g = slots_of(grads), m = slots_of(m_), v = slots_of(v_);
-  MEMOE_CHECK(m.size() == w.size() && v.size() == w.size(), "optimizer: moments hold ", m.size(), " and ", v.size(),
-              " tensors, the model ", w.size());
+  const std::vector<Slot> w = slots_of(model.params), g = slots_of(grads);
   std::vector<std::pair<std::string, SparseRowGrad*>> sparse;
   grads.visit_sparse_grads([&](const std::string& name, SparseRowGrad& sg) { sparse.emplace_back(name, &sg); });
 
@@ -66,11 +96,15 @@ void AdamW::step(Model& model, ModelParams& grads, double lr) {
   // fixed-size runs across all tensors rather than splitting each tensor.
   constexpr int64_t kRun = 16384;
   std::vector<AdamWRun> runs;
-  size_t gi = 0, si = 0;
+  size_t gi = 0, si = 0, mi = 0;
   for (size_t i = 0; i < w.size(); ++i) {
     const Slot& weight = w[i];
-    check_pair(weight, &m[i], "first moment");
-    check_pair(weight, &v[i], "second moment");
+    Moments* mo = mi < moments_.size() && moments_[mi].slice.name == weight.name ? &moments_[mi++] : nullptr;
+    if (mo)
+      MEMOE_CHECK(int64_t(mo->m.size()) == mo->slice.size() && int64_t(mo->v.size()) == mo->slice.size() &&
+                      mo->slice.end <= weight.tensor->numel(),
+                  "optimizer: moments of ", weight.name, " do not match its slice [", mo->slice.begin, ":",
+                  mo->slice.end, "]");
     const AdamWStep* s = step_for(weight.role);
     if (weight.role.update == ParamUpdate::SparseRows) {
       // Only the rows this step read: lazy Adam with the global bias correction.
@@ -86,18 +120,22 @@ void AdamW::step(Model& model, ModelParams& grads, double lr) {
         const int64_t row = sg.rows[r];
         MEMOE_CHECK(row >= 0 && row < rows, "optimizer: sparse gradient of ", weight.name, " names row ", row,
                     " of ", rows);
-        runs.push_back({weight.tensor->data() + row * D, sg.grad.data() + r * size_t(D),
-                        m[i].tensor->data() + row * D, v[i].tensor->data() + row * D, D, s});
+        if (!mo || row * D < mo->slice.begin || row * D >= mo->slice.end) continue;  // another rank's row
+        const int64_t at = row * D - mo->slice.begin;
+        runs.push_back({weight.tensor->data() + row * D, sg.grad.data() + r * size_t(D), mo->m.data() + at,
+                        mo->v.data() + at, D, s});
       }
       continue;
     }
     check_pair(weight, gi < g.size() ? &g[gi] : nullptr, "gradient");
     const Slot& grad = g[gi++];
-    if (weight.role.update != ParamUpdate::Dense) continue;  // the router bias: its own rule, after the step
-    for (int64_t b = 0; b < weight.tensor->numel(); b += kRun)
-      runs.push_back({weight.tensor->data() + b, grad.tensor->data() + b, m[i].tensor->data() + b,
-                      v[i].tensor->data() + b, std::min(kRun, weight.tensor->numel() - b), s});
+    if (weight.role.update != ParamUpdate::Dense || !mo) continue;  // the router bias: its own rule, after the step
+    for (int64_t b = mo->slice.begin; b < mo->slice.end; b += kRun)
+      runs.push_back({weight.tensor->data() + b, grad.tensor->data() + b, mo->m.data() + (b - mo->slice.begin),
+                      mo->v.data() + (b - mo->slice.begin), std::min(kRun, mo->slice.end - b), s});
   }
+  MEMOE_CHECK(mi == moments_.size(), "optimizer: moments of ", mi < moments_.size() ? moments_[mi].slice.name : "",
+              " have no weight");
   MEMOE_CHECK(gi == g.size(), "optimizer: gradient ", gi < g.size() ? g[gi].name : "", " has no weight");
   MEMOE_CHECK(si == sparse.size(), "optimizer: sparse gradient ", si < sparse.size() ? sparse[si].first : "",
               " has no weight");

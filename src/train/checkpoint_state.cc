@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "io/safetensors_set.h"
 #include "model/checkpoint.h"
 
 namespace memoe {
@@ -36,35 +39,55 @@ std::string step_name(int64_t step) {
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
-                            const TrainState& state, const std::string& tokenizer_file, int64_t keep_last) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  MEMOE_CHECK(!ec, "cannot create ", root.string(), ": ", ec.message());
-  const std::string name = step_name(state.step);
-  const fs::path tmp = root / ("." + name + ".tmp." + unique_temp_suffix());
-  const fs::path final_dir = root / name;
-  fs::remove_all(tmp, ec);
+namespace {
 
-  save_model(model, tmp.string());
-  SafetensorsWriter w;
-  optimizer.first_moment().visit([&](const std::string& n, Tensor& t) { w.add_f32_view("exp_avg." + n, t); });
-  optimizer.second_moment().visit([&](const std::string& n, Tensor& t) { w.add_f32_view("exp_avg_sq." + n, t); });
-  w.set_metadata("optimizer_steps", std::to_string(optimizer.steps()));
-  w.write((tmp / kOptimizerFile).string());
-  nlohmann::json j = {{"step", state.step},
-                      {"data_cursor", state.data_cursor},
-                      {"seed", state.seed},
-                      {"tokens_seen", state.tokens_seen},
-                      {"optimizer_steps", optimizer.steps()}};
-  write_file_atomic((tmp / kStateFile).string(), j.dump(2) + "\n");
-  if (!tokenizer_file.empty()) {
-    fs::copy_file(tokenizer_file, tmp / "tokenizer.model", fs::copy_options::overwrite_existing, ec);
-    MEMOE_CHECK(!ec, "cannot copy ", tokenizer_file, ": ", ec.message());
+// Which rank writes each parameter's weights in a sharded checkpoint:
+// contiguous runs of tensors in visit order, balanced by size (a tensor goes
+// to the rank whose share of the values holds its middle).
+std::map<std::string, int> weight_writers(const Model& model, int ranks) {
+  std::vector<std::pair<std::string, int64_t>> sizes;
+  int64_t total = 0;
+  const_cast<ModelParams&>(model.params).visit([&](const std::string& name, Tensor& t) {
+    sizes.emplace_back(name, t.numel());
+    total += t.numel();
+  });
+  std::map<std::string, int> out;
+  int64_t before = 0;
+  for (const auto& [name, n] : sizes) {
+    const double middle = double(before) + 0.5 * double(n);
+    out[name] = std::min(ranks - 1, int(double(ranks) * middle / double(std::max<int64_t>(total, 1))));
+    before += n;
   }
+  return out;
+}
 
-  // Publish: rename the finished directory, then move the pointer.
+std::map<std::string, int64_t> parameter_sizes(const Model& model) {
+  std::map<std::string, int64_t> out;
+  const_cast<ModelParams&>(model.params).visit([&](const std::string& name, Tensor& t) { out[name] = t.numel(); });
+  return out;
+}
+
+// This rank's moments, each under its piece name (the whole tensor's name
+// when the slice is all of it).
+void add_moments(SafetensorsWriter& w, const Model& model, const AdamW& optimizer,
+                 const std::function<bool(const std::string&)>& keep) {
+  const std::map<std::string, int64_t> sizes = parameter_sizes(model);
+  for (const AdamW::Moments& mo : optimizer.moments()) {
+    if (!keep(mo.slice.name)) continue;
+    const int64_t numel = sizes.at(mo.slice.name);
+    w.add_f32_view(piece_name("exp_avg." + mo.slice.name, mo.slice.begin, mo.slice.end, numel),
+                   {mo.slice.size()}, mo.m.data());
+    w.add_f32_view(piece_name("exp_avg_sq." + mo.slice.name, mo.slice.begin, mo.slice.end, numel),
+                   {mo.slice.size()}, mo.v.data());
+  }
+  w.set_metadata("optimizer_steps", std::to_string(optimizer.steps()));
+}
+
+// Renames the finished temporary into place, moves the pointer, and keeps
+// the newest keep_last checkpoints.
+std::string publish(const fs::path& root, const fs::path& tmp, const std::string& name, int64_t keep_last) {
+  std::error_code ec;
+  const fs::path final_dir = root / name;
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   MEMOE_CHECK(!ec, "cannot publish checkpoint ", final_dir.string(), ": ", ec.message());
@@ -88,19 +111,77 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
   return final_dir.string();
 }
 
-void load_optimizer_state(const std::string& dir, AdamW& optimizer) {
-  SafetensorsFile f = SafetensorsFile::open(dir + "/" + kOptimizerFile);
-  auto load = [&](const std::string& prefix) {
-    return [&f, prefix](const std::string& n, Tensor& t) {
-      const std::string name = prefix + n;
-      MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);
-      MEMOE_CHECK(f.info(name).shape == t.shape(), f.path(), ": tensor ", name, " has shape ",
-                  shape_string(f.info(name).shape), ", expected ", shape_string(t.shape()));
-      f.read_f32_into(name, t.data(), t.numel());
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
+                            const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
+                            Communicator& world, MomentsLayout moments) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  const std::string name = step_name(state.step);
+  const int ranks = world.size();
+  // One process: a temporary of its own. A world: one temporary every rank
+  // can name, created by rank 0 before anyone writes into it.
+  const fs::path tmp = root / ("." + name + (ranks == 1 ? ".tmp." + unique_temp_suffix() : std::string(".partial")));
+  if (world.is_root()) {
+    std::error_code ec;
+    fs::create_directories(root, ec);
+    MEMOE_CHECK(!ec, "cannot create ", root.string(), ": ", ec.message());
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp, ec);
+    MEMOE_CHECK(!ec, "cannot create ", tmp.string(), ": ", ec.message());
+  }
+  world.barrier();
+  auto everything = [](const std::string&) { return true; };
+  if (ranks == 1) {
+    save_model(model, tmp.string());
+    SafetensorsWriter w;
+    add_moments(w, model, optimizer, everything);
+    w.write((tmp / kOptimizerFile).string());
+  } else {
+    // Each rank its own shard of the weights and of the moments.
+    const std::map<std::string, int> writers = weight_writers(model, ranks);
+    auto mine = [&](const std::string& n) {
+      auto it = writers.find(n);
+      return it == writers.end() ? world.is_root() : it->second == world.rank();  // integer tensors: rank 0
     };
-  };
-  optimizer.first_moment().visit(load("exp_avg."));
-  optimizer.second_moment().visit(load("exp_avg_sq."));
+    save_model_tensors(model, (tmp / shard_file_name("model", world.rank() + 1, ranks)).string(), mine);
+    SafetensorsWriter w;
+    add_moments(w, model, optimizer, moments == MomentsLayout::sharded ? std::function<bool(const std::string&)>(everything)
+                                                                       : std::function<bool(const std::string&)>(mine));
+    w.write((tmp / shard_file_name("optimizer", world.rank() + 1, ranks)).string());
+  }
+  // Every shard is on disk before rank 0 indexes and publishes them; a rank
+  // that dies first leaves only the temporary, which a resume removes.
+  world.barrier();
+  const std::string final_dir = (root / name).string();
+  if (!world.is_root()) return final_dir;
+  if (ranks > 1) {
+    write_safetensors_index(tmp.string(), "model", ranks, {{"format", "pt"}, {"producer", "memoe"}});
+    write_safetensors_index(tmp.string(), "optimizer", ranks, {{"optimizer_steps", std::to_string(optimizer.steps())}});
+    write_file_atomic((tmp / "config.json").string(), config_to_json(model.config));
+  }
+  nlohmann::json j = {{"step", state.step},
+                      {"data_cursor", state.data_cursor},
+                      {"seed", state.seed},
+                      {"tokens_seen", state.tokens_seen},
+                      {"optimizer_steps", optimizer.steps()}};
+  write_file_atomic((tmp / kStateFile).string(), j.dump(2) + "\n");
+  if (!tokenizer_file.empty()) {
+    std::error_code ec;
+    fs::copy_file(tokenizer_file, tmp / "tokenizer.model", fs::copy_options::overwrite_existing, ec);
+    MEMOE_CHECK(!ec, "cannot copy ", tokenizer_file, ": ", ec.message());
+  }
+  return publish(root, tmp, name, keep_last);
+}
+
+void load_optimizer_state(const std::string& dir, const Model& model, AdamW& optimizer) {
+  const SafetensorsSet f = SafetensorsSet::open(dir, "optimizer");
+  const std::map<std::string, int64_t> sizes = parameter_sizes(model);
+  for (AdamW::Moments& mo : optimizer.moments()) {
+    const int64_t numel = sizes.at(mo.slice.name);
+    f.read_range("exp_avg." + mo.slice.name, numel, mo.slice.begin, mo.slice.end, mo.m.data());
+    f.read_range("exp_avg_sq." + mo.slice.name, numel, mo.slice.begin, mo.slice.end, mo.v.data());
+  }
   auto it = f.metadata().find("optimizer_steps");
   MEMOE_CHECK(it != f.metadata().end(), f.path(), ": metadata lacks optimizer_steps");
   try {

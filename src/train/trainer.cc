@@ -61,7 +61,9 @@ json options_to_json(const TrainOptions& o) {
           {"seed", o.seed},         {"eval_every", o.eval_every},
           {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
           {"keep_last", o.keep_last}, {"log_every", o.log_every},
-          {"precision", precision_name(o.precision)}, {"dp", o.dp}};
+          {"precision", precision_name(o.precision)}, {"dp", o.dp},
+          {"zero", o.zero},         {"overlap", o.overlap},
+          {"bucket_mb", o.bucket_mb}};
 }
 
 TrainOptions options_from_json(const json& j) {
@@ -89,6 +91,9 @@ TrainOptions options_from_json(const json& j) {
   o.log_every = j.at("log_every");
   o.precision = parse_precision(j.value("precision", "fp32"));  // runs from before bf16 were fp32
   o.dp = j.value("dp", int64_t{1});
+  o.zero = j.value("zero", int64_t{0});
+  o.overlap = j.value("overlap", true);
+  o.bucket_mb = j.value("bucket_mb", 8.0);
   return o;
 }
 
@@ -97,6 +102,8 @@ void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.dp >= 1, "--dp must be >= 1");
   MEMOE_CHECK(o.batch % o.dp == 0, "--batch ", o.batch, " is not a multiple of --dp ", o.dp,
               " (each data-parallel rank takes batch / dp sequences of every micro-batch)");
+  MEMOE_CHECK(o.zero == 0 || o.zero == 1, "--zero must be 0 or 1 (ZeRO-1 shards the optimizer moments)");
+  MEMOE_CHECK(o.bucket_mb > 0 && std::isfinite(o.bucket_mb), "--bucket-mb must be positive");
   MEMOE_CHECK(o.seq_len >= 2, "--seq must be >= 2");
   MEMOE_CHECK(o.grad_accum >= 1, "--grad-accum must be >= 1");
   MEMOE_CHECK(o.steps >= 1, "--steps must be >= 1");
@@ -187,6 +194,40 @@ class StepClock {
   double measured_ = 0, eval_ = 0;
 };
 
+int64_t tensor_bytes(ModelParams& p) {
+  int64_t bytes = 0;
+  p.visit([&](const std::string&, Tensor& t) {
+    if (t.has_f32()) bytes += t.numel() * int64_t(sizeof(float));
+    if (t.has_bf16_copy()) bytes += t.numel() * int64_t(sizeof(uint16_t));
+  });
+  return bytes;
+}
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f MiB", double(bytes) / double(1 << 20));
+  return buf;
+}
+
+// What each rank holds, as one line per rank from rank 0 (the optimizer's
+// share is what ZeRO-1 divides).
+void print_memory(Communicator& world, const Model& model, ModelParams& grads, ModelParams& micro,
+                  const AdamW& opt, const GradientSum& sum, const TrainOptions& o) {
+  const std::vector<int64_t> mine = {tensor_bytes(const_cast<ModelParams&>(model.params)),
+                                     tensor_bytes(grads) + tensor_bytes(micro), opt.state_bytes(),
+                                     sum.buffer_bytes()};
+  const std::vector<int64_t> all = world.all_gather(mine);
+  if (!world.is_root()) return;
+  for (int r = 0; r < world.size(); ++r) {
+    const int64_t* m = all.data() + size_t(r) * mine.size();
+    std::fprintf(stderr,
+                 "memory of rank %d: weights %s, gradients %s, optimizer state %s (%lld bytes%s), exchange buffers "
+                 "%s in %d buckets\n",
+                 r, mib(m[0]).c_str(), mib(m[1]).c_str(), mib(m[2]).c_str(), (long long)m[2],
+                 o.zero ? ", ZeRO-1" : "", mib(m[3]).c_str(), sum.buckets());
+  }
+}
+
 TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const TrainOptions& o = run.o;
   Communicator& world = *run.world;
@@ -207,9 +248,17 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   acfg.beta1 = o.beta1;
   acfg.beta2 = o.beta2;
   acfg.weight_decay = o.weight_decay;
-  AdamW opt(model, acfg);
+  ModelParams grads = model.make_gradients();
+  DataParallelOptions dp_options;
+  dp_options.zero = o.zero == 1;
+  dp_options.overlap = o.overlap;
+  dp_options.bucket_values = std::max<int64_t>(1, int64_t(o.bucket_mb * double(1 << 20) / sizeof(float)));
+  GradientSum gradient_sum(world, model, grads, dp_options);
+  const bool sharded = dp_options.zero && world.size() > 1;
+  AdamW opt(model, acfg, gradient_sum.owned_slices());
   const std::string last = latest_checkpoint(run.dir);
-  if (run.state.step > 0) load_optimizer_state(last, opt);
+  if (run.state.step > 0) load_optimizer_state(last, model, opt);
+  world.set_collective_timeout(limits.collective_timeout_s);
 
   const int threads = omp_get_max_threads();
   model.params.set_precision(o.precision);
@@ -226,7 +275,6 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const bool budgeted = limits.time_budget_s > 0;
   bool fit_to_budget = budgeted && run.state.step == 0;  // only a fresh run's schedule is re-planned
   StepClock clock;
-  ModelParams grads = model.make_gradients();
   // One process without accumulation: the backward pass writes the step's
   // gradient itself. Otherwise each micro-batch's gradient goes to `micro`
   // and GradientSum adds them up over micro-batches and ranks in one fixed
@@ -234,7 +282,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const bool direct = world.size() == 1 && o.grad_accum == 1;
   ModelParams micro_buffer = direct ? ModelParams{} : model.make_gradients();
   ModelParams& micro_grads = direct ? grads : micro_buffer;
-  GradientSum gradient_sum(world, grads);
+  print_memory(world, model, grads, micro_buffer, opt, gradient_sum, o);
   ModelState fwd;
   Batch batch;
   std::vector<int64_t> windows(size_t(local_batch * (o.seq_len + 1)));
@@ -274,8 +322,11 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
         // and each Engram layer's gate sum, then every rank's added in rank
         // order, like the gradients.
         std::vector<double> sums(loads.size() + 1, 0.0);
-        sums.back() = model_loss_and_grad(model, batch.ids.data(), batch.targets.data(), local_batch, o.seq_len,
-                                          fwd, &micro_grads);
+        world.set_activity("the backward pass of step " + std::to_string(step + 1));
+        sums.back() = model_loss_and_grad(
+            model, batch.ids.data(), batch.targets.data(), local_batch, o.seq_len, fwd, &micro_grads,
+            direct ? GradientReadyHook{} : [&](int part) { gradient_sum.on_backward_progress(micro_grads, part); });
+        world.set_activity("the gradient exchange of step " + std::to_string(step + 1));
         for (size_t l = 0; l < loads.size(); ++l) {
           const auto& load = fwd.layers[l].moe.expert_load;
           if (model.params.layers[l].is_moe) {
@@ -299,7 +350,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     // The mean over the micro-batches and ranks (each holds as many tokens).
     loss /= double(o.grad_accum * o.dp);
     if (!direct) gradient_sum.finish(float(1.0 / double(o.grad_accum * o.dp)));
-    gnorm = gradient_global_norm(grads);
+    gnorm = sharded ? gradient_sum.sharded_global_norm() : gradient_global_norm(grads);
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       std::ostringstream why;
       why << (!std::isfinite(loss) ? "loss" : "gradient norm") << " is not finite (loss " << loss
@@ -309,6 +360,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     if (o.clip > 0 && gnorm > o.clip) scale_gradients(grads, float(o.clip / gnorm));
     const double lr = schedule.at(step);
     opt.step(model, grads, lr);
+    world.set_activity("the weight gather of step " + std::to_string(step + 1));
+    gradient_sum.gather_parameters(model.params);  // ZeRO-1: every rank's updated shard
     update_router_biases(model, loads);
     model.params.refresh_bf16_copies();
     run.state.step = step + 1;
@@ -320,6 +373,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
 
     json rec = {{"step", run.state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
                 {"tokens_per_s", tps}, {"gflops", gflops}, {"tokens", run.state.tokens_seen}};
+    if (world.size() > 1) rec["comm_wait_s"] = gradient_sum.wait_seconds();  // rank 0's wait on the exchange
+    rec["step_s"] = dt;
     if (run.state.step == first_step + 1) rec["sgemm_gflops"] = sgemm;
     json load_ratio = json::object(), gates = json::object();
     for (size_t l = 0; l < loads.size(); ++l) {
@@ -391,15 +446,21 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     const double eta = elapsed / double(run.state.step - first_step) * double(o.steps - run.state.step);
     if (root &&
         (tty || run.state.step % std::max<int64_t>(1, o.log_every) == 0 || last_step || rec.contains("val_loss"))) {
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s, %.0f GFLOP/s | ETA %s%s%s",
-                   tty ? "\r\033[K" : "", (long long)run.state.step, (long long)o.steps, loss, lr, tps, gflops,
+      char comm[48] = "";
+      if (world.size() > 1)
+        std::snprintf(comm, sizeof comm, " | waiting on gradients %.0f%%", 100.0 * gradient_sum.wait_seconds() / dt);
+      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s, %.0f GFLOP/s%s | ETA %s%s%s",
+                   tty ? "\r\033[K" : "", (long long)run.state.step, (long long)o.steps, loss, lr, tps, gflops, comm,
                    format_eta(eta).c_str(),
                    rec.contains("val_loss") ? (" | val " + std::to_string(rec["val_loss"].get<double>())).c_str() : "",
                    tty && !last_step && !rec.contains("val_loss") ? "" : "\n");
       std::fflush(stderr);
     }
-    if (root && (run.state.step % o.checkpoint_every == 0 || last_step))
-      result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last);
+    if (run.state.step % o.checkpoint_every == 0 || last_step) {
+      world.set_activity("the checkpoint of step " + std::to_string(run.state.step));
+      result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last, world,
+                                               sharded ? MomentsLayout::sharded : MomentsLayout::replicated);
+    }
     if (result.stopped_by_budget) {
       if (root)
         std::fprintf(stderr, "time budget %.0f s reached after step %lld of %lld; --resume %s continues the run\n",

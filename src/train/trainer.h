@@ -18,6 +18,9 @@ struct TrainOptions {
   std::string tokenizer;      // optional: its token map goes into the model; copied into checkpoints
   int64_t batch = 8;          // sequences per micro-batch, over all data-parallel ranks together
   int64_t dp = 1;             // data-parallel ranks; each takes batch / dp sequences of every micro-batch
+  int64_t zero = 0;           // 1: ZeRO-1, the optimizer moments sharded over the data-parallel ranks
+  bool overlap = true;        // gradient buckets sent while the backward pass still runs
+  double bucket_mb = 8;       // MiB of fp32 gradient per bucket
   int64_t seq_len = 256;
   int64_t grad_accum = 1;     // micro-batches per optimizer step
   int64_t steps = 1000;       // optimizer steps in all
@@ -46,6 +49,9 @@ struct TrainLimits {
   // fitted to it: after the first steps are timed, `steps` (and the cosine
   // horizon, when it was `steps`) shrink to what fits, and train.json says so.
   double time_budget_s = 0;
+  // Data parallel: a rank that waits longer than this in one collective
+  // ends the run (a hung or stopped rank); <= 0: wait forever.
+  double collective_timeout_s = 20;
 };
 
 struct TrainResult {

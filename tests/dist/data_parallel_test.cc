@@ -27,6 +27,7 @@
 
 #include "cli_runner.h"
 #include "phrase_corpus.h"
+#include "io/safetensors_set.h"
 #include "model/checkpoint.h"
 
 namespace memoe {
@@ -41,9 +42,10 @@ class DataParallel : public testing::CliTest {
     testing::write_phrase_corpus(path("data"));
   }
   static std::string tiny() { return testing::tiny_config(); }
-  std::string train_args(const std::string& out, const std::string& extra) const {
-    return "train --config " + tiny() + " --data " + path("data") + " --out " + out +
-           " --steps 20 --seq 32 --warmup 5 --lr 3e-3 --eval-every 10 --eval-windows 8 --checkpoint-every 10 " + extra;
+  std::string train_args(const std::string& out, const std::string& extra, int steps = 20,
+                         const std::string& every = "--eval-every 10 --checkpoint-every 10") const {
+    return "train --config " + tiny() + " --data " + path("data") + " --out " + out + " --steps " +
+           std::to_string(steps) + " --seq 32 --warmup 5 --lr 3e-3 --eval-windows 8 " + every + " " + extra;
   }
   // `memoe ARGS` on `ranks` MPI ranks of one thread each. In the sanitized
   // build the ranks run without the leak check: OpenMPI keeps its runtime's
@@ -57,7 +59,7 @@ class DataParallel : public testing::CliTest {
                                    std::to_string(ranks),
                                args);
   }
-  void expect_killed_rank_ends_the_run(int victim_rank);
+  void expect_failed_rank_ends_the_run(int victim_rank, int signal, const std::string& extra);
   static std::map<int64_t, nlohmann::json> metrics(const std::string& run) {
     std::map<int64_t, nlohmann::json> out;
     std::ifstream in(run + "/metrics.jsonl");
@@ -132,6 +134,117 @@ TEST_F(DataParallel, ALayoutThatDoesNotFitIsRefusedBeforeTraining) {
 }
 
 
+TEST_F(DataParallel, ZeroOneTrainsLikeOneProcessForEveryBucketingAndOverlap) {
+  // ZeRO-1 shards the moments and the update; its sums and norm are the
+  // unsharded ones, so the bits stay those of one process. Small buckets
+  // (several per rank, cut inside tensors) and overlap off change only
+  // when the bytes move.
+  const testing::CliResult one = memoe(train_args(path("one"), "--batch 2 --grad-accum 2"));
+  ASSERT_EQ(one.status, 0) << one.err;
+  const testing::CliResult two = mpi(2, train_args(path("two"), "--batch 4 --dp 2 --zero 1 --bucket-mb 0.01"));
+  ASSERT_EQ(two.status, 0) << two.err;
+  expect_same_run(path("one"), path("two"));
+  EXPECT_NE(two.err.find("ZeRO-1"), std::string::npos) << two.err;
+  const testing::CliResult one8 = memoe(train_args(path("one8"), "--batch 1 --grad-accum 8"));
+  ASSERT_EQ(one8.status, 0) << one8.err;
+  const testing::CliResult four =
+      mpi(4, train_args(path("four"), "--batch 4 --dp 4 --grad-accum 2 --zero 1 --overlap false --bucket-mb 0.05"));
+  ASSERT_EQ(four.status, 0) << four.err;
+  expect_same_run(path("one8"), path("four"));
+  // A sharded checkpoint: four shards of weights and of moments, indexed.
+  const std::string ckpt = path("four/checkpoints/latest");
+  for (const char* stem : {"model", "optimizer"}) {
+    EXPECT_TRUE(fs::exists(ckpt + "/" + stem + ".safetensors.index.json")) << stem;
+    for (int k = 1; k <= 4; ++k) EXPECT_TRUE(fs::exists(ckpt + "/" + shard_file_name(stem, k, 4))) << stem << k;
+  }
+  EXPECT_FALSE(fs::exists(ckpt + "/model.safetensors"));
+  // Every command that loads a model reads it as it reads one file: the
+  // same logits as the single-process run's checkpoint (the same weights),
+  // through the KV cache too, and eval runs on it.
+  for (const char* run : {"one8", "four"}) {
+    const testing::CliResult r = memoe("logits --model " + path(std::string(run) + "/checkpoints/latest") +
+                                       " --ids 5,6,7,8 --out " + path(std::string(run) + ".npy"));
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  EXPECT_EQ(io_testing::read_bytes(path("one8.npy")), io_testing::read_bytes(path("four.npy")));
+  const testing::CliResult eval = memoe("eval --model " + ckpt + " --data " + path("data"));
+  EXPECT_EQ(eval.status, 0) << eval.err;
+  const testing::CliResult cached =
+      memoe("logits --model " + ckpt + " --ids 5,6,7,8 --decode 2 --out " + path("cached.npy"));
+  ASSERT_EQ(cached.status, 0) << cached.err;
+  EXPECT_EQ(io_testing::read_bytes(path("cached.npy")).size(), io_testing::read_bytes(path("four.npy")).size());
+}
+
+// The optimizer-state bytes each rank reported ("memory of rank r: ...
+// optimizer state ... (N bytes").
+std::vector<int64_t> optimizer_bytes(const std::string& err) {
+  std::vector<int64_t> out;
+  std::istringstream in(err);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("memory of rank ", 0) != 0) continue;
+    const size_t at = line.find("optimizer state ");
+    const size_t open = line.find('(', at);
+    if (at == std::string::npos || open == std::string::npos) continue;
+    out.push_back(std::stoll(line.substr(open + 1)));
+  }
+  return out;
+}
+
+TEST_F(DataParallel, ZeroOneDividesTheOptimizerStateByTheRanks) {
+  std::vector<int64_t> whole;
+  for (int ranks : {1, 2, 4}) {
+    const std::string args =
+        train_args(path("run" + std::to_string(ranks)), "--batch 4 --zero 1 --dp " + std::to_string(ranks), 1);
+    const testing::CliResult r = ranks == 1 ? memoe(args) : mpi(ranks, args);
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<int64_t> bytes = optimizer_bytes(r.err);
+    ASSERT_EQ(bytes.size(), size_t(ranks)) << r.err;
+    if (ranks == 1) whole = bytes;
+    int64_t sum = 0, most = 0;
+    for (int64_t b : bytes) sum += b, most = std::max(most, b);
+    // Every moment is held once, and no rank holds much more than 1/R.
+    EXPECT_EQ(sum, whole.at(0)) << ranks << " ranks";
+    EXPECT_LE(double(most), 1.15 * double(whole.at(0)) / ranks) << ranks << " ranks: " << r.err;
+  }
+}
+
+TEST_F(DataParallel, CheckpointsResumeOnAnyLayout) {
+  // Reference: 20 steps on 4 ranks with ZeRO-1. The same run stopped after
+  // 10 steps (of a schedule over 20) resumes on 1 process and on 2 ranks;
+  // a single-process run of 10 steps resumes on 4 ranks. Each continues the
+  // reference's losses. The resumed halves restore every weight and moment
+  // exactly and differ only in how a rank sums its own sequences (3e-9
+  // relative seen; 1e-6 allowed). The single-process run summed 4
+  // sequences at once for its first 10 steps, which drifts by 1e-4 (1e-3
+  // allowed).
+  const std::string every = "--eval-every 0 --checkpoint-every 5";
+  ASSERT_EQ(mpi(4, train_args(path("ref"), "--batch 4 --dp 4 --zero 1", 20, every)).status, 0);
+  const testing::CliResult half = mpi(4, train_args(path("half"), "--batch 4 --dp 4 --zero 1 --decay-steps 20", 10, every));
+  ASSERT_EQ(half.status, 0) << half.err;
+  fs::copy(path("half"), path("half2"), fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+  const testing::CliResult on_one = memoe("train --resume " + path("half") + " --steps 20");
+  ASSERT_EQ(on_one.status, 0) << on_one.err;
+  const testing::CliResult on_two = mpi(2, "train --resume " + path("half2") + " --steps 20");
+  ASSERT_EQ(on_two.status, 0) << on_two.err;
+  const testing::CliResult single = memoe(train_args(path("single"), "--batch 4 --decay-steps 20", 10, every));
+  ASSERT_EQ(single.status, 0) << single.err;
+  const testing::CliResult on_four = mpi(4, "train --resume " + path("single") + " --steps 20");
+  ASSERT_EQ(on_four.status, 0) << on_four.err;
+  const auto ref = metrics(path("ref"));
+  ASSERT_EQ(ref.size(), 20u);
+  for (const std::string run : {"half", "half2", "single"}) {
+    const auto m = metrics(path(run));
+    ASSERT_EQ(m.size(), 20u) << run;
+    for (int64_t step = 11; step <= 20; ++step) {
+      const double want = ref.at(step).at("loss").get<double>(), got = m.at(step).at("loss").get<double>();
+      EXPECT_LE(std::fabs(got - want), (run == "single" ? 1e-3 : 1e-6) * want) << run << " step " << step;
+    }
+  }
+  std::ifstream in(path("half2/train.json"));
+  EXPECT_EQ(nlohmann::json::parse(in).at("dp"), 2);
+}
+
 // The pid of rank `rank` among launcher's children (their environment names it).
 pid_t child_rank(pid_t launcher, int rank) {
   for (const auto& e : fs::directory_iterator("/proc")) {
@@ -155,18 +268,20 @@ pid_t child_rank(pid_t launcher, int rank) {
   return -1;
 }
 
-// A rank killed (SIGKILL) mid-run: every rank is gone within 30 s, the
-// launcher exits non-zero naming the rank, the last published checkpoint
-// loads, and the run resumes on one process. Rank 0 writes a checkpoint
-// every 5 steps (tens a second here), so killing it often lands mid-write:
-// the atomic publish leaves the previous one whole.
-void DataParallel::expect_killed_rank_ends_the_run(int victim_rank) {
-  const std::string run = path("run" + std::to_string(victim_rank));
+// A rank killed (SIGKILL) or stopped (SIGSTOP: hung) mid-run: every rank
+// is gone within 30 s, the launcher exits non-zero, the error names the
+// killed rank (or the waiting rank and what it waited in), the last
+// published checkpoint loads, and the run resumes on one process. Every
+// rank writes its shard of a checkpoint every 5 steps (tens a second
+// here), so the signal often lands mid-write: the publish by rename leaves
+// the previous checkpoint whole.
+void DataParallel::expect_failed_rank_ends_the_run(int victim_rank, int signal, const std::string& extra) {
+  const std::string run = path("run" + std::to_string(victim_rank) + "_" + std::to_string(signal));
   const std::string command = "exec mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 "
                               "-x ASAN_OPTIONS=detect_leaks=0 -n 2 " + std::string(MEMOE_CLI) + " " +
                               "train --config " + tiny() + " --data " + path("data") + " --out " + run +
                               " --steps 100000 --seq 32 --batch 4 --dp 2 --eval-every 0 --checkpoint-every 5 "
-                              "--keep-last 2 >" + path("out") + " 2>" + path("err");
+                              "--keep-last 2 " + extra + " >" + path("out") + " 2>" + path("err");
   const pid_t launcher = fork();
   ASSERT_GE(launcher, 0);
   if (launcher == 0) {
@@ -181,7 +296,7 @@ void DataParallel::expect_killed_rank_ends_the_run(int victim_rank) {
   const pid_t victim = child_rank(launcher, victim_rank), survivor = child_rank(launcher, 1 - victim_rank);
   ASSERT_GT(victim, 0) << "the victim not found among mpirun's children";
   ASSERT_GT(survivor, 0) << "the other rank not found among mpirun's children";
-  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  ASSERT_EQ(kill(victim, signal), 0);
   const auto killed = std::chrono::steady_clock::now();
   int status = 0;
   pid_t done = 0;
@@ -191,7 +306,7 @@ void DataParallel::expect_killed_rank_ends_the_run(int victim_rank) {
   if (done == 0) {
     kill(launcher, SIGKILL);
     waitpid(launcher, &status, 0);
-    FAIL() << "mpirun still running 30 s after a rank was killed";
+    FAIL() << "mpirun still running 30 s after signal " << signal << " to rank " << victim_rank;
   }
   EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "mpirun exited 0";
   // Rank 0 is gone too (its pid no longer names a live process).
@@ -202,10 +317,19 @@ void DataParallel::expect_killed_rank_ends_the_run(int victim_rank) {
     const size_t close = line.rfind(')');
     return close != std::string::npos && line.size() > close + 2 && line[close + 2] != 'Z';
   };
-  for (int i = 0; i < 100 && alive(survivor); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 100 && (alive(survivor) || alive(victim)); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(alive(survivor)) << "the other rank was left behind";
+  EXPECT_FALSE(alive(victim)) << "the failed rank was left behind";
   const std::string err = io_testing::read_bytes(path("err"));
-  EXPECT_NE(err.find("rank " + std::to_string(victim_rank)), std::string::npos) << err;
+  if (signal == SIGKILL) {
+    EXPECT_NE(err.find("rank " + std::to_string(victim_rank)), std::string::npos) << err;
+  } else {
+    // The stopped rank cannot speak: the one left waiting says where.
+    EXPECT_NE(err.find("error on rank " + std::to_string(1 - victim_rank) + " of 2: waited 3 s in a collective during "),
+              std::string::npos)
+        << err;
+  }
   Model model = load_model(run + "/checkpoints/latest");
   EXPECT_GT(model.params.embed_tokens.numel(), 0);
   // The global batch is the run's: one process takes all 4 sequences.
@@ -218,8 +342,13 @@ void DataParallel::expect_killed_rank_ends_the_run(int victim_rank) {
 }
 
 TEST_F(DataParallel, AKilledRankEndsTheRunAndTheCheckpointSurvives) {
-  expect_killed_rank_ends_the_run(1);
-  expect_killed_rank_ends_the_run(0);  // the writer
+  expect_failed_rank_ends_the_run(1, SIGKILL, "");
+  expect_failed_rank_ends_the_run(0, SIGKILL, "--zero 1");  // the rank that publishes
+}
+
+TEST_F(DataParallel, AHungRankEndsTheRunWithinTheCollectiveTimeout) {
+  expect_failed_rank_ends_the_run(1, SIGSTOP, "--collective-timeout 3");
+  expect_failed_rank_ends_the_run(0, SIGSTOP, "--collective-timeout 3 --zero 1");
 }
 
 }  // namespace

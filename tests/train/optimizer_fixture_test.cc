@@ -66,9 +66,12 @@ void add_allowance(Model& m, ModelParams& grads, AdamW& opt, const AdamWConfig& 
                    std::map<std::string, std::vector<double>>& allowance) {
   const double bc2 = 1.0 - std::pow(cfg.beta2, double(step + 1));
   const auto g = by_name(grads);
-  for (auto& [name, v] : by_name(opt.second_moment())) {
+  for (AdamW::Moments& mo : opt.moments()) {
+    const std::string& name = mo.slice.name;
+    ASSERT_EQ(mo.slice.begin, 0) << name;  // one process: every parameter whole
+    const auto* v = &mo.v;
     std::vector<double>& a = allowance[name];
-    a.resize(size_t(v->numel()), 0.0);
+    a.resize(v->size(), 0.0);
     auto add = [&](int64_t i, double gmax, double mult) {
       // v = 0: no gradient yet, which only a structural zero gives (a token
       // absent from every batch so far), the same in both: no allowance.
@@ -78,8 +81,8 @@ void add_allowance(Model& m, ModelParams& grads, AdamW& opt, const AdamWConfig& 
     };
     if (!is_table(name)) {
       double gmax = 0;
-      for (int64_t i = 0; i < v->numel(); ++i) gmax = std::max(gmax, double(std::fabs((*g.at(name))[i])));
-      for (int64_t i = 0; i < v->numel(); ++i) add(i, gmax, 1.0);
+      for (int64_t i = 0; i < int64_t(v->size()); ++i) gmax = std::max(gmax, double(std::fabs((*g.at(name))[i])));
+      for (int64_t i = 0; i < int64_t(v->size()); ++i) add(i, gmax, 1.0);
       continue;
     }
     const size_t layer = size_t(std::stoi(name.substr(std::string("model.layers.").size())));
