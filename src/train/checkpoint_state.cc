@@ -113,6 +113,34 @@ std::string publish(const fs::path& root, const fs::path& tmp, const std::string
 
 }  // namespace
 
+namespace {
+
+// Rank 0's part, once every shard is written: the indexes, the config, the
+// state and the tokenizer, then the rename that publishes the directory.
+std::string index_and_publish(const fs::path& root, const fs::path& tmp, const std::string& name, const Model& model,
+                              const AdamW& optimizer, const TrainState& state, const std::string& tokenizer_file,
+                              int64_t keep_last, int ranks) {
+  if (ranks > 1) {
+    write_safetensors_index(tmp.string(), "model", ranks, {{"format", "pt"}, {"producer", "memoe"}});
+    write_safetensors_index(tmp.string(), "optimizer", ranks, {{"optimizer_steps", std::to_string(optimizer.steps())}});
+    write_file_atomic((tmp / "config.json").string(), config_to_json(model.config));
+  }
+  nlohmann::json j = {{"step", state.step},
+                      {"data_cursor", state.data_cursor},
+                      {"seed", state.seed},
+                      {"tokens_seen", state.tokens_seen},
+                      {"optimizer_steps", optimizer.steps()}};
+  write_file_atomic((tmp / kStateFile).string(), j.dump(2) + "\n");
+  if (!tokenizer_file.empty()) {
+    std::error_code ec;
+    fs::copy_file(tokenizer_file, tmp / "tokenizer.model", fs::copy_options::overwrite_existing, ec);
+    MEMOE_CHECK(!ec, "cannot copy ", tokenizer_file, ": ", ec.message());
+  }
+  return publish(root, tmp, name, keep_last);
+}
+
+}  // namespace
+
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
                             Communicator& world, MomentsLayout moments) {
@@ -153,25 +181,13 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
   // Every shard is on disk before rank 0 indexes and publishes them; a rank
   // that dies first leaves only the temporary, which a resume removes.
   world.barrier();
-  const std::string final_dir = (root / name).string();
-  if (!world.is_root()) return final_dir;
-  if (ranks > 1) {
-    write_safetensors_index(tmp.string(), "model", ranks, {{"format", "pt"}, {"producer", "memoe"}});
-    write_safetensors_index(tmp.string(), "optimizer", ranks, {{"optimizer_steps", std::to_string(optimizer.steps())}});
-    write_file_atomic((tmp / "config.json").string(), config_to_json(model.config));
-  }
-  nlohmann::json j = {{"step", state.step},
-                      {"data_cursor", state.data_cursor},
-                      {"seed", state.seed},
-                      {"tokens_seen", state.tokens_seen},
-                      {"optimizer_steps", optimizer.steps()}};
-  write_file_atomic((tmp / kStateFile).string(), j.dump(2) + "\n");
-  if (!tokenizer_file.empty()) {
-    std::error_code ec;
-    fs::copy_file(tokenizer_file, tmp / "tokenizer.model", fs::copy_options::overwrite_existing, ec);
-    MEMOE_CHECK(!ec, "cannot copy ", tokenizer_file, ": ", ec.message());
-  }
-  return publish(root, tmp, name, keep_last);
+  std::string final_dir = (root / name).string();
+  if (world.is_root())
+    final_dir = index_and_publish(root, tmp, name, model, optimizer, state, tokenizer_file, keep_last, ranks);
+  // Returns once the checkpoint is published, so that a rank failing after
+  // this may name it as the last good one.
+  world.barrier();
+  return final_dir;
 }
 
 void load_optimizer_state(const std::string& dir, const Model& model, AdamW& optimizer) {

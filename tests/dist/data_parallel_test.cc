@@ -346,6 +346,30 @@ TEST_F(DataParallel, AKilledRankEndsTheRunAndTheCheckpointSurvives) {
   expect_failed_rank_ends_the_run(0, SIGKILL, "--zero 1");  // the rank that publishes
 }
 
+TEST_F(DataParallel, ARankThatThrowsMidStepEndsTheRunNamingItself) {
+  // mpirun's MPMD form gives rank 1 a learning rate that makes its own
+  // weights diverge (plain data parallel: each rank updates its replica),
+  // so its router throws on non-finite logits in the forward pass of a
+  // later step while rank 0 waits in the gradient exchange.
+  const std::string rank0 =
+      train_args(path("run"), "--batch 4 --dp 2 --clip 0", 20, "--eval-every 0 --checkpoint-every 1");
+  std::string rank1 = rank0;
+  rank1.replace(rank1.find("--lr 3e-3"), 9, "--lr 1e30");
+  const auto start = std::chrono::steady_clock::now();
+  const testing::CliResult r = memoe_with_launcher(
+      "mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS=detect_leaks=0 "
+      "-n 1 " + std::string(MEMOE_CLI) + " " + rank0 + " : -n 1",
+      rank1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("memoe: error on rank 1 of 2: step "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("non-finite"), std::string::npos) << r.err;
+  // The last published checkpoint is whole.
+  ASSERT_TRUE(fs::exists(path("run/checkpoints/latest"))) << r.err;
+  Model model = load_model(path("run/checkpoints/latest"));
+  EXPECT_GT(model.params.embed_tokens.numel(), 0);
+}
+
 TEST_F(DataParallel, AHungRankEndsTheRunWithinTheCollectiveTimeout) {
   expect_failed_rank_ends_the_run(1, SIGSTOP, "--collective-timeout 3");
   expect_failed_rank_ends_the_run(0, SIGSTOP, "--collective-timeout 3 --zero 1");
