@@ -10,20 +10,13 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"${JOBS:-2}" --target memoe
-bash scripts/get-corpus.sh
+bash scripts/brown-data.sh
 echo "== machine (training runs in the precision 'auto' shows)"
 ./build/memoe machine
 
 out=runs/demo
 steps=${STEPS:-250}
 budget=${BUDGET:-4m}
-mkdir -p "$out"
-if [ ! -f "$out/tokenizer/tokenizer.model" ]; then
-  ./build/memoe tokenizer train --input data/brown.jsonl --vocab 8192 --out "$out/tokenizer"
-fi
-if [ ! -f "$out/data/meta.json" ]; then
-  ./build/memoe prepare --input data/brown.jsonl --tokenizer "$out/tokenizer" --out "$out/data" --val-fraction 0.02
-fi
 ./build/memoe params configs/small.json --seq 256 --batch 8
 rm -rf "$out/run"
 ./build/memoe train --config configs/small.json --data "$out/data" --tokenizer "$out/tokenizer" --out "$out/run" \
