@@ -34,6 +34,12 @@ void add_prepare_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", opts->seed, "seed of the train/val assignment")->capture_default_str();
   cmd->add_option("--shard-tokens", opts->max_shard_tokens, "tokens per shard file")->capture_default_str();
+  cmd->add_option("--retrieval-mix", opts->retrieval_mix,
+                  "fraction of the train tokens given to synthetic needle-in-a-haystack documents (training keys and "
+                  "values only, disjoint from memoe niah's)")
+      ->capture_default_str();
+  cmd->add_option("--retrieval-length", opts->retrieval_length, "tokens per retrieval document at most")
+      ->capture_default_str();
   cmd->callback([opts] { run(*opts); });
 }
 

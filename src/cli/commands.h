@@ -13,5 +13,6 @@ void add_generate_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_machine_command(CLI::App& app);
+void add_niah_command(CLI::App& app);
 
 }  // namespace memoe::cli

@@ -144,5 +144,54 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
   }
 }
 
+TEST_F(Pipeline, NiahAnswersThroughTheCacheWritesItsReportAndRefusesBadSuites) {
+  {
+    std::ofstream txt(path("corpus.txt"));
+    for (int doc = 0; doc < 20; ++doc) txt << io_testing::generated_corpus(3000, uint32_t(doc + 1)) << "\n\n";
+  }
+  ASSERT_EQ(run("tokenizer train --input " + path("corpus.txt") + " --vocab 400 --out " + path("tok")), 0);
+  ModelConfig cfg = load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json");
+  cfg.vocab_size = 400;
+  cfg.max_position_embeddings = 1024;
+  {
+    std::ofstream c(path("config.json"));
+    c << config_to_json(cfg);
+  }
+  ASSERT_EQ(run("init " + path("config.json") + " --tokenizer " + path("tok") + " --out " + path("m")), 0);
+  const std::string suite = " --haystack " + path("corpus.txt") + " --lengths 500,700 --depths 0,100 --samples 1";
+  const testing::CliResult r = memoe("niah --model " + path("m") + suite + " --out " + path("niah"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* f : {"samples.jsonl", "summary.csv", "summary.json", "niah_single.png", "niah_multikey.png",
+                        "niah_multivalue.png", "niah_multiquery.png"})
+    EXPECT_TRUE(fs::exists(path("niah/") + f)) << f;
+  std::ifstream samples(path("niah/samples.jsonl"));
+  int lines = 0;
+  for (std::string line; std::getline(samples, line);) ++lines;
+  EXPECT_EQ(lines, 4 * 2 * 2);
+  // The prompts alone need only the tokenizer, and are the suite the run used.
+  const testing::CliResult dump =
+      memoe("niah --tokenizer " + path("tok") + suite + " --dump-prompts --out " + path("dump"));
+  ASSERT_EQ(dump.status, 0) << dump.err;
+  std::ifstream prompts(path("dump/prompts.jsonl"));
+  std::string first;
+  std::getline(prompts, first);
+  EXPECT_EQ(nlohmann::json::parse(first).at("ids").size(), 500u);
+  // Bad suites: one line each, non-zero.
+  {
+    std::ofstream small(path("small.txt"));
+    small << "too little text\n";
+  }
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {" --haystack " + path("corpus.txt") + " --lengths 2048", "over the model's context of 1024 tokens"},
+           {suite + " --tasks single,bogus", "unknown retrieval task 'bogus'"},
+           {" --haystack " + path("small.txt") + " --lengths 500", "fewer than the longest length 500"},
+           {suite + " --depths 0,150", "depth 150 is outside 0..100"}}) {
+    const testing::CliResult bad = memoe("niah --model " + path("m") + args + " --out " + path("bad"));
+    EXPECT_NE(bad.status, 0) << args;
+    EXPECT_NE(bad.err.find(message), std::string::npos) << args << ": " << bad.err;
+    EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  }
+}
+
 }  // namespace
 }  // namespace memoe

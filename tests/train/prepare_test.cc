@@ -9,12 +9,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "io/test_files.h"
+#include "io/retrieval_text.h"
 #include "io/tokenizer.h"
 
 namespace memoe {
@@ -299,6 +301,61 @@ TEST_F(PrepareWithTokenizer, CommandLine) {
   EXPECT_NE(err.find(file("bad.jsonl") + ":1:"), std::string::npos) << err;
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
   EXPECT_FALSE(fs::exists(file("out2")));
+}
+
+}  // namespace
+}  // namespace memoe
+
+namespace memoe {
+namespace {
+
+TEST_F(Prepare, RetrievalMixAddsTrainingSpaceDocumentsAtItsShareOfTheTrainTokens) {
+  // A corpus of longer documents (the retrieval filler is cut from them).
+  std::string txt;
+  for (int i = 0; i < 200; ++i) {
+    for (int w = 0; w < 40; ++w) txt += "word" + std::to_string((i * 7 + w) % 13) + " ";
+    txt += "\n\n";
+  }
+  write_bytes(file("c.txt"), txt);
+  PrepareOptions plain = options({file("c.txt")}, "plain"), mixed = options({file("c.txt")}, "mixed");
+  mixed.retrieval_mix = 0.3;
+  mixed.retrieval_length = 600;  // characters: one token each here
+  const TokenDataMeta a = prepare_data(plain, byte_encoder()), b = prepare_data(mixed, byte_encoder());
+  // The held-out split is the corpus alone.
+  EXPECT_EQ(split_documents(file("plain"), "val"), split_documents(file("mixed"), "val"));
+  const double share =
+      double(b.splits.at("train").tokens - a.splits.at("train").tokens) / double(b.splits.at("train").tokens);
+  EXPECT_NEAR(share, 0.3, 0.02);
+  // Every retrieval document: needles with training-space keys and values,
+  // then the question, then the answer with the asked key's value(s).
+  int retrieval = 0;
+  for (const std::string& doc : split_documents(file("mixed"), "train")) {
+    if (doc.find("special magic number") == std::string::npos) continue;
+    ++retrieval;
+    EXPECT_LE(doc.size(), 600u);
+    const std::string needle = "One of the special magic numbers for ";
+    std::map<std::string, std::vector<std::string>> values;
+    for (size_t at = doc.find(needle); at != std::string::npos; at = doc.find(needle, at + 1)) {
+      const size_t key_end = doc.find(" is: ", at);
+      const std::string key = doc.substr(at + needle.size(), key_end - at - needle.size());
+      const std::string value = doc.substr(key_end + 5, 7);
+      EXPECT_EQ(key_space(key), KeySpace::training) << key;
+      EXPECT_EQ(value_space(value), KeySpace::training) << value;
+      values[key].push_back(value);
+    }
+    const size_t question = doc.find("\nWhat ");
+    ASSERT_NE(question, std::string::npos) << doc;
+    const size_t answer = doc.find("mentioned in the provided text ", question + 10);
+    ASSERT_NE(answer, std::string::npos) << doc;
+    for (const auto& [key, vs] : values) {
+      if (doc.find(key, question) == std::string::npos) continue;  // a distractor, not asked
+      for (const std::string& v : vs) EXPECT_NE(doc.find(v, question), std::string::npos) << doc;
+    }
+  }
+  EXPECT_GT(retrieval, 10);
+  PrepareOptions bad = options({file("c.txt")}, "bad");
+  bad.retrieval_mix = 1.0;
+  EXPECT_THROW(prepare_data(bad, byte_encoder()), Error);
 }
 
 }  // namespace
