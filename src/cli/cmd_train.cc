@@ -104,6 +104,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--config", t.config, "model config.json");
   cmd->add_option("--data", t.data, "data directory from memoe prepare");
   cmd->add_option("--tokenizer", t.tokenizer, "tokenizer directory (its Engram token map goes into the model)");
+  cmd->add_option("--init-from", t.init_from,
+                  "start from this model directory's weights (a new stage: e.g. a longer --seq under a config with "
+                  "YaRN rope_scaling); tensors must keep their names and shapes");
   cmd->add_option("--out", o->out, "run directory to create");
   cmd->add_option("--resume", o->resume, "continue the run in this directory from its newest checkpoint");
   cmd->add_option("--batch", t.batch, "sequences per micro-batch, over all data-parallel ranks together")

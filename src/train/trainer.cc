@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -51,7 +52,7 @@ namespace {
 
 json options_to_json(const TrainOptions& o) {
   return {{"config", o.config},     {"data", o.data},
-          {"tokenizer", o.tokenizer}, {"batch", o.batch},
+          {"tokenizer", o.tokenizer}, {"init_from", o.init_from}, {"batch", o.batch},
           {"seq_len", o.seq_len},   {"grad_accum", o.grad_accum},
           {"steps", o.steps},       {"decay_steps", o.decay_steps},
           {"lr", o.lr},
@@ -71,6 +72,7 @@ TrainOptions options_from_json(const json& j) {
   o.config = j.at("config");
   o.data = j.at("data");
   o.tokenizer = j.value("tokenizer", "");
+  o.init_from = j.value("init_from", "");
   o.batch = j.at("batch");
   o.seq_len = j.at("seq_len");
   o.grad_accum = j.at("grad_accum");
@@ -473,6 +475,43 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
 
 }  // namespace
 
+namespace {
+
+// A checkpoint's weights under a new config: every tensor must keep its name
+// and shape (and the Engram hash its multipliers and primes), so only what
+// shapes do not show may change: RoPE's scaling and context, say.
+Model initial_weights_from(const std::string& dir, const ModelConfig& cfg, const std::vector<int64_t>& token_map) {
+  Model from;
+  try {
+    from = load_model(dir);
+  } catch (const Error& e) {
+    fail("--init-from ", dir, ": ", e.what());
+  }
+  MEMOE_CHECK(token_map.empty() || token_map == from.token_map, "--init-from ", dir,
+              ": its Engram token map is not the one --tokenizer gives");
+  Model fresh = init_model(cfg, 0, from.token_map);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  fresh.params.visit([&](const std::string& name, Tensor& t) { shapes[name] = t.shape(); });
+  size_t matched = 0;
+  from.params.visit([&](const std::string& name, Tensor& t) {
+    auto it = shapes.find(name);
+    MEMOE_CHECK(it != shapes.end(), "--init-from ", dir, ": tensor ", name, " is not in the new config's model");
+    MEMOE_CHECK(it->second == t.shape(), "--init-from ", dir, ": tensor ", name, " has shape ", shape_string(t.shape()),
+                ", the new config's ", shape_string(it->second));
+    ++matched;
+  });
+  MEMOE_CHECK(matched == shapes.size(), "--init-from ", dir, ": the new config has ", shapes.size(),
+              " tensors, the checkpoint ", matched);
+  for (size_t l = 0; l < fresh.engram_hash.size(); ++l)
+    MEMOE_CHECK(fresh.engram_hash[l].multipliers == from.engram_hash[l].multipliers &&
+                    fresh.engram_hash[l].primes == from.engram_hash[l].primes,
+                "--init-from ", dir, ": layer ", l, "'s Engram hash differs under the new config");
+  from.config = cfg;
+  return from;
+}
+
+}  // namespace
+
 TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir, const TrainLimits& limits,
                       Communicator* world_in) {
   std::unique_ptr<Communicator> single;
@@ -497,7 +536,11 @@ TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir
                 " pieces but the config's vocab_size is ", cfg.vocab_size);
     token_map = compressed_token_map(tok, cfg.vocab_size);
   }
-  run.model = init_model(cfg, options.seed, token_map);
+  if (options.init_from.empty()) {
+    run.model = init_model(cfg, options.seed, token_map);
+  } else {
+    run.model = initial_weights_from(options.init_from, cfg, token_map);
+  }
   broadcast_parameters(world, run.model.params);
   run.state.seed = options.seed;
   if (world.is_root()) {

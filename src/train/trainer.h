@@ -16,6 +16,11 @@ struct TrainOptions {
   std::string config;         // model config.json (fresh runs)
   std::string data;           // token data directory (memoe prepare)
   std::string tokenizer;      // optional: its token map goes into the model; copied into checkpoints
+  // Optional: the initial weights come from this model directory instead of
+  // the seed (a new stage of training: e.g. a longer --seq with the config's
+  // rope_scaling set to YaRN). The config may differ from the checkpoint's
+  // only where no tensor changes name or shape; the optimizer starts fresh.
+  std::string init_from;
   int64_t batch = 8;          // sequences per micro-batch, over all data-parallel ranks together
   int64_t dp = 1;             // data-parallel ranks; each takes batch / dp sequences of every micro-batch
   int64_t zero = 0;           // 1: ZeRO-1, the optimizer moments sharded over the data-parallel ranks

@@ -301,6 +301,49 @@ TEST_F(Train, GradientAccumulationEqualsOneLargeBatch) {
   for (const auto& [step, loss] : a) EXPECT_NEAR(std::stod(b.at(step)), std::stod(loss), 1e-4) << "step " << step;
 }
 
+TEST_F(Train, ALongContextStageStartsFromACheckpointUnderYarn) {
+  // Stage 1 at 32 tokens; stage 2 continues from its weights at 128 tokens
+  // with YaRN stretching RoPE 4x (DeepSeek's long-context extension).
+  const std::string stage1 = "train --config " + tiny() + " --data " + path("data") + " --out " + path("short") +
+                             " --steps 30 --batch 4 --seq 32 --warmup 2 --eval-every 0 --eval-windows 2";
+  ASSERT_EQ(run(stage1), 0);
+  nlohmann::json cfg;
+  {
+    std::ifstream in(tiny());
+    cfg = nlohmann::json::parse(in);
+  }
+  cfg["max_position_embeddings"] = 1024;
+  cfg["rope_scaling"] = {{"type", "yarn"}, {"factor", 4}, {"original_max_position_embeddings", 256},
+                         {"beta_fast", 32}, {"beta_slow", 1}, {"mscale", 1.0}, {"mscale_all_dim", 1.0}};
+  {
+    std::ofstream out(path("yarn.json"));
+    out << cfg.dump(2);
+  }
+  auto stage2 = [&](const std::string& config, const std::string& out, const std::string& from) {
+    return "train --config " + config + " --data " + path("data") + " --out " + path(out) +
+           " --steps 3 --batch 2 --seq 128 --warmup 1 --lr 1e-3 --eval-every 0 --eval-windows 2" +
+           (from.empty() ? "" : " --init-from " + from);
+  };
+  std::string err;
+  ASSERT_EQ(run(stage2(path("yarn.json"), "long", path("short/checkpoints/latest")), &err), 0) << err;
+  ASSERT_EQ(run(stage2(path("yarn.json"), "fresh", "")), 0);
+  // The stage starts where the first ended, far below a fresh model.
+  const double trained = std::stod(losses(path("short")).at(30)), continued = std::stod(losses(path("long")).at(1));
+  const double fresh = std::stod(losses(path("fresh")).at(1));
+  EXPECT_LT(continued, trained + 0.5 * (fresh - trained)) << trained << " " << continued << " " << fresh;
+  std::ifstream in(path("long/train.json"));
+  EXPECT_EQ(nlohmann::json::parse(in).at("init_from"), path("short/checkpoints/latest"));
+  // A config whose tensors differ is one line naming the tensor.
+  cfg["hidden_size"] = 48;
+  {
+    std::ofstream out(path("wide.json"));
+    out << cfg.dump(2);
+  }
+  EXPECT_NE(run(stage2(path("wide.json"), "wide", path("short/checkpoints/latest")), &err), 0);
+  EXPECT_NE(err.find("--init-from"), std::string::npos) << err;
+  EXPECT_NE(err.find("has shape"), std::string::npos) << err;
+}
+
 TEST_F(Train, ExtendedRunKeepsItsHorizonAcrossResumes) {
   // 6 steps, extended to 9 and then to 12, equals one run of 12 steps that
   // decays over 6: the extension is written back, so a plain resume sees it,
