@@ -66,8 +66,13 @@ void run(Options& o) {
     return;
   }
   Model model = load_model(o.model, LoadOptions{WeightStorage::mapped});
-  MEMOE_CHECK(longest <= model.config.max_position_embeddings, "niah: length ", longest,
-              " is over the model's context of ", model.config.max_position_embeddings, " tokens");
+  const int64_t context = model.config.max_position_embeddings;
+  MEMOE_CHECK(longest <= context, "niah: length ", longest, " is over the model's context of ", context, " tokens");
+  // An answer cut short by the end of the context would score as wrong.
+  for (const NiahSample& s : samples)
+    MEMOE_CHECK(s.length + s.max_answer_tokens <= context, "niah: length ", s.length, " leaves room for ",
+                context - s.length, " answer tokens in the model's context of ", context, "; a ",
+                retrieval_task_name(s.task), " answer needs ", s.max_answer_tokens);
   apply_precision(model, o.precision);
   std::vector<NiahAnswer> answers;
   double total = 0;

@@ -24,6 +24,7 @@ struct Options {
   CLI::Option* precision_given = nullptr;
   CLI::Option* dp_given = nullptr;
   double collective_timeout = TrainLimits{}.collective_timeout_s;
+  double checkpoint_timeout = TrainLimits{}.checkpoint_timeout_s;
 };
 
 // "90", "90s", "4m", "1.5h": seconds.
@@ -71,6 +72,7 @@ void run(Options& o, Communicator& world) {
   TrainLimits limits;
   if (!o.time_budget.empty()) limits.time_budget_s = parse_duration(o.time_budget);
   limits.collective_timeout_s = o.collective_timeout;
+  limits.checkpoint_timeout_s = o.checkpoint_timeout;
   TrainResult r;
   std::string run_dir;
   if (!o.resume.empty()) {
@@ -147,6 +149,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--collective-timeout", o->collective_timeout,
                   "seconds a rank may wait in one collective before it ends the run (a hung or stopped rank; 0: "
                   "forever)")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint-timeout", o->checkpoint_timeout,
+                  "the same while the ranks write a checkpoint (0: forever)")
       ->capture_default_str();
   cmd->callback([o] {
     // MPI only when mpirun started this process; a rank that fails ends

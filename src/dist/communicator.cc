@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 
 #include "core/error.h"
 
@@ -153,6 +154,8 @@ void Communicator::set_collective_timeout(double seconds) {
   if (watchdog_) watchdog_->timeout.store(seconds);
 }
 
+double Communicator::collective_timeout() const { return watchdog_ ? watchdog_->timeout.load() : 0.0; }
+
 void Communicator::set_activity(const std::string& what) {
   if (!watchdog_) return;
   std::lock_guard<std::mutex> lock(watchdog_->mutex);
@@ -219,7 +222,12 @@ struct Communicator::Pending::State {
 
 Communicator::Pending::Pending(Communicator& comm) : comm_(comm), state_(std::make_unique<State>()) {}
 
-Communicator::Pending::~Pending() { wait(); }
+Communicator::Pending::~Pending() {
+  // While an exception unwinds, the run is about to end (abort_all): waiting
+  // here could wait forever on ranks that never post their part, and would
+  // keep the error from being printed. The owner leaks the buffers then.
+  if (std::uncaught_exceptions() == 0) wait();
+}
 
 void Communicator::Pending::wait() {
   if (state_->request == MPI_REQUEST_NULL) return;

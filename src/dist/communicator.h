@@ -74,10 +74,11 @@ class Communicator {
   // All-gather: every rank's shard (`mine`, this rank's part) into flat.
   void gather_shards(const float* mine, const Cuts& cuts, float* flat);
 
-  // A rank that waits longer than this in one collective ends the run
-  // (every rank exits non-zero), saying what it was waiting in: a hung or
-  // stopped rank must not leave the others waiting forever. <= 0: no limit.
+  // A rank that waits longer than this in one collective exits non-zero,
+  // saying what it was waiting in, and mpirun then ends the others: a hung
+  // or stopped rank must not leave them waiting forever. <= 0: no limit.
   void set_collective_timeout(double seconds);
+  double collective_timeout() const;
   // What the collectives that follow are part of, for that message
   // ("the gradient exchange of step 12").
   void set_activity(const std::string& what);

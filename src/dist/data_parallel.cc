@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 
 #include "core/error.h"
 #include "kernels/elementwise.h"
@@ -150,7 +151,13 @@ GradientSum::GradientSum(Communicator& comm, const Model& model, ModelParams& ou
   tables_.resize(sparse_grads(out_).size());
 }
 
-GradientSum::~GradientSum() = default;
+GradientSum::~GradientSum() {
+  // Unwinding towards abort_all with exchanges in flight: MPI may still write
+  // into their buffers, so they are leaked, not freed (Pending::~Pending).
+  if (std::uncaught_exceptions() > 0)
+    for (auto& b : buckets_)
+      if (b->started) (void)b.release();
+}
 
 std::vector<ParamSlice> GradientSum::owned_slices() const {
   std::vector<ParamSlice> out;
@@ -203,9 +210,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-void GradientSum::start_bucket(ModelParams& micro, size_t index) {
+void GradientSum::start_bucket(const std::vector<Tensor*>& dense, size_t index) {
   Bucket& b = *buckets_[index];
-  const std::vector<Tensor*> dense = dense_tensors(micro);
   for (const Bucket::Member& m : b.members)
     std::memcpy(b.flat.data() + m.offset, dense.at(m.tensor)->data(), size_t(m.numel) * sizeof(float));
   b.pending = comm_.start_scatter_shards(b.flat.data(), b.cuts, b.received.data());
@@ -214,9 +220,13 @@ void GradientSum::start_bucket(ModelParams& micro, size_t index) {
 
 void GradientSum::on_backward_progress(ModelParams& micro, int part) {
   if (comm_.size() == 1 || !options_.overlap) return;
+  std::vector<Tensor*> dense;
   for (size_t i = 0; i < buckets_.size(); ++i) {
     Bucket& b = *buckets_[i];
-    if (!b.started && b.ready_part >= part) start_bucket(micro, i);
+    if (!b.started && b.ready_part >= part) {
+      if (dense.empty()) dense = dense_tensors(micro);
+      start_bucket(dense, i);
+    }
     if (b.started) b.pending->done();  // lets MPI move the bytes along
   }
 }
@@ -247,7 +257,7 @@ void GradientSum::add(ModelParams& micro) {
     return;
   }
   for (size_t i = 0; i < buckets_.size(); ++i)
-    if (!buckets_[i]->started) start_bucket(micro, i);
+    if (!buckets_[i]->started) start_bucket(dense, i);
   const int R = comm_.size();
   for (auto& bp : buckets_) {
     Bucket& b = *bp;

@@ -19,7 +19,8 @@ struct DataParallelOptions {
   // Send each bucket as soon as the backward pass has finished its tensors
   // (on_backward_progress), rather than all after the backward pass.
   bool overlap = true;
-  // Gradient values per bucket (at least; whole tensors only).
+  // Gradient values per bucket: whole tensors until at least this many (the
+  // last bucket, the embedding's end, may hold fewer).
   int64_t bucket_values = int64_t(2) << 20;
 };
 
@@ -84,7 +85,7 @@ class GradientSum {
 
  private:
   struct Bucket;
-  void start_bucket(ModelParams& micro, size_t b);
+  void start_bucket(const std::vector<Tensor*>& micro_dense, size_t b);
 
   Communicator& comm_;
   const Model& model_;

@@ -86,6 +86,11 @@ KeySpace key_space(const std::string& key) { return space_of(key); }
 KeySpace value_space(const std::string& value) { return space_of(value); }
 
 RetrievalItem draw_retrieval_item(Rng& rng, RetrievalTask task, KeySpace space, const RetrievalCounts& counts) {
+  // Each space holds about 800 keys; a few dozen needles is already far
+  // more than a retrieval prompt holds.
+  for (const auto& [what, n] : {std::pair{"distractors", counts.distractors}, std::pair{"values", counts.values},
+                                std::pair{"queries", counts.queries}})
+    MEMOE_CHECK(n >= 0 && n <= 64, "retrieval: ", what, " must be in 0..64, got ", n);
   RetrievalItem item;
   item.task = task;
   std::vector<std::string> keys, values;

@@ -1,6 +1,7 @@
 #include "io/safetensors_set.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -105,6 +106,18 @@ const SafetensorsFile& SafetensorsSet::file_of(const std::string& name) const {
   return files_[it->second];
 }
 
+void SafetensorsSet::read_part(const std::string& stored, int64_t begin, int64_t end, float* out) const {
+  // An F32 tensor's part straight from the mapping; other dtypes are
+  // converted whole (small tensors only, in practice).
+  if (info(stored).dtype == DType::F32) {
+    const std::span<const uint8_t> bytes = raw_bytes(stored);
+    std::memcpy(out, bytes.data() + size_t(begin) * sizeof(float), size_t(end - begin) * sizeof(float));
+    return;
+  }
+  const Tensor whole = file_of(stored).read_f32(stored);
+  std::copy(whole.data() + begin, whole.data() + end, out);
+}
+
 void SafetensorsSet::read_range(const std::string& name, int64_t numel, int64_t begin, int64_t end,
                                 float* out) const {
   MEMOE_CHECK(0 <= begin && begin <= end && end <= numel, "read_range: [", begin, ":", end, "] is outside ", name);
@@ -113,8 +126,7 @@ void SafetensorsSet::read_range(const std::string& name, int64_t numel, int64_t 
     const TensorInfo& info = this->info(name);
     MEMOE_CHECK(info.numel() == numel, path_, ": tensor ", name, " holds ", info.numel(), " values, expected ", numel);
     if (begin == 0 && end == numel) return read_f32_into(name, out, numel);
-    const Tensor whole = file_of(name).read_f32(name);
-    std::copy(whole.data() + begin, whole.data() + end, out);
+    read_part(name, begin, end, out);
     return;
   }
   // The pieces, in order of their ranges, must cover [begin, end) exactly.
@@ -123,7 +135,9 @@ void SafetensorsSet::read_range(const std::string& name, int64_t numel, int64_t 
     std::string stored;
   };
   std::vector<Piece> pieces;
-  for (const auto& [stored, file] : where_) {
+  // Pieces sort right after "NAME[" in the name map.
+  for (auto it = where_.lower_bound(name + "["); it != where_.end() && it->first.rfind(name + "[", 0) == 0; ++it) {
+    const std::string& stored = it->first;
     std::string base;
     int64_t b = 0, e = 0;
     if (!parse_piece(stored, base, b, e) || base != name) continue;
@@ -141,12 +155,10 @@ void SafetensorsSet::read_range(const std::string& name, int64_t numel, int64_t 
     MEMOE_CHECK(p.begin <= covered, path_, ": tensor ", name, " has no values for [", covered, ":", p.begin, "]");
     MEMOE_CHECK(p.begin >= covered || covered == begin, path_, ": pieces of ", name, " overlap at ", p.stored);
     const int64_t from = std::max(p.begin, begin), to = std::min(p.end, end);
-    if (from == p.begin && to == p.end) {
+    if (from == p.begin && to == p.end)
       read_f32_into(p.stored, out + (from - begin), to - from);
-    } else {
-      const Tensor values = file_of(p.stored).read_f32(p.stored);
-      std::copy(values.data() + (from - p.begin), values.data() + (to - p.begin), out + (from - begin));
-    }
+    else
+      read_part(p.stored, from - p.begin, to - p.begin, out + (from - begin));
     covered = to;
   }
   MEMOE_CHECK(covered == end, path_, ": tensor ", name, " has no values for [", covered, ":", end, "]");

@@ -45,10 +45,14 @@ class SafetensorsSet {
 
   // Elements [begin, end) of tensor `name` (numel elements in all) as fp32,
   // from the whole tensor or from pieces that together cover the range; a
-  // gap, an overlap or a piece outside the tensor is an error naming it.
+  // gap or an overlap inside the range, or a piece outside the tensor, is an
+  // error naming it.
   void read_range(const std::string& name, int64_t numel, int64_t begin, int64_t end, float* out) const;
 
  private:
+  // Elements [begin, end) of one stored tensor.
+  void read_part(const std::string& stored, int64_t begin, int64_t end, float* out) const;
+
   std::string path_;
   bool index_ = false;
   std::vector<SafetensorsFile> files_;

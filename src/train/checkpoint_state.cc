@@ -143,10 +143,20 @@ std::string index_and_publish(const fs::path& root, const fs::path& tmp, const s
 
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
-                            Communicator& world, MomentsLayout moments) {
+                            Communicator& world, MomentsLayout moments, double write_timeout_s) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const std::string name = step_name(state.step);
   const int ranks = world.size();
+  // Writing shards (and rank 0's indexing and pruning) may take longer than
+  // the ranks ever drift apart in a step: the watchdog's own limit here.
+  struct TimeoutWhileWriting {
+    Communicator& world;
+    double saved;
+    TimeoutWhileWriting(Communicator& w, double seconds) : world(w), saved(w.collective_timeout()) {
+      world.set_collective_timeout(seconds);
+    }
+    ~TimeoutWhileWriting() { world.set_collective_timeout(saved); }
+  } timeout(world, write_timeout_s);
   // One process: a temporary of its own. A world: one temporary every rank
   // can name, created by rank 0 before anyone writes into it.
   const fs::path tmp = root / ("." + name + (ranks == 1 ? ".tmp." + unique_temp_suffix() : std::string(".partial")));

@@ -32,10 +32,13 @@ enum class MomentsLayout { replicated, sharded };
 // slices, or with replicated moments those of its weights) into one
 // temporary directory, and rank 0 then writes the indexes
 // (model.safetensors.index.json, optimizer.safetensors.index.json), the
-// config and the state and publishes the directory by renaming it.
+// config and the state and publishes the directory by renaming it. While it
+// does, a rank waits at most write_timeout_s in one collective (<= 0: no
+// limit; see Communicator::set_collective_timeout).
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
-                            Communicator& world, MomentsLayout moments = MomentsLayout::replicated);
+                            Communicator& world, MomentsLayout moments = MomentsLayout::replicated,
+                            double write_timeout_s = 120);
 
 // The model of a checkpoint is load_model(dir); these read the rest.
 // The optimizer must have been built for that model; it reads the moments

@@ -461,7 +461,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     if (run.state.step % o.checkpoint_every == 0 || last_step) {
       world.set_activity("the checkpoint of step " + std::to_string(run.state.step));
       result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last, world,
-                                               sharded ? MomentsLayout::sharded : MomentsLayout::replicated);
+                                               sharded ? MomentsLayout::sharded : MomentsLayout::replicated,
+                                               limits.checkpoint_timeout_s);
     }
     if (result.stopped_by_budget) {
       if (root)
@@ -489,7 +490,12 @@ Model initial_weights_from(const std::string& dir, const ModelConfig& cfg, const
   }
   MEMOE_CHECK(token_map.empty() || token_map == from.token_map, "--init-from ", dir,
               ": its Engram token map is not the one --tokenizer gives");
-  Model fresh = init_model(cfg, 0, from.token_map);
+  // The new config's tensors, allocated but never touched (core/tensor.h).
+  Model fresh;
+  fresh.config = cfg;
+  fresh.token_map = from.token_map;
+  fresh.engram_hash = make_engram_hashes(cfg, from.token_map);
+  fresh.params.allocate(cfg, fresh.engram_rows(), false);
   std::map<std::string, std::vector<int64_t>> shapes;
   fresh.params.visit([&](const std::string& name, Tensor& t) { shapes[name] = t.shape(); });
   size_t matched = 0;

@@ -57,6 +57,9 @@ struct TrainLimits {
   // Data parallel: a rank that waits longer than this in one collective
   // ends the run (a hung or stopped rank); <= 0: wait forever.
   double collective_timeout_s = 20;
+  // The same while the ranks write a checkpoint (shards of a large model
+  // take longer than ranks drift apart in a step).
+  double checkpoint_timeout_s = 120;
 };
 
 struct TrainResult {

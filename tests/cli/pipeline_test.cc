@@ -185,7 +185,8 @@ TEST_F(Pipeline, NiahAnswersThroughTheCacheWritesItsReportAndRefusesBadSuites) {
            {" --haystack " + path("corpus.txt") + " --lengths 2048", "over the model's context of 1024 tokens"},
            {suite + " --tasks single,bogus", "unknown retrieval task 'bogus'"},
            {" --haystack " + path("small.txt") + " --lengths 500", "fewer than the longest length 500"},
-           {suite + " --depths 0,150", "depth 150 is outside 0..100"}}) {
+           {suite + " --depths 0,150", "depth 150 is outside 0..100"},
+           {" --haystack " + path("corpus.txt") + " --lengths 1020", "leaves room for 4 answer tokens"}}) {
     const testing::CliResult bad = memoe("niah --model " + path("m") + args + " --out " + path("bad"));
     EXPECT_NE(bad.status, 0) << args;
     EXPECT_NE(bad.err.find(message), std::string::npos) << args << ": " << bad.err;

@@ -371,8 +371,8 @@ TEST_F(DataParallel, ARankThatThrowsMidStepEndsTheRunNamingItself) {
 }
 
 TEST_F(DataParallel, AHungRankEndsTheRunWithinTheCollectiveTimeout) {
-  expect_failed_rank_ends_the_run(1, SIGSTOP, "--collective-timeout 3");
-  expect_failed_rank_ends_the_run(0, SIGSTOP, "--collective-timeout 3 --zero 1");
+  expect_failed_rank_ends_the_run(1, SIGSTOP, "--collective-timeout 3 --checkpoint-timeout 3");
+  expect_failed_rank_ends_the_run(0, SIGSTOP, "--collective-timeout 3 --checkpoint-timeout 3 --zero 1");
 }
 
 }  // namespace

@@ -77,6 +77,22 @@ TEST_F(SafetensorsSetTest, AGapInThePiecesIsNamed) {
   s.read_range("x", 10, 5, 9, out.data());  // the stored part still reads
 }
 
+TEST_F(SafetensorsSetTest, OverlappingPiecesAreNamed) {
+  std::vector<float> x(10, 1.0f);
+  SafetensorsWriter w;
+  w.add_f32(piece_name("x", 0, 6, 10), {6}, x.data());
+  w.add_f32(piece_name("x", 4, 10, 10), {6}, x.data());
+  w.write(file("opt.safetensors"));
+  const SafetensorsSet s = SafetensorsSet::open(dir(), "opt");
+  std::vector<float> out(10);
+  try {
+    s.read_range("x", 10, 0, 10, out.data());
+    FAIL() << "overlapping pieces were read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(SafetensorsSetTest, ABadIndexIsOneLineNamingIt) {
   write_two_shards();
   const std::string index = file(index_file_name("opt"));
