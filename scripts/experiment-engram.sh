@@ -46,17 +46,26 @@ one_run() {  # name config seed
   local name=$1 config=$2 seed=$3 dir="$work/$1"
   if [ -f "$results/$name.json" ]; then echo "== $name: done ($results/$name.json)"; return; fi
   echo "== $name: $config, seed $seed, ${budget} s"
-  rm -rf "$dir"
-  local t0=$SECONDS
-  ./build/memoe train --config "$config" --data "$data" --tokenizer runs/demo/tokenizer --out "$dir/run" \
-    --steps 100000 --batch 8 --seq 512 --lr 3e-3 --warmup 20 --eval-every 0 --eval-windows 32 \
-    --checkpoint-every 100000 --seed "$seed" --precision fp32 --time-budget "${budget}s" 2>&1 | tail -n 3
-  local train_s=$((SECONDS - t0))
+  # A finished training (its marker holds the seconds it took) is kept, so
+  # an interrupted evaluation does not train again.
+  if [ ! -f "$dir/trained" ]; then
+    rm -rf "$dir"
+    local t0=$SECONDS
+    ./build/memoe train --config "$config" --data "$data" --tokenizer runs/demo/tokenizer --out "$dir/run" \
+      --steps 100000 --batch 8 --seq 512 --lr 3e-3 --warmup 20 --eval-every 0 --eval-windows 32 \
+      --checkpoint-every 100000 --seed "$seed" --precision fp32 --time-budget "${budget}s" >"$dir.train.log" 2>&1
+    tail -n 3 "$dir.train.log"
+    echo $((SECONDS - t0)) >"$dir/trained"
+  fi
+  local train_s
+  train_s=$(cat "$dir/trained")
   local model="$dir/run/checkpoints/latest"
   local eval
-  eval=$(./build/memoe eval --model "$model" --data "$data" --seq 512 --precision fp32 | head -n 1)
-  ./build/memoe niah --model "$model" --haystack data/brown.jsonl --lengths 256,512,1024 --depths 0,25,50,75,100 \
-    --samples "$samples" --seed 1 --precision fp32 --out "$dir/niah" 2>/dev/null | tail -n 1
+  eval=$(./build/memoe eval --model "$model" --data "$data" --seq 512 --windows 32 --precision fp32)
+  eval=${eval%%$'\n'*}  # the model's line, not the unigram's
+  ./build/memoe niah --model "$model" --haystack data/brown.jsonl --lengths 256,512,960 --depths 0,25,50,75,100 \
+    --samples "$samples" --seed 1 --precision fp32 --out "$dir/niah" 2>"$dir.niah.log"
+  tail -n 1 "$dir.niah.log"
   local last
   last=$(tail -n 1 "$dir/run/metrics.jsonl")
   local tmp="$results/.$name.json.tmp"
