@@ -64,13 +64,21 @@ struct ShapeKey {
 // one). A routed expert's products see a different row count each step: m
 // of its forward and dx products, k of its dW product. Making a primitive
 // costs about 0.2 ms, a thousand of them a step for the small preset, so a
-// family of shapes that differ only in m and k gets, from its third shape
-// on, one primitive with m and k left to run time (oneDNN's gemm:jit; same
-// speed as brgemm on AVX512-BF16, measured, though without AMX).
+// family of shapes that differ only in m and k shares one primitive with m
+// and k left to run time (oneDNN's gemm:jit; same speed as brgemm on
+// AVX512-BF16, measured, though without AMX).
+//
+// Which of the two a product gets depends on its shape alone: exact when m
+// and k are multiples of kExactMultiple (tokens per batch and hidden sizes,
+// the shapes a model repeats), the family's otherwise. The two round
+// differently (on AMX), so a choice that depended on the shapes seen before
+// (as it once did: exact for a family's first two shapes) made a resumed
+// run, or a rank of a data-parallel one, differ in the last bits from the
+// run it continues or replaces.
 class OnednnCache {
  public:
   static constexpr size_t kMaxPrimitives = 512;  // a bound, should shapes keep coming
-  static constexpr int kExactShapesPerFamily = 2;
+  static constexpr int64_t kExactMultiple = 16;
 
   OnednnCache() : engine_(dnnl::engine::kind::cpu, 0) {
     // oneDNN 2.6 has bf16 matmuls only from AVX-512 on (with or without
@@ -122,26 +130,19 @@ class OnednnCache {
   };
 
   Entry get(const ShapeKey& key, float alpha, float beta) {
-    ShapeKey family = key;
-    family.m = family.k = DNNL_RUNTIME_DIM_VAL;
     ShapeKey make = key;
+    if (key.m % kExactMultiple != 0 || key.k % kExactMultiple != 0) make.m = make.k = DNNL_RUNTIME_DIM_VAL;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = primitives_.find(key);
+      auto it = primitives_.find(make);
       if (it != primitives_.end()) return it->second;
-      it = primitives_.find(family);
-      if (it != primitives_.end()) return it->second;
-      if (++family_shapes_[family] > kExactShapesPerFamily) make = family;
     }
     // Made outside the lock (creation may take a millisecond); two threads
     // racing on a new shape both make it and one copy is kept.
     Entry made{describe(make, alpha, beta), {}};
     made.matmul = dnnl::matmul(made.pd);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (primitives_.size() >= kMaxPrimitives) {
-      primitives_.clear();
-      family_shapes_.clear();
-    }
+    if (primitives_.size() >= kMaxPrimitives) primitives_.clear();
     return primitives_.emplace(make, std::move(made)).first->second;
   }
 
@@ -155,7 +156,6 @@ class OnednnCache {
   bool has_bf16_ = false;
   std::mutex mutex_;
   std::map<ShapeKey, Entry> primitives_;  // by exact shape, or by family (m = k = DNNL_RUNTIME_DIM_VAL)
-  std::map<ShapeKey, int> family_shapes_;  // exact shapes made per family
 };
 
 OnednnCache& onednn() {
