@@ -87,6 +87,7 @@ if main:
 
 # Held-out loss against the share of sparse parameters in Engram tables.
 points = []
+ranges = []  # (share, lowest, highest, seeds) where several seeds ran
 for model, rs in by_model.items():
     p = rs[0]["params"]
     m = re.match(r"(moe|engram)-e([0-9]+)", model)
@@ -100,14 +101,21 @@ for model, rs in by_model.items():
     losses = [val_loss(r) for r in rs if r["seed"] == 0]
     if losses:
         points.append((share, losses[0], model))
+        every_seed = [val_loss(r) for r in rs]
+        if len(every_seed) > 1:
+            ranges.append((share, min(every_seed), max(every_seed), len(every_seed)))
 if len(points) >= 2:
     points.sort()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([100 * s for s, _, _ in points], [l for _, l, _ in points], "o-")
+    ax.plot([100 * s for s, _, _ in points], [l for _, l, _ in points], "o-", label="seed 0")
+    for i, (s, lo, hi, n) in enumerate(ranges):
+        ax.vlines(100 * s, lo, hi, color="gray", linewidth=4, alpha=0.5,
+                  label=f"range over seeds ({n})" if i == 0 else None)
+    ax.legend(fontsize=8)
     for s, l, name in points:
         ax.annotate(name, (100 * s, l), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("share of sparse parameters in Engram tables (%)")
-    ax.set_ylabel("held-out loss (nats/token), seed 0")
+    ax.set_ylabel("held-out loss (nats/token)")
     ax.set_title("Sparsity allocation at fixed total and active parameters")
     fig.tight_layout()
     fig.savefig(os.path.join(here, "figures", "sparsity-sweep.png"), dpi=110)
