@@ -65,7 +65,8 @@ bool TextLineReader::read_raw_line(std::string& raw) {
   return true;
 }
 
-std::string TextLineReader::jsonl_text(const std::string& raw) const {
+std::string TextLineReader::jsonl_text(const std::string& raw, const std::string* label_field,
+                                       std::string* label) const {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(raw);
@@ -75,6 +76,12 @@ std::string TextLineReader::jsonl_text(const std::string& raw) const {
   const auto text = j.is_object() ? j.find("text") : j.end();
   MEMOE_CHECK(j.is_object() && text != j.end() && text->is_string(), path_, ":", line_number_,
               ": expected a JSON object with a string \"text\"");
+  if (label_field) {
+    const auto value = j.find(*label_field);
+    MEMOE_CHECK(value != j.end() && value->is_string() && !value->get<std::string>().empty(), path_, ":",
+                line_number_, ": expected a non-empty string \"", *label_field, "\" (the document's label)");
+    *label = value->get<std::string>();
+  }
   std::string doc = text->get<std::string>();
   // "\u0000" escapes decode to NUL, which is no text a tokenizer should learn.
   MEMOE_CHECK(doc.find('\0') == std::string::npos, path_, ":", line_number_, ": \"text\" contains a NUL character");
@@ -105,6 +112,23 @@ void for_each_document(const std::string& path, const std::function<void(const s
     }
   }
   flush();
+  MEMOE_CHECK(documents > 0, path, ": no documents (only blank lines or empty texts)");
+}
+
+void for_each_labelled_document(const std::string& path, const std::string& label_field,
+                                const std::function<void(const std::string&, const std::string&)>& on_document) {
+  TextLineReader reader(path);
+  MEMOE_CHECK(reader.jsonl_, path, ": labelled documents must be JSONL (one {\"text\": ..., \"", label_field,
+              "\": ...} a line)");
+  int64_t documents = 0;
+  std::string raw, label;
+  while (reader.read_raw_line(raw)) {
+    if (blank(raw)) continue;
+    const std::string doc = reader.jsonl_text(raw, &label_field, &label);
+    if (doc.empty()) continue;
+    ++documents;
+    on_document(label, doc);
+  }
   MEMOE_CHECK(documents > 0, path, ": no documents (only blank lines or empty texts)");
 }
 

@@ -24,6 +24,12 @@ void check_text_input(const std::string& path);
 // A file with no document at all is an error.
 void for_each_document(const std::string& path, const std::function<void(const std::string&)>& on_document);
 
+// The same for a .jsonl whose records also hold a string label (e.g.
+// {"text": ..., "genre": "humor"}): on_document(label, text). A record
+// without the label, or a file that is not JSONL, is an error.
+void for_each_labelled_document(const std::string& path, const std::string& label_field,
+                                const std::function<void(const std::string&, const std::string&)>& on_document);
+
 class TextLineReader {
  public:
   explicit TextLineReader(std::string path);
@@ -36,8 +42,12 @@ class TextLineReader {
 
  private:
   friend void for_each_document(const std::string&, const std::function<void(const std::string&)>&);
+  friend void for_each_labelled_document(const std::string&, const std::string&,
+                                         const std::function<void(const std::string&, const std::string&)>&);
   bool read_raw_line(std::string& raw);  // a checked physical line; false at end of file
-  std::string jsonl_text(const std::string& raw) const;  // a record's "text"
+  // A record's "text" (and, given label_field, that string field in *label).
+  std::string jsonl_text(const std::string& raw, const std::string* label_field = nullptr,
+                         std::string* label = nullptr) const;
   void queue_jsonl_record(const std::string& raw);        // its lines into pending_
 
   std::string path_;

@@ -194,5 +194,96 @@ TEST_F(Pipeline, NiahAnswersThroughTheCacheWritesItsReportAndRefusesBadSuites) {
   }
 }
 
+// Labelled text: the loss per domain (memoe eval --labelled) and the
+// routing analysis across two models (memoe analyze routing).
+TEST_F(Pipeline, PerDomainLossAndRoutingAnalysisOfLabelledText) {
+  {
+    std::ofstream txt(path("corpus.txt"));
+    for (int doc = 0; doc < 20; ++doc) txt << io_testing::generated_corpus(3000, uint32_t(doc + 1)) << "\n\n";
+  }
+  ASSERT_EQ(run("tokenizer train --input " + path("corpus.txt") + " --vocab 400 --out " + path("tok")), 0);
+  ModelConfig cfg = load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json");
+  cfg.vocab_size = 400;
+  {
+    std::ofstream c(path("config.json"));
+    c << config_to_json(cfg);
+  }
+  for (const char* seed : {"1", "2"})
+    ASSERT_EQ(run("init " + path("config.json") + " --tokenizer " + path("tok") + " --seed " + seed + " --out " +
+                  path(std::string("m") + seed)),
+              0);
+  // Three domains of generated text; "zeta" has one short document.
+  {
+    std::ofstream j(path("labelled.jsonl"));
+    for (int doc = 0; doc < 6; ++doc)
+      j << nlohmann::json{{"text", io_testing::generated_corpus(2000, uint32_t(100 + doc))},
+                          {"topic", doc % 2 ? "beta" : "alpha"}}
+                  .dump()
+        << "\n";
+    j << nlohmann::json{{"text", "a short one"}, {"topic", "zeta"}}.dump() << "\n";
+  }
+  const std::string data = " --labelled " + path("labelled.jsonl") + " --labels topic";
+  std::string out;
+  ASSERT_EQ(run("eval --model " + path("m1") + data + " --tokens-per-domain 300 --seq 64", &out), 0);
+  // "domain NAME: N tokens, loss L nats/token, perplexity P", sorted by name.
+  std::istringstream lines(out);
+  for (const char* domain : {"alpha", "beta", "zeta"}) {
+    std::string line;
+    ASSERT_TRUE(std::getline(lines, line)) << out;
+    char name[16];
+    long long tokens = 0;
+    double loss = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "domain %15[^:]: %lld tokens, loss %lf", name, &tokens, &loss), 3) << line;
+    EXPECT_EQ(std::string(name), domain);
+    // Cut at 300 tokens (299 targets in windows of 64), but for the short one.
+    if (std::string(domain) != "zeta") {
+      EXPECT_EQ(tokens, 300 - 5) << line;  // 5 windows, each one fewer targets
+    }
+    EXPECT_NEAR(loss, std::log(400.0), 0.5) << line;  // an untrained model: about uniform
+  }
+
+  ASSERT_EQ(run("analyze routing --model " + path("m1") + " " + path("m2") + " --data " + path("labelled.jsonl") +
+                    " --labels topic --tokens-per-domain 500 --seq 100 --out " + path("routing"),
+                &out),
+            0);
+  for (const char* f : {"routing.json", "specialisation.png", "usage_layer1.png", "usage_layer2.png"})
+    EXPECT_TRUE(fs::exists(path("routing/") + f)) << f;
+  std::ifstream in(path("routing/routing.json"));
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j.at("domains"), (std::vector<std::string>{"alpha", "beta", "zeta"}));
+  EXPECT_EQ(j.at("tokens").at(0), 500);
+  ASSERT_EQ(j.at("models").size(), 2u);
+  for (const auto& model : j.at("models")) {
+    ASSERT_EQ(model.at("layers").size(), 2u);  // MoE layers 1 and 2
+    for (const auto& layer : model.at("layers"))
+      for (const auto& row : layer.at("usage")) {
+        double sum = 0;
+        for (double f : row) sum += f;
+        EXPECT_NEAR(sum, 1.0, 1e-9);
+      }
+  }
+  ASSERT_EQ(j.at("consistency").size(), 1u);
+  EXPECT_EQ(j.at("consistency").at(0).at("layers").at(0).at("match").size(), 8u);
+  EXPECT_NE(out.find("model 1 vs 0, layer 2: matched profile correlation"), std::string::npos) << out;
+
+  // Bad input: one line each, non-zero.
+  {
+    std::ofstream j2(path("unlabelled.jsonl"));
+    j2 << nlohmann::json{{"text", "no label here"}}.dump() << "\n";
+  }
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"eval --model " + path("m1") + " --labelled " + path("unlabelled.jsonl"), "genre"},
+           {"eval --model " + path("m1") + " --labelled " + path("corpus.txt"), "JSONL"},
+           {"eval --model " + path("m1"), "--data DIR or --labelled FILE"},
+           {"analyze routing --model " + path("m1") + " --data " + path("labelled.jsonl") + " --out " + path("r2"),
+            "genre"},
+           {"analyze routing --model " + path("m1") + " --data" + data.substr(11) + " --seq 0 --out " + path("r2"), "--seq"}}) {
+    const testing::CliResult bad = memoe(args);
+    EXPECT_NE(bad.status, 0) << args;
+    EXPECT_NE(bad.err.find(message), std::string::npos) << args << ": " << bad.err;
+    EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << args << ": " << bad.err;
+  }
+}
+
 }  // namespace
 }  // namespace memoe
