@@ -9,7 +9,12 @@
 //
 //   build/memoe_bench [--config configs/small.json] [--batch 16] [--seq 256]
 //                     [--steps 3] [--threads 2] [--rounds 3] [--no-reference]
-//                     [--precision fp32|bf16|both]
+//                     [--precision fp32|bf16|both] [--compare CONFIG2]
+//
+// --compare times a second config's engine in the same rounds (e.g. MoE
+// alone against Engram + MoE at matched parameters: docs/experiments/
+// engram-cost.md), on the same ids, and prints the ratio and both configs'
+// seconds per part.
 //
 // The machine is shared and noisy, so the contenders run in turn in every
 // round, each in its own process (so that each peak RSS is its own), and
@@ -49,6 +54,7 @@ struct Options {
   int batch = 16, seq = 256, steps = 3, threads = 2, rounds = 3;
   bool with_reference = true;
   std::string precision = "both";
+  std::string compare;  // a second config timed beside the first
   std::string child;  // internal: run the engine in this precision and print one JSON line
   std::string ids_path;
 };
@@ -126,12 +132,20 @@ struct Contender {
   json last;                  // the engine's last report
 };
 
+std::string stem(const std::string& path) {
+  const size_t slash = path.find_last_of('/'), dot = path.find_last_of('.');
+  const size_t from = slash == std::string::npos ? 0 : slash + 1;
+  return path.substr(from, dot == std::string::npos || dot < from ? std::string::npos : dot - from);
+}
+
 int run_bench(const Options& o) {
   const ModelConfig cfg = load_config(o.config);
   const ParamCount pc = count_params(cfg, o.seq);
+  int64_t vocab = cfg.vocab_size;  // ids valid for both configs
+  if (!o.compare.empty()) vocab = std::min(vocab, load_config(o.compare).vocab_size);
   std::vector<int64_t> ids(size_t(o.batch) * size_t(o.seq));
   Rng rng(1);
-  for (auto& id : ids) id = int64_t(rng.below(uint64_t(cfg.vocab_size)));
+  for (auto& id : ids) id = int64_t(rng.below(uint64_t(vocab)));
   const std::string ids_path = "/tmp/memoe_bench_ids_" + std::to_string(getpid()) + ".npy";
   write_npy_i64(ids_path, {o.batch, o.seq}, ids.data());
 
@@ -141,10 +155,15 @@ int run_bench(const Options& o) {
   char self[4096] = {0};  // the engine's child is this binary
   MEMOE_CHECK(readlink("/proc/self/exe", self, sizeof self - 1) > 0, "cannot find this benchmark's own binary");
   std::vector<Contender> contenders;
+  const std::string shape2 = " --config " + o.compare + shape.substr(shape.find(" --batch"));
   for (const char* p : {"fp32", "bf16"})
-    if (o.precision == "both" || o.precision == p)
+    if (o.precision == "both" || o.precision == p) {
       contenders.push_back(
           {std::string("engine ") + p, env + self + " --child " + p + " --ids " + ids_path + shape, {}, {}});
+      if (!o.compare.empty())
+        contenders.push_back(
+            {stem(o.compare) + " " + p, env + self + " --child " + p + " --ids " + ids_path + shape2, {}, {}});
+    }
   if (o.with_reference) {
     const std::string ref = env + "/usr/bin/python3 " + std::string(MEMOE_SOURCE_DIR) + "/reference/bench_step.py" +
                             shape + " --ids " + ids_path + " --threads " + std::to_string(o.threads);
@@ -155,6 +174,9 @@ int run_bench(const Options& o) {
   omp_set_num_threads(o.threads);
   std::printf("config %s: %.2f M params, batch %d x %d, %d threads, %d timed steps per round, %d rounds\n",
               o.config.c_str(), double(pc.total) / 1e6, o.batch, o.seq, o.threads, o.steps, o.rounds);
+  if (!o.compare.empty())
+    std::printf("compared with %s: %.2f M params\n", o.compare.c_str(),
+                double(count_params(load_config(o.compare), o.seq).total) / 1e6);
   std::printf("bf16 products: %s; sgemm on OpenBLAS %s\n", bf16_description().c_str(), openblas_core_name().c_str());
   for (int r = 0; r < o.rounds; ++r) {
     std::printf("round %d:", r + 1);
@@ -199,17 +221,19 @@ int run_bench(const Options& o) {
   ratio("engine bf16", "engine fp32");
   ratio("engine fp32", "PyTorch fp32");
   ratio("PyTorch bf16 autocast", "PyTorch fp32");
-  for (const char* p : {"fp32", "bf16"}) {
-    const Contender* c = find(std::string("engine ") + p);
-    if (!c || c->last.is_null()) continue;
+  for (const char* p : {"fp32", "bf16"}) ratio((stem(o.compare) + " " + p).c_str(), (std::string("engine ") + p).c_str());
+  for (const Contender& contender : contenders) {
+    const Contender* c = &contender;
+    if (c->last.is_null()) continue;
+    const std::string p = c->name.substr(c->name.rfind(' ') + 1);
     const json& j = c->last;
-    const double peak = std::string(p) == "bf16" ? bf16_peak : sgemm_peak;
+    const double peak = p == "bf16" ? bf16_peak : sgemm_peak;
     const double product_rate = j["product_flops"].get<double>() / j["product_s"].get<double>() / 1e9;
-    std::printf("engine %s, last round: step %.3f s, products %.3f s (%.0f%% of the step) at %.1f GFLOP/s = %.0f%% of "
+    std::printf("%s, last round: step %.3f s, products %.3f s (%.0f%% of the step) at %.1f GFLOP/s = %.0f%% of "
                 "the %s peak; whole step %.1f GFLOP/s\n",
-                p, j["step_s"].get<double>(), j["product_s"].get<double>(),
+                c->name.c_str(), j["step_s"].get<double>(), j["product_s"].get<double>(),
                 100 * j["product_s"].get<double>() / j["step_s"].get<double>(), product_rate,
-                100 * product_rate / peak, std::string(p) == "bf16" ? "bf16" : "sgemm",
+                100 * product_rate / peak, p == "bf16" ? "bf16" : "sgemm",
                 j["train_flops"].get<double>() / j["step_s"].get<double>() / 1e9);
     std::printf("  seconds per step by part (forward/backward):");
     for (const auto& [name, fb] : j["parts"].items())
@@ -237,6 +261,7 @@ int main(int argc, char** argv) {
     else if (a == "--rounds") o.rounds = std::atoi(next().c_str());
     else if (a == "--no-reference") o.with_reference = false;
     else if (a == "--precision") o.precision = next();
+    else if (a == "--compare") o.compare = next();
     else if (a == "--child") o.child = next();
     else if (a == "--ids") o.ids_path = next();
     else {
