@@ -45,7 +45,7 @@ void write_usage_png(const std::string& path, const std::string& model, const La
                      const std::vector<std::string>& domains) {
   Heatmap map;
   const size_t E = r.usage[0].size();
-  map.title = model + ": layer " + std::to_string(r.layer) + ", expert use by domain (1 = fair share)";
+  map.title = model + ", layer " + std::to_string(r.layer) + ": expert use by domain";
   map.x_label = "routed expert";
   map.y_label = "domain";
   for (size_t e = 0; e < E; ++e) map.column_labels.push_back(std::to_string(e));
@@ -98,7 +98,7 @@ void run_routing(const Options& o) {
     if (mi == 0)
       for (const LayerRouting& r : summaries.back())
         write_usage_png(o.out + "/usage_layer" + std::to_string(r.layer) + ".png",
-                        std::filesystem::path(dir).filename().string(), r, data.domains);
+                        o.models[mi], r, data.domains);
     report["models"].push_back(std::move(m));
   }
   json consistency = json::array();
