@@ -113,6 +113,9 @@ routing() {
       echo "== per-domain loss: $arm-s$seed"
       ./build/memoe eval --model "$work/$arm-s$seed/run/checkpoints/latest" --labelled "$labelled" --seq 512 \
         --precision fp32 | tee "$out/$arm-s$seed.domains.txt"
+      echo "== per-domain loss on the held-out documents: $arm-s$seed"
+      ./build/memoe eval --model "$work/$arm-s$seed/run/checkpoints/latest" --labelled "$labelled" --seq 512 \
+        --held-out-of "$data" --tokens-per-domain 0 --precision fp32 | tee "$out/$arm-s$seed.held-out.txt"
     done
   done
 }

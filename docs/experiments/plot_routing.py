@@ -156,17 +156,24 @@ if summary or steps:
     fig.tight_layout()
     fig.savefig(os.path.join(fig_dir, "routing-consistency.png"), dpi=110)
 
+def domain_lines(suffix):
+    """{arm: {domain: [(loss, tokens, documents), one per seed]}} from memoe eval --labelled's lines."""
+    out = {}
+    for arm in arms:
+        for s in range(3):
+            path = os.path.join(res, f"{arm}-s{s}.{suffix}.txt")
+            if not os.path.exists(path):
+                continue
+            for line in open(path):
+                m = re.match(r"domain (.+): (\d+) tokens, loss ([0-9.]+)(?:.*, (\d+) documents)?", line)
+                if m:
+                    out.setdefault(arm, {}).setdefault(m.group(1), []).append(
+                        (float(m.group(3)), int(m.group(2)), int(m.group(4) or 0)))
+    return out
+
+
 # Per-domain loss: Engram + MoE against MoE alone, per seed.
-losses = {}
-for arm in arms:
-    for s in range(3):
-        path = os.path.join(res, f"{arm}-s{s}.domains.txt")
-        if not os.path.exists(path):
-            continue
-        for line in open(path):
-            m = re.match(r"domain (.+): (\d+) tokens, loss ([0-9.]+)", line)
-            if m:
-                losses.setdefault(arm, {}).setdefault(m.group(1), []).append(float(m.group(3)))
+losses = {arm: {d: [x[0] for x in v] for d, v in by_domain.items()} for arm, by_domain in domain_lines("domains").items()}
 if len(losses) == 2:
     domains = sorted(losses[arms[0]])
     print("\n| genre | MoE alone | Engram + MoE | difference |")
@@ -186,3 +193,20 @@ if len(losses) == 2:
     ax.set_title("Per-genre loss, Brown corpus (16,384 tokens a genre)", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(fig_dir, "routing-domain-loss.png"), dpi=110)
+
+# The same on the documents memoe prepare held out from training (--held-out-of).
+held = domain_lines("held-out")
+if len(held) == 2:
+    print("\n| genre (held out) | documents | tokens | MoE alone | Engram + MoE | difference | seeds where Engram is lower |")
+    print("|---|---|---|---|---|---|---|")
+    total = {arm: [0.0, 0] for arm in arms}
+    for d in sorted(held[arms[0]]):
+        a, b = held[arms[0]][d], held[arms[1]][d]
+        la, lb = np.mean([x[0] for x in a]), np.mean([x[0] for x in b])
+        wins = sum(y[0] < x[0] for x, y in zip(a, b))
+        print(f"| {d} | {a[0][2]} | {a[0][1]:,} | {la:.3f} | {lb:.3f} | {lb - la:+.3f} | {wins} of {len(a)} |")
+        for arm, v in ((arms[0], la), (arms[1], lb)):
+            total[arm][0] += v * a[0][1]
+            total[arm][1] += a[0][1]
+    ta, tb = (total[arm][0] / total[arm][1] for arm in arms)
+    print(f"| all held-out documents | | {total[arms[0]][1]:,} | {ta:.3f} | {tb:.3f} | {tb - ta:+.3f} | |")

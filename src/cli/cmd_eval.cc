@@ -18,7 +18,7 @@ namespace memoe::cli {
 
 namespace {
 struct Options {
-  std::string model, data, split = "val", precision, label_field = "genre";
+  std::string model, data, split = "val", precision, label_field = "genre", held_out_of;
   std::vector<std::string> labelled;
   int64_t seq_len = 256, batch = 8, windows = 0, tokens_per_domain = 16384;
 };
@@ -40,18 +40,21 @@ void per_domain_loss(const Model& model, const LabelledIds& data, const Options&
       targets += n - 1;
     }
     const double loss = targets > 0 ? loss_sum / double(targets) : 0.0;
-    std::printf("domain %s: %lld tokens, loss %.4f nats/token, perplexity %.2f\n", data.domains[d].c_str(),
-                (long long)targets, loss, std::exp(loss));
+    std::printf("domain %s: %lld tokens, loss %.4f nats/token, perplexity %.2f, %lld documents\n",
+                data.domains[d].c_str(), (long long)targets, loss, std::exp(loss), (long long)data.documents[d]);
   }
 }
 
 void run(const Options& o) {
+  MEMOE_CHECK(o.held_out_of.empty() || !o.labelled.empty(), "eval: --held-out-of filters --labelled FILE...");
   MEMOE_CHECK(!o.data.empty() || !o.labelled.empty(), "eval: --data DIR or --labelled FILE... is required");
   // Read (and checked) before the model loads and announces its precision.
+  const std::set<std::vector<int32_t>> held_out =
+      o.held_out_of.empty() ? std::set<std::vector<int32_t>>{} : split_documents(o.held_out_of, "val");
   const LabelledIds labelled =
-      o.labelled.empty()
-          ? LabelledIds{}
-          : labelled_ids(Tokenizer::load(resolve_model_dir(o.model)), o.labelled, o.label_field, o.tokens_per_domain);
+      o.labelled.empty() ? LabelledIds{}
+                         : labelled_ids(Tokenizer::load(resolve_model_dir(o.model)), o.labelled, o.label_field,
+                                        o.tokens_per_domain, o.held_out_of.empty() ? nullptr : &held_out);
   Model model = load_model(o.model);
   apply_precision(model, o.precision);
   if (!o.labelled.empty()) per_domain_loss(model, labelled, o);
@@ -77,6 +80,9 @@ void add_eval_command(CLI::App& app) {
                   "labelled JSONL files ({\"text\": ..., LABEL: ...} a line): the loss per domain")
       ->expected(1, -1);
   cmd->add_option("--labels", o->label_field, "the labelled records' label field")->capture_default_str();
+  cmd->add_option("--held-out-of", o->held_out_of,
+                  "a data directory from memoe prepare: only the labelled documents in its val split (the "
+                  "ones a model trained on it never saw)");
   cmd->add_option("--tokens-per-domain", o->tokens_per_domain, "tokens read per domain (0: all)")
       ->capture_default_str();
   cmd->add_option("--split", o->split, "val or train")->capture_default_str();

@@ -242,6 +242,24 @@ TEST_F(Pipeline, PerDomainLossAndRoutingAnalysisOfLabelledText) {
     EXPECT_NEAR(loss, std::log(400.0), 0.5) << line;  // an untrained model: about uniform
   }
 
+  // Only the documents memoe prepare held out: as many as its val split has.
+  ASSERT_EQ(run("prepare --input " + path("labelled.jsonl") + " --tokenizer " + path("tok") + " --out " +
+                    path("data") + " --val-fraction 0.5 --seed 3"),
+            0);
+  std::ifstream meta_in(path("data/meta.json"));
+  const int64_t val_documents = nlohmann::json::parse(meta_in).at("splits").at("val").at("documents");
+  ASSERT_GT(val_documents, 0);
+  ASSERT_LT(val_documents, 7);
+  ASSERT_EQ(run("eval --model " + path("m1") + data + " --held-out-of " + path("data"), &out), 0);
+  int64_t kept = 0;
+  for (size_t at = out.find("tokens, loss"); at != std::string::npos; at = out.find("tokens, loss", at + 1)) {
+    long long documents = 0;
+    ASSERT_EQ(std::sscanf(out.c_str() + out.find(", perplexity", at), ", perplexity %*f, %lld documents", &documents), 1)
+        << out;
+    kept += documents;
+  }
+  EXPECT_EQ(kept, val_documents) << out;
+
   ASSERT_EQ(run("analyze routing --model " + path("m1") + " " + path("m2") + " --data " + path("labelled.jsonl") +
                     " --labels topic --tokens-per-domain 500 --seq 100 --out " + path("routing"),
                 &out),
@@ -275,6 +293,10 @@ TEST_F(Pipeline, PerDomainLossAndRoutingAnalysisOfLabelledText) {
            {"eval --model " + path("m1") + " --labelled " + path("unlabelled.jsonl"), "genre"},
            {"eval --model " + path("m1") + " --labelled " + path("corpus.txt"), "JSONL"},
            {"eval --model " + path("m1"), "--data DIR or --labelled FILE"},
+           {"eval --model " + path("m1") + " --held-out-of " + path("data"), "--held-out-of filters --labelled"},
+           {"eval --model " + path("m1") + " --labelled " + path("unlabelled.jsonl") + " --labels text --held-out-of " +
+                path("data"),
+            "none of the labelled documents is in the held-out split"},
            {"analyze routing --model " + path("m1") + " --data " + path("labelled.jsonl") + " --out " + path("r2"),
             "genre"},
            {"analyze routing --model " + path("m1") + " --data" + data.substr(11) + " --seq 0 --out " + path("r2"), "--seq"}}) {
