@@ -187,5 +187,39 @@ TEST_F(Cli, BadIdsAndUnwritableOutput) {
   EXPECT_FALSE(fs::exists(path("x.npy")));
 }
 
+// memoe plan: DeepSeek-V3's published cost gives an MFU, the 1T preset a
+// ranked list of layouts, a machine too small a clear "nothing fits", and
+// bad input one line.
+TEST_F(Cli, PlanCalibratesOnDeepSeekV3AndPlansTheOneTrillionPreset) {
+  const std::string dir = std::string(MEMOE_SOURCE_DIR) + "/configs/";
+  testing::CliResult r = memoe("plan " + dir + "deepseek-v3.json --devices 2048 --device h800 --layout dp128,pp16,ep64 "
+                               "--calibrate 180000");
+  ASSERT_EQ(r.status, 0) << r.err;
+  double mfu = 0;
+  const size_t at = r.out.find("implies MFU ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  ASSERT_EQ(std::sscanf(r.out.c_str() + at, "implies MFU %lf", &mfu), 1);
+  EXPECT_GT(mfu, 0.1);
+  EXPECT_LT(mfu, 1.0);
+  r = memoe("plan " + dir + "v4-1t.json --devices 2048 --device 910b --top 2");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("layouts fit; the fastest:"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("DOES NOT FIT"), std::string::npos) << r.out;
+  r = memoe("plan " + dir + "v4-1t.json --devices 8 --global-batch 64");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("nothing fits: the leanest layout"), std::string::npos) << r.out;
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"v4-1t.json --devices 16 --device tpu", "unknown device preset 'tpu'"},
+           {"v4-1t.json --devices 16 --calibrate 100", "--calibrate needs the run's --layout"},
+           {"v4-1t.json --devices 16 --layout dp4", "needs dpN, ppN and epN"},
+           {"v4-1t.json --devices 16 --layout dp4,pp2,ep1", "is not the 16 devices"},
+           {"v4-1t.json --devices 16 --mfu 1.5", "--mfu must be in (0, 1]"}}) {
+    const testing::CliResult bad = memoe("plan " + dir + args);
+    EXPECT_NE(bad.status, 0) << args;
+    EXPECT_NE(bad.err.find(message), std::string::npos) << args << ": " << bad.err;
+    EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << args << ": " << bad.err;
+  }
+}
+
 }  // namespace
 }  // namespace memoe
