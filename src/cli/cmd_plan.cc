@@ -3,6 +3,7 @@
 // (dist/plan.h), the best few printed; --calibrate H gives the MFU at which
 // --layout takes H device-hours for --tokens.
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 #include "cli/commands.h"
@@ -22,26 +23,33 @@ struct Options {
   int top = 5;
 };
 
+// "dp128,pp16,ep64[,recompute][,engram=host|sharded]": every item known,
+// dp, pp and ep each given once.
 Layout parse_layout(const std::string& text) {
   Layout y;
-  std::string rest = text;
-  auto take = [&](const char* key) {
-    const size_t at = rest.find(key);
-    if (at == std::string::npos) return int64_t(0);
-    return int64_t(std::stoll(rest.substr(at + std::string(key).size())));
-  };
-  try {
-    y.dp = take("dp");
-    y.pp = take("pp");
-    y.ep = take("ep");
-  } catch (const std::exception&) {
-    fail("plan: --layout '", text, "' is not of the form dp128,pp16,ep64[,recompute][,engram=host]");
+  y.dp = y.pp = y.ep = 0;
+  const std::string form = "dp128,pp16,ep64[,recompute][,engram=device|host|sharded]";
+  std::stringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    int64_t* size = item.rfind("dp", 0) == 0 ? &y.dp : item.rfind("pp", 0) == 0 ? &y.pp
+                  : item.rfind("ep", 0) == 0 ? &y.ep : nullptr;
+    if (size) {
+      const std::string digits = item.substr(2);
+      MEMOE_CHECK(*size == 0 && !digits.empty() && digits.size() < 10 &&
+                      digits.find_first_not_of("0123456789") == std::string::npos,
+                  "plan: --layout '", text, "' is not of the form ", form);
+      *size = std::stoll(digits);
+    } else if (item == "recompute") {
+      y.recompute = true;
+    } else if (item == "engram=device" || item == "engram=host" || item == "engram=sharded") {
+      y.engram = item == "engram=device" ? EngramPlacement::device
+                 : item == "engram=host" ? EngramPlacement::host : EngramPlacement::sharded;
+    } else {
+      fail("plan: --layout '", text, "': unknown item '", item, "' (expected ", form, ")");
+    }
   }
   MEMOE_CHECK(y.dp > 0 && y.pp > 0 && y.ep > 0, "plan: --layout '", text,
               "' needs dpN, ppN and epN (e.g. dp128,pp16,ep64)");
-  y.recompute = text.find("recompute") != std::string::npos;
-  if (text.find("engram=host") != std::string::npos) y.engram = EngramPlacement::host;
-  if (text.find("engram=sharded") != std::string::npos) y.engram = EngramPlacement::sharded;
   return y;
 }
 

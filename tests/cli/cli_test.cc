@@ -213,6 +213,7 @@ TEST_F(Cli, PlanCalibratesOnDeepSeekV3AndPlansTheOneTrillionPreset) {
            {"v4-1t.json --devices 16 --calibrate 100", "--calibrate needs the run's --layout"},
            {"v4-1t.json --devices 16 --layout dp4", "needs dpN, ppN and epN"},
            {"v4-1t.json --devices 16 --layout dp4,pp2,ep1", "is not the 16 devices"},
+           {"v4-1t.json --devices 16 --layout dp8,pp2,ep1,engram=shardd", "unknown item 'engram=shardd'"},
            {"v4-1t.json --devices 16 --mfu 1.5", "--mfu must be in (0, 1]"}}) {
     const testing::CliResult bad = memoe("plan " + dir + args);
     EXPECT_NE(bad.status, 0) << args;

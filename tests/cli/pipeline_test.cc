@@ -28,6 +28,21 @@ class Pipeline : public testing::CliTest {
     if (out) *out = r.out;
     return r.status;
   }
+  // A 400-piece tokenizer trained on 20 generated documents (path("tok")),
+  // and the tiny preset with that vocabulary written to path("config.json").
+  ModelConfig tokenizer_and_tiny_config(int64_t context = 0) {
+    {
+      std::ofstream txt(path("corpus.txt"));
+      for (int doc = 0; doc < 20; ++doc) txt << io_testing::generated_corpus(3000, uint32_t(doc + 1)) << "\n\n";
+    }
+    EXPECT_EQ(run("tokenizer train --input " + path("corpus.txt") + " --vocab 400 --out " + path("tok")), 0);
+    ModelConfig cfg = load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json");
+    cfg.vocab_size = 400;
+    if (context > 0) cfg.max_position_embeddings = context;
+    std::ofstream c(path("config.json"));
+    c << config_to_json(cfg);
+    return cfg;
+  }
 };
 
 TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
@@ -145,18 +160,7 @@ TEST_F(Pipeline, TokenizerPrepareTrainEvalGenerate) {
 }
 
 TEST_F(Pipeline, NiahAnswersThroughTheCacheWritesItsReportAndRefusesBadSuites) {
-  {
-    std::ofstream txt(path("corpus.txt"));
-    for (int doc = 0; doc < 20; ++doc) txt << io_testing::generated_corpus(3000, uint32_t(doc + 1)) << "\n\n";
-  }
-  ASSERT_EQ(run("tokenizer train --input " + path("corpus.txt") + " --vocab 400 --out " + path("tok")), 0);
-  ModelConfig cfg = load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json");
-  cfg.vocab_size = 400;
-  cfg.max_position_embeddings = 1024;
-  {
-    std::ofstream c(path("config.json"));
-    c << config_to_json(cfg);
-  }
+  tokenizer_and_tiny_config(1024);
   ASSERT_EQ(run("init " + path("config.json") + " --tokenizer " + path("tok") + " --out " + path("m")), 0);
   const std::string suite = " --haystack " + path("corpus.txt") + " --lengths 500,700 --depths 0,100 --samples 1";
   const testing::CliResult r = memoe("niah --model " + path("m") + suite + " --out " + path("niah"));
@@ -197,17 +201,7 @@ TEST_F(Pipeline, NiahAnswersThroughTheCacheWritesItsReportAndRefusesBadSuites) {
 // Labelled text: the loss per domain (memoe eval --labelled) and the
 // routing analysis across two models (memoe analyze routing).
 TEST_F(Pipeline, PerDomainLossAndRoutingAnalysisOfLabelledText) {
-  {
-    std::ofstream txt(path("corpus.txt"));
-    for (int doc = 0; doc < 20; ++doc) txt << io_testing::generated_corpus(3000, uint32_t(doc + 1)) << "\n\n";
-  }
-  ASSERT_EQ(run("tokenizer train --input " + path("corpus.txt") + " --vocab 400 --out " + path("tok")), 0);
-  ModelConfig cfg = load_config(std::string(MEMOE_SOURCE_DIR) + "/configs/tiny.json");
-  cfg.vocab_size = 400;
-  {
-    std::ofstream c(path("config.json"));
-    c << config_to_json(cfg);
-  }
+  tokenizer_and_tiny_config();
   for (const char* seed : {"1", "2"})
     ASSERT_EQ(run("init " + path("config.json") + " --tokenizer " + path("tok") + " --seed " + seed + " --out " +
                   path(std::string("m") + seed)),
