@@ -3,6 +3,7 @@
 // (dist/plan.h), the best few printed; --calibrate H gives the MFU at which
 // --layout takes H device-hours for --tokens.
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
@@ -21,6 +22,7 @@ struct Options {
   double memory_gb = 0, tflops = 0, link = 0, inter_node = 0, calibrate = 0;
   PlanSettings settings;
   int top = 5;
+  bool json = false;
 };
 
 // "dp128,pp16,ep64[,recompute][,engram=host|sharded]": every item known,
@@ -59,7 +61,25 @@ std::string gb(double bytes) {
   return b;
 }
 
-void print_row(const PlanResult& r, double tokens) {
+// One JSON object a line, every figure in bytes and seconds (for scripts:
+// bench/expert_parallel.sh compares its measured all-to-all volume).
+void print_json_row(const PlanResult& r) {
+  const Layout& y = r.layout;
+  const nlohmann::json j = {
+      {"dp", y.dp}, {"pp", y.pp}, {"ep", y.ep}, {"recompute", y.recompute},
+      {"engram", engram_placement_name(y.engram)}, {"fits", r.fits},
+      {"memory_bytes", {{"weights", r.memory.weights}, {"gradients", r.memory.gradients},
+                        {"optimizer", r.memory.optimizer}, {"activations", r.memory.activations},
+                        {"engram", r.memory.engram}, {"buffers", r.memory.buffers}, {"total", r.memory.total()}}},
+      {"sent_bytes_per_step", {{"data_parallel", r.comm.data_parallel}, {"expert_parallel", r.comm.expert_parallel},
+                               {"pipeline", r.comm.pipeline}, {"engram", r.comm.engram}}},
+      {"micro_batches", r.micro_batches}, {"bubble", r.bubble}, {"compute_s", r.compute_s}, {"comm_s", r.comm_s},
+      {"step_s", r.step_s}, {"tokens_per_s", r.tokens_per_s}, {"device_hours", r.device_hours}};
+  std::printf("%s\n", j.dump().c_str());
+}
+
+void print_row(const PlanResult& r, double tokens, bool json) {
+  if (json) return print_json_row(r);
   const Layout& y = r.layout;
   std::printf("dp %4lld pp %2lld ep %3lld %-9s engram %-7s | %6s GB (weights %s, grads %s, optimizer %s, "
               "activations %s, engram %s, buffers %s)%s | bubble %.3f (m %lld) | sent/step GB: dp %s ep %s pp %s "
@@ -95,11 +115,11 @@ void run(Options o) {
     s.mfu = mfu;
     std::printf("%.6g device-hours per %.3g tokens on %s implies MFU %.4f\n", o.calibrate, s.tokens,
                 o.layout.c_str(), mfu);
-    print_row(plan_layout(cfg, s, y), s.tokens);
+    print_row(plan_layout(cfg, s, y), s.tokens, o.json);
     return;
   }
   if (!o.layout.empty()) {
-    print_row(plan_layout(cfg, s, parse_layout(o.layout)), s.tokens);
+    print_row(plan_layout(cfg, s, parse_layout(o.layout)), s.tokens, o.json);
     return;
   }
   const std::vector<PlanResult> all = plan_all(cfg, s);
@@ -112,7 +132,7 @@ void run(Options o) {
                 (long long)r.layout.dp, (long long)r.layout.pp, (long long)r.layout.ep,
                 r.layout.recompute ? ", recompute" : "", engram_placement_name(r.layout.engram),
                 gb(r.memory.total()).c_str(), s.device.memory_gb, 100 * s.memory_reserve);
-    print_row(r, s.tokens);
+    print_row(r, s.tokens, o.json);
     return;
   }
   int shown = 0, fitting = 0;
@@ -120,7 +140,7 @@ void run(Options o) {
   std::printf("%d of %zu layouts fit; the fastest:\n", fitting, all.size());
   for (const PlanResult& r : all) {
     if (!r.fits || shown++ >= o.top) break;
-    print_row(r, s.tokens);
+    print_row(r, s.tokens, o.json);
   }
 }
 
@@ -144,6 +164,7 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--micro-batch", o->settings.micro_batch, "sequences a micro-batch")->capture_default_str();
   cmd->add_option("--top", o->top, "layouts shown")->capture_default_str();
   cmd->add_option("--layout", o->layout, "one layout, e.g. dp128,pp16,ep64[,recompute][,engram=host|sharded]");
+  cmd->add_flag("--json", o->json, "each layout as one JSON line (bytes and seconds)");
   cmd->add_option("--calibrate", o->calibrate,
                   "published device-hours for --tokens on --layout: print the MFU they imply");
   cmd->callback([o] { run(*o); });

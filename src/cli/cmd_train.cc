@@ -23,6 +23,7 @@ struct Options {
   CLI::Option* steps = nullptr;
   CLI::Option* precision_given = nullptr;
   CLI::Option* dp_given = nullptr;
+  CLI::Option* ep_given = nullptr;
   double collective_timeout = TrainLimits{}.collective_timeout_s;
   double checkpoint_timeout = TrainLimits{}.checkpoint_timeout_s;
 };
@@ -81,7 +82,8 @@ void run(Options& o, Communicator& world) {
     run_dir = o.resume;
     MEMOE_CHECK(o.dp_given->count() == 0 || o.train.dp == world.size(), "--dp ", o.train.dp,
                 " does not fit the world of ", world.size(), world.size() == 1 ? " process" : " ranks");
-    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits, &world);
+    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits, &world,
+                     o.ep_given->count() > 0 ? o.train.ep : 0);
   } else {
     MEMOE_CHECK(!o.train.config.empty() && !o.train.data.empty() && !o.out.empty(),
                 "train needs --config, --data and --out (or --resume RUN)");
@@ -137,6 +139,11 @@ void add_train_command(CLI::App& app) {
   o->dp_given = cmd->add_option("--dp", t.dp,
                                 "data-parallel ranks: must be the number mpirun started (mpirun -n R memoe train "
                                 "... --dp R); each takes batch / R sequences of every micro-batch")
+                    ->capture_default_str();
+  o->ep_given = cmd->add_option("--ep", t.ep,
+                                "expert-parallel ranks: the routed experts of every MoE layer split over groups of E "
+                                "consecutive ranks (E divides --dp); with --resume: the new layout (default: the "
+                                "run's)")
                     ->capture_default_str();
   cmd->add_option("--zero", t.zero,
                   "1: ZeRO-1, each data-parallel rank keeps the AdamW moments of its shard only (1/R of them) and "

@@ -68,23 +68,23 @@ double now_seconds() {
 }
 
 template <class T>
-void sum_in_place(T* x, int64_t n) {
+void sum_in_place(MPI_Comm comm, T* x, int64_t n) {
   for (int64_t at = 0; at < n; at += kPiece)
-    MPI_Allreduce(MPI_IN_PLACE, x + at, int(std::min(kPiece, n - at)), type_of<T>(), MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, x + at, int(std::min(kPiece, n - at)), type_of<T>(), MPI_SUM, comm);
 }
 
 template <class T>
-void broadcast_from_root(T* x, int64_t n) {
+void broadcast_from(MPI_Comm comm, int root, T* x, int64_t n) {
   for (int64_t at = 0; at < n; at += kPiece)
-    MPI_Bcast(x + at, int(std::min(kPiece, n - at)), type_of<T>(), 0, MPI_COMM_WORLD);
+    MPI_Bcast(x + at, int(std::min(kPiece, n - at)), type_of<T>(), root, comm);
 }
 
 template <class T>
-std::vector<T> gather_all(const std::vector<T>& mine, int size) {
+std::vector<T> gather_all(MPI_Comm comm, const std::vector<T>& mine, int size) {
   MEMOE_CHECK(mine.size() < size_t(INT_MAX), "all_gather: ", mine.size(), " values are more than one call carries");
   const int count = int(mine.size());
   std::vector<int> counts(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
-  MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD);
+  MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, comm);
   int64_t total = 0;
   for (int r = 0; r < size; ++r) {
     MEMOE_CHECK(total + counts[size_t(r)] < INT_MAX, "all_gather: more values than one call carries");
@@ -92,8 +92,7 @@ std::vector<T> gather_all(const std::vector<T>& mine, int size) {
     total += counts[size_t(r)];
   }
   std::vector<T> all(static_cast<size_t>(total));
-  MPI_Allgatherv(mine.data(), count, type_of<T>(), all.data(), counts.data(), offsets.data(), type_of<T>(),
-                 MPI_COMM_WORLD);
+  MPI_Allgatherv(mine.data(), count, type_of<T>(), all.data(), counts.data(), offsets.data(), type_of<T>(), comm);
   return all;
 }
 
@@ -144,10 +143,34 @@ class Communicator::InCollective {
   Watchdog* w_;
 };
 
-Communicator::Communicator(bool mpi, int rank, int size) : mpi_(mpi), rank_(rank), size_(size) {
+// The MPI communicator behind a Communicator: MPI_COMM_WORLD, or one split
+// from it (freed with its Communicator).
+struct Communicator::Handle {
+  MPI_Comm comm = MPI_COMM_WORLD;
+  bool owned = false;
+};
+
+Communicator::Communicator(bool mpi, int rank, int size)
+    : mpi_(mpi), rank_(rank), size_(size), world_rank_(rank), handle_(std::make_unique<Handle>()) {
   if (!mpi_ || size_ == 1) return;
-  watchdog_ = std::make_unique<Watchdog>();
+  watchdog_ = std::make_shared<Watchdog>();
   watchdog_->thread = std::thread([w = watchdog_.get(), rank, size] { w->run(rank, size); });
+}
+
+std::unique_ptr<Communicator> Communicator::split(int color, int key) {
+  std::unique_ptr<Communicator> sub(new Communicator(false, 0, 1));
+  sub->world_rank_ = world_rank_;
+  if (!mpi_ || size_ == 1) return sub;
+  InCollective watch(*this);
+  MPI_Comm comm;
+  MPI_Comm_split(handle_->comm, color, key, &comm);
+  sub->mpi_ = true;
+  sub->handle_->comm = comm;
+  sub->handle_->owned = true;
+  MPI_Comm_rank(comm, &sub->rank_);
+  MPI_Comm_size(comm, &sub->size_);
+  sub->watchdog_ = watchdog_;  // the world's thread watches every group's collectives
+  return sub;
 }
 
 void Communicator::set_collective_timeout(double seconds) {
@@ -179,6 +202,12 @@ std::unique_ptr<Communicator> Communicator::single() {
 }
 
 Communicator::~Communicator() {
+  if (handle_->owned) {
+    // A group of the world: freeing it is a collective, so not while an
+    // error unwinds towards abort_all (the process ends then anyway).
+    if (std::uncaught_exceptions() == 0) MPI_Comm_free(&handle_->comm);
+    return;
+  }
   if (watchdog_) {
     watchdog_->stop.store(true);
     watchdog_->thread.join();
@@ -188,31 +217,31 @@ Communicator::~Communicator() {
 
 void Communicator::sum(double* x, int64_t n) {
   InCollective watch(*this);
-  if (mpi_ && size_ > 1) sum_in_place(x, n);
+  if (mpi_ && size_ > 1) sum_in_place(handle_->comm, x, n);
 }
 void Communicator::sum(int64_t* x, int64_t n) {
   InCollective watch(*this);
-  if (mpi_ && size_ > 1) sum_in_place(x, n);
+  if (mpi_ && size_ > 1) sum_in_place(handle_->comm, x, n);
 }
-void Communicator::broadcast(float* x, int64_t n) {
+void Communicator::broadcast(float* x, int64_t n, int root) {
   InCollective watch(*this);
-  if (mpi_ && size_ > 1) broadcast_from_root(x, n);
+  if (mpi_ && size_ > 1) broadcast_from(handle_->comm, root, x, n);
 }
-void Communicator::broadcast(int64_t* x, int64_t n) {
+void Communicator::broadcast(int64_t* x, int64_t n, int root) {
   InCollective watch(*this);
-  if (mpi_ && size_ > 1) broadcast_from_root(x, n);
+  if (mpi_ && size_ > 1) broadcast_from(handle_->comm, root, x, n);
 }
 std::vector<int64_t> Communicator::all_gather(const std::vector<int64_t>& mine) {
   InCollective watch(*this);
-  return mpi_ && size_ > 1 ? gather_all(mine, size_) : mine;
+  return mpi_ && size_ > 1 ? gather_all(handle_->comm, mine, size_) : mine;
 }
 std::vector<float> Communicator::all_gather(const std::vector<float>& mine) {
   InCollective watch(*this);
-  return mpi_ && size_ > 1 ? gather_all(mine, size_) : mine;
+  return mpi_ && size_ > 1 ? gather_all(handle_->comm, mine, size_) : mine;
 }
 std::vector<double> Communicator::all_gather(const std::vector<double>& mine) {
   InCollective watch(*this);
-  return mpi_ && size_ > 1 ? gather_all(mine, size_) : mine;
+  return mpi_ && size_ > 1 ? gather_all(handle_->comm, mine, size_) : mine;
 }
 
 struct Communicator::Pending::State {
@@ -259,7 +288,7 @@ std::unique_ptr<Communicator::Pending> Communicator::start_scatter_shards(const 
   st.recv_counts.assign(size_t(size_), mine);
   for (int r = 0; r < size_; ++r) st.recv_offsets.push_back(mine * r);
   MPI_Ialltoallv(flat, st.send_counts.data(), st.send_offsets.data(), MPI_FLOAT, received, st.recv_counts.data(),
-                 st.recv_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD, &st.request);
+                 st.recv_offsets.data(), MPI_FLOAT, handle_->comm, &st.request);
   return p;
 }
 
@@ -271,12 +300,68 @@ void Communicator::gather_shards(const float* mine, const Cuts& cuts, float* fla
   InCollective watch(*this);
   const ShardCounts all = shard_counts(cuts, size_);
   MPI_Allgatherv(mine, all.counts[size_t(rank_)], MPI_FLOAT, flat, all.counts.data(), all.offsets.data(), MPI_FLOAT,
-                 MPI_COMM_WORLD);
+                 handle_->comm);
+}
+
+namespace {
+// Per-rank counts and offsets of an all-to-all as MPI's ints.
+ShardCounts packed_counts(const std::vector<int64_t>& counts, int size, const char* what) {
+  MEMOE_CHECK(int(counts.size()) == size, "exchange: ", counts.size(), " ", what, " counts for ", size, " ranks");
+  ShardCounts s;
+  int64_t at = 0;
+  for (int64_t c : counts) {
+    MEMOE_CHECK(c >= 0 && at + c < INT_MAX, "exchange: ", what, " counts are negative or more than one call carries");
+    s.offsets.push_back(int(at));
+    s.counts.push_back(int(c));
+    at += c;
+  }
+  return s;
+}
+}  // namespace
+
+void Communicator::exchange(const float* send, const std::vector<int64_t>& send_counts, float* recv,
+                            const std::vector<int64_t>& recv_counts) {
+  const ShardCounts out = packed_counts(send_counts, size_, "send"), in = packed_counts(recv_counts, size_, "receive");
+  if (!mpi_ || size_ == 1) {
+    MEMOE_CHECK(send_counts[0] == recv_counts[0], "exchange: a world of one sends ", send_counts[0],
+                " values and receives ", recv_counts[0]);
+    std::copy(send, send + send_counts[0], recv);
+    return;
+  }
+  InCollective watch(*this);
+  MPI_Alltoallv(send, out.counts.data(), out.offsets.data(), MPI_FLOAT, recv, in.counts.data(), in.offsets.data(),
+                MPI_FLOAT, handle_->comm);
+}
+
+std::vector<int64_t> Communicator::exchange_counts(const std::vector<int64_t>& send) {
+  MEMOE_CHECK(int(send.size()) == size_, "exchange_counts: ", send.size(), " counts for ", size_, " ranks");
+  if (!mpi_ || size_ == 1) return send;
+  InCollective watch(*this);
+  std::vector<int64_t> recv(send.size());
+  MPI_Alltoall(send.data(), 1, MPI_INT64_T, recv.data(), 1, MPI_INT64_T, handle_->comm);
+  return recv;
+}
+
+void Communicator::send(const float* x, int64_t n, int to) {
+  MEMOE_CHECK(mpi_ && size_ > 1 && to >= 0 && to < size_ && to != rank_, "send: no rank ", to, " to send to");
+  InCollective watch(*this);
+  for (int64_t at = 0; at < n; at += kPiece)
+    MPI_Send(x + at, int(std::min(kPiece, n - at)), MPI_FLOAT, to, 0, handle_->comm);
+}
+
+void Communicator::receive(float* x, int64_t n, int from) {
+  MEMOE_CHECK(mpi_ && size_ > 1 && from >= 0 && from < size_ && from != rank_, "receive: no rank ", from,
+              " to receive from");
+  InCollective watch(*this);
+  for (int64_t at = 0; at < n; at += kPiece)
+    MPI_Recv(x + at, int(std::min(kPiece, n - at)), MPI_FLOAT, from, 0, handle_->comm, MPI_STATUS_IGNORE);
 }
 
 void Communicator::abort_all(const std::string& message, int code) {
-  if (mpi_ && size_ > 1) {
-    std::fprintf(stderr, "memoe: error on rank %d of %d: %s\n", rank_, size_, message.c_str());
+  int world_size = 1;
+  if (mpi_) MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  if (world_size > 1) {
+    std::fprintf(stderr, "memoe: error on rank %d of %d: %s\n", world_rank_, world_size, message.c_str());
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, code);
   }
@@ -286,7 +371,7 @@ void Communicator::abort_all(const std::string& message, int code) {
 
 void Communicator::barrier() {
   InCollective watch(*this);
-  if (mpi_ && size_ > 1) MPI_Barrier(MPI_COMM_WORLD);
+  if (mpi_ && size_ > 1) MPI_Barrier(handle_->comm);
 }
 
 }  // namespace memoe

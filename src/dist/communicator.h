@@ -27,15 +27,22 @@ class Communicator {
   int rank() const { return rank_; }
   int size() const { return size_; }
   bool is_root() const { return rank_ == 0; }
+  // This process's rank in the world (a group's messages name it).
+  int world_rank() const { return world_rank_; }
+
+  // A group of this communicator's ranks (MPI_Comm_split: a collective):
+  // the ranks passing the same color, ordered by key. It shares the world's
+  // watchdog and activity; it must be destroyed before the world.
+  std::unique_ptr<Communicator> split(int color, int key);
 
   // In place: x becomes the element-wise sum over the ranks. OpenMPI's
   // algorithms (ring, recursive doubling, reduce-scatter + all-gather) give
   // every rank the same bits; the data-parallel tests check the replicas.
   void sum(double* x, int64_t n);
   void sum(int64_t* x, int64_t n);
-  // x on every rank becomes rank 0's.
-  void broadcast(float* x, int64_t n);
-  void broadcast(int64_t* x, int64_t n);
+  // x on every rank becomes rank root's.
+  void broadcast(float* x, int64_t n, int root = 0);
+  void broadcast(int64_t* x, int64_t n, int root = 0);
   // Every rank's `mine`, in rank order (lengths may differ per rank).
   std::vector<int64_t> all_gather(const std::vector<int64_t>& mine);
   std::vector<float> all_gather(const std::vector<float>& mine);
@@ -74,6 +81,17 @@ class Communicator {
   // All-gather: every rank's shard (`mine`, this rank's part) into flat.
   void gather_shards(const float* mine, const Cuts& cuts, float* flat);
 
+  // All-to-all (MPI_Alltoallv): send_counts[r] values to rank r, packed in
+  // rank order in `send`; recv_counts[r] values from rank r, packed in rank
+  // order into `recv`. Blocking.
+  void exchange(const float* send, const std::vector<int64_t>& send_counts, float* recv,
+                const std::vector<int64_t>& recv_counts);
+  // One count to every rank; returns the one each rank sent here.
+  std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send);
+  // Point to point (blocking): n values to, or from, one other rank.
+  void send(const float* x, int64_t n, int to);
+  void receive(float* x, int64_t n, int from);
+
   // A rank that waits longer than this in one collective exits non-zero,
   // saying what it was waiting in, and mpirun then ends the others: a hung
   // or stopped rank must not leave them waiting forever. <= 0: no limit.
@@ -93,9 +111,11 @@ class Communicator {
   // Marks this rank as inside a collective (for the watchdog) while alive.
   class InCollective;
   struct Watchdog;
+  struct Handle;
   bool mpi_;
-  int rank_, size_;
-  std::unique_ptr<Watchdog> watchdog_;
+  int rank_, size_, world_rank_;
+  std::unique_ptr<Handle> handle_;
+  std::shared_ptr<Watchdog> watchdog_;
 };
 
 }  // namespace memoe

@@ -143,6 +143,7 @@ GradientSum::GradientSum(Communicator& comm, const Model& model, ModelParams& ou
     run_values = 0;
   };
   for (size_t i = dense.size(); i-- > 0;) {
+    if (options_.experts_apart && routed_expert_of(dense[i].first) >= 0) continue;
     run.push_back(i);
     run_values += dense[i].second;
     if (run_values >= options_.bucket_values) close();
@@ -175,6 +176,11 @@ std::vector<ParamSlice> GradientSum::owned_slices() const {
     if (!sharded) {
       out.push_back({name, 0, t.numel()});
       if (role.update != ParamUpdate::SparseRows) ++dense_index;
+      return;
+    }
+    if (options_.experts_apart && routed_expert_of(name) >= 0) {
+      out.push_back({name, 0, t.numel()});  // a held expert: its holder updates it whole
+      ++dense_index;
       return;
     }
     if (role.update == ParamUpdate::SparseRows) {
@@ -422,12 +428,13 @@ int64_t GradientSum::buffer_bytes() const {
   return bytes;
 }
 
-void broadcast_parameters(Communicator& comm, ModelParams& params) {
+void broadcast_parameters(Communicator& comm, ModelParams& params, bool skip_experts) {
   if (comm.size() == 1) return;
-  for (Tensor* t : dense_tensors(params)) {
-    MEMOE_CHECK(t->has_f32() && !t->is_view(), "broadcast_parameters: a parameter is not an owned fp32 tensor");
-    comm.broadcast(t->data(), t->numel());
-  }
+  params.visit([&](const std::string& name, Tensor& t) {
+    if (skip_experts && routed_expert_of(name) >= 0) return;
+    MEMOE_CHECK(t.has_f32() && !t.is_view(), "broadcast_parameters: a parameter is not an owned fp32 tensor");
+    comm.broadcast(t.data(), t.numel());
+  });
 }
 
 }  // namespace memoe

@@ -22,6 +22,9 @@ struct DataParallelOptions {
   // Gradient values per bucket: whole tensors until at least this many (the
   // last bucket, the embedding's end, may hold fewer).
   int64_t bucket_values = int64_t(2) << 20;
+  // The routed experts' gradients are summed elsewhere (expert parallel:
+  // dist/expert_parallel.h) and stay out of the buckets.
+  bool experts_apart = false;
 };
 
 // The gradient of one optimizer step: the sum, over its micro-batches in
@@ -98,7 +101,9 @@ class GradientSum {
 };
 
 // Every parameter (Engram tables included) becomes rank 0's, so the
-// replicas start equal whatever each rank loaded or initialised.
-void broadcast_parameters(Communicator& comm, ModelParams& params);
+// replicas start equal whatever each rank loaded or initialised. Routed
+// experts too unless skip_experts (an expert-parallel rank holds a shard;
+// ExpertParallel::broadcast_experts).
+void broadcast_parameters(Communicator& comm, ModelParams& params, bool skip_experts = false);
 
 }  // namespace memoe

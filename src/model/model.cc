@@ -71,6 +71,11 @@ void ModelParams::refresh_bf16_copies() {
   });
 }
 
+void ModelParams::hold_experts(int begin, int end) {
+  for (LayerParams& l : layers)
+    if (l.is_moe) l.moe.hold_experts(begin, end);
+}
+
 void ModelParams::visit_sparse_grads(const SparseRowGradVisitor& f) {
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i].has_engram) layers[i].engram.visit_sparse_grads("model.layers." + std::to_string(i) + ".engram.", f);
@@ -98,6 +103,8 @@ std::vector<int64_t> Model::engram_rows() const {
 ModelParams Model::make_gradients() const {
   ModelParams g;
   g.allocate(config, engram_rows(), true);
+  for (size_t l = 0; l < g.layers.size(); ++l)
+    if (g.layers[l].is_moe) g.layers[l].moe.hold_experts(params.layers[l].moe.expert_begin, params.layers[l].moe.expert_end);
   return g;
 }
 
@@ -190,7 +197,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
     rmsnorm_forward(s.h_attn.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), N, d,
                     s.x_ffn.data(), s.rstd_ffn.data());
     if (p.is_moe) {
-      moe_forward(cfg, p.moe, s.x_ffn.data(), batch, seq_len, s.moe, branch.data());
+      moe_forward(cfg, p.moe, s.x_ffn.data(), batch, seq_len, s.moe, branch.data(), m.expert_dispatch.get(), li);
       st.aux_loss += s.moe.aux_loss;
     } else {
       swiglu_ffn_forward(p.mlp, s.x_ffn.data(), N, s.mlp, branch.data());
@@ -252,7 +259,8 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
     // dh is the gradient w.r.t. the residual after this layer.
     dx.zero();
     if (p.is_moe)
-      moe_backward(cfg, p.moe, s.x_ffn.data(), s.moe, dh.data(), batch, seq_len, gl.moe, dx.data());
+      moe_backward(cfg, p.moe, s.x_ffn.data(), s.moe, dh.data(), batch, seq_len, gl.moe, dx.data(),
+                   m.expert_dispatch.get(), li);
     else
       swiglu_ffn_backward(p.mlp, s.x_ffn.data(), s.mlp, dh.data(), N, gl.mlp, dx.data());
     rmsnorm_backward(dx.data(), s.h_attn.data(), p.post_attention_layernorm.data(), s.rstd_ffn.data(), N, d,

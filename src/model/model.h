@@ -47,6 +47,9 @@ struct ModelParams {
   // Re-rounds the copies from the values: after every change to the values
   // (an optimizer step, a load). Without copies, nothing to do.
   void refresh_bf16_copies();
+  // Every MoE layer keeps only routed experts [begin, end) (an expert-
+  // parallel rank's shard; MoEParams::hold_experts).
+  void hold_experts(int begin, int end);
 };
 
 struct Model {
@@ -58,9 +61,11 @@ struct Model {
   // ahead the rows of the tokens about to be fed (model/inference.h). Null:
   // no read-ahead. Declared after params, so it stops before they unmap.
   std::shared_ptr<PagePrefetcher> engram_prefetcher;
+  // Where the routed experts run (model/moe.h). Null: here, all of them.
+  std::shared_ptr<ExpertDispatch> expert_dispatch;
   int64_t compressed_vocab() const;     // V' = max(token_map) + 1
   std::vector<int64_t> engram_rows() const;
-  ModelParams make_gradients() const;   // zeroed, shaped like params
+  ModelParams make_gradients() const;   // zeroed, shaped like params (the same experts held)
 };
 
 struct LayerState {

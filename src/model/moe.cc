@@ -21,7 +21,9 @@ void check_params(const ModelConfig& cfg, const MoEParams& p, const char* what) 
   const std::string w = what;
   check_shape(p.gate, {E, d}, w + " gate.weight");
   MEMOE_CHECK(p.experts.size() == size_t(E), "moe: ", w, " has ", p.experts.size(), " experts, config says ", E);
-  for (int64_t e = 0; e < E; ++e) {
+  MEMOE_CHECK(0 <= p.expert_begin && p.expert_begin < p.expert_end && p.expert_end <= E, "moe: ", w,
+              " holds experts ", p.expert_begin, "..", p.expert_end - 1, " of ", E);
+  for (int64_t e = p.expert_begin; e < p.expert_end; ++e) {
     const SwiGLUParams& ex = p.experts[size_t(e)];
     const std::string name = w + " experts." + std::to_string(e) + ".";
     check_shape(ex.gate_proj, {F, d}, name + "gate_proj");
@@ -36,7 +38,62 @@ void check_params(const ModelConfig& cfg, const MoEParams& p, const char* what) 
   }
 }
 
+// The experts run in this process, one SwiGLU over each expert's rows.
+class LocalExperts final : public ExpertDispatch {
+ public:
+  void forward(int, const ModelConfig&, const MoEParams& p, const ExpertGroups& groups, const float* xg,
+               MoECache& cache, float* out) override {
+    check_all_held(p);
+    const int64_t d = p.gate.dim(1);
+    for_each_busy_expert(groups, [&](int e, int64_t first, int64_t rows) {
+      swiglu_ffn_forward(p.experts[size_t(e)], xg + first * d, rows, cache.experts[size_t(e)], out + first * d);
+    });
+  }
+  // Recomputed from the cached activations (one product; cheaper than
+  // keeping [B*L*k, d] alive between the passes).
+  void outputs(int, const ModelConfig& cfg, const MoEParams& p, const ExpertGroups& groups, const MoECache& cache,
+               float* out) override {
+    check_all_held(p);
+    const int64_t d = cfg.hidden_size, F = cfg.moe_intermediate_size;
+    for_each_busy_expert(groups, [&](int e, int64_t first, int64_t rows) {
+      linear_forward(cache.experts[size_t(e)].h_operand(), p.experts[size_t(e)].down_proj, nullptr, rows, F, d,
+                     out + first * d);
+    });
+  }
+  void backward(int, const ModelConfig& cfg, const MoEParams& p, const ExpertGroups& groups, const float* xg,
+                const MoECache& cache, const float* gy, MoEParams& grads, float* dxg) override {
+    check_all_held(p);
+    const int64_t d = cfg.hidden_size;
+    for_each_busy_expert(groups, [&](int e, int64_t first, int64_t rows) {
+      swiglu_ffn_backward(p.experts[size_t(e)], xg + first * d, cache.experts[size_t(e)], gy + first * d, rows,
+                          grads.experts[size_t(e)], dxg + first * d);
+    });
+  }
+
+ private:
+  static void check_all_held(const MoEParams& p) {
+    MEMOE_CHECK(p.holds_all_experts(), "moe: this process holds experts ", p.expert_begin, "..", p.expert_end - 1,
+                " of ", p.experts.size(), " only; an expert-parallel dispatch must run them");
+  }
+};
+
+ExpertDispatch& dispatch_or_local(ExpertDispatch* dispatch) {
+  static LocalExperts local;  // stateless
+  return dispatch ? *dispatch : local;
+}
+
 }  // namespace
+
+int routed_expert_of(const std::string& name) {
+  static const std::string marker = ".mlp.experts.";
+  const size_t at = name.find(marker);
+  if (name.rfind("model.layers.", 0) != 0 || at == std::string::npos) return -1;
+  try {
+    return std::stoi(name.substr(at + marker.size()));
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
 
 RouterSpec router_spec(const ModelConfig& cfg) {
   RouterSpec spec;
@@ -56,19 +113,30 @@ void MoEParams::allocate(const ModelConfig& cfg) {
   e_score_correction_bias.resize({E});
   experts.assign(size_t(E), SwiGLUParams{});
   for (SwiGLUParams& ex : experts) ex.allocate(d, F);
+  expert_begin = 0;
+  expert_end = int(E);
   shared = SwiGLUParams{};
   if (cfg.n_shared_experts > 0) shared.allocate(d, cfg.n_shared_experts * F);
+}
+
+void MoEParams::hold_experts(int begin, int end) {
+  MEMOE_CHECK(0 <= begin && begin < end && end <= int(experts.size()), "moe: cannot hold experts ", begin, "..",
+              end - 1, " of ", experts.size());
+  for (int e = 0; e < int(experts.size()); ++e)
+    if (e < begin || e >= end) experts[size_t(e)] = SwiGLUParams{};
+  expert_begin = begin;
+  expert_end = end;
 }
 
 void MoEParams::visit(const std::string& prefix, const ParamVisitor& f) {
   f(prefix + "gate.weight", gate, param_role::kRouterGate);
   f(prefix + "gate.e_score_correction_bias", e_score_correction_bias, param_role::kRouterBias);
-  for (size_t j = 0; j < experts.size(); ++j) experts[j].visit(prefix + "experts." + std::to_string(j) + ".", f);
+  for (int j = expert_begin; j < expert_end; ++j) experts[size_t(j)].visit(prefix + "experts." + std::to_string(j) + ".", f);
   if (!shared.gate_proj.empty()) shared.visit(prefix + "shared_experts.", f);
 }
 
 void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int64_t batch, int64_t seq_len,
-                 MoECache& cache, float* y) {
+                 MoECache& cache, float* y, ExpertDispatch* dispatch, int layer) {
   const RouterSpec spec = router_spec(cfg);
   check_router_spec(spec);
   check_params(cfg, p, "params");
@@ -106,10 +174,7 @@ void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int
   // add the weighted outputs back per token.
   Tensor xg({pairs, d}), out({pairs, d});
   gather_rows(x, d, cache.groups.pairs.data(), pairs, k, xg.data());
-  for_each_busy_expert(cache.groups, [&](int e, int64_t first, int64_t rows) {
-    swiglu_ffn_forward(p.experts[size_t(e)], xg.data() + first * d, rows, cache.experts[size_t(e)],
-                       out.data() + first * d);
-  });
+  dispatch_or_local(dispatch).forward(layer, cfg, p, cache.groups, xg.data(), cache, out.data());
   combine_rows(out.data(), cache.groups.position.data(), cache.weights.data(), n, k, d, y);
 
   if (cfg.seq_aux_loss_alpha > 0.0)
@@ -118,14 +183,14 @@ void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int
 }
 
 void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, const MoECache& cache, const float* dy,
-                  int64_t batch, int64_t seq_len, MoEParams& grads, float* dx) {
+                  int64_t batch, int64_t seq_len, MoEParams& grads, float* dx, ExpertDispatch* dispatch, int layer) {
   const RouterSpec spec = router_spec(cfg);
   check_params(cfg, p, "params");
   check_params(cfg, grads, "grads");
   MEMOE_CHECK(batch == cache.batch && seq_len == cache.seq_len, "moe backward: batch ", batch, " x ", seq_len,
               " differs from the forward pass's ", cache.batch, " x ", cache.seq_len);
   const int E = spec.n_experts, k = spec.top_k;
-  const int64_t d = cfg.hidden_size, F = cfg.moe_intermediate_size, n = batch * seq_len, pairs = n * k;
+  const int64_t d = cfg.hidden_size, n = batch * seq_len, pairs = n * k;
   MEMOE_CHECK(cache.scores.numel() == n * E && cache.expert_ids.size() == size_t(pairs) &&
                   cache.experts.size() == size_t(E),
               "moe backward: cache does not come from a forward pass with this config");
@@ -133,23 +198,16 @@ void moe_backward(const ModelConfig& cfg, const MoEParams& p, const float* x, co
 
   if (cfg.n_shared_experts > 0) swiglu_ffn_backward(p.shared, x, cache.shared, dy, n, grads.shared, dx);
 
-  // Per expert: dw (d loss / d weight) = <dy_t, expert output>, with the output
-  // recomputed from the cached activations (one product; cheaper than keeping
-  // [B*L*k, d] alive between the passes); then the expert's own backward on
-  // dy_t scaled by w.
+  // dw (d loss / d weight) = <dy_t, expert output> per grouped row; then
+  // the experts' own backward on dy_t scaled by w.
   Tensor xg({pairs, d}), gy({pairs, d}), out({pairs, d}), dxg({pairs, d});
   std::vector<float> dw(static_cast<size_t>(pairs));
   gather_rows(x, d, cache.groups.pairs.data(), pairs, k, xg.data());
   gather_rows(dy, d, cache.groups.pairs.data(), pairs, k, gy.data());
-  for_each_busy_expert(cache.groups, [&](int e, int64_t first, int64_t rows) {
-    const SwiGLUParams& ex = p.experts[size_t(e)];
-    const SwiGLUCache& ec = cache.experts[size_t(e)];
-    float* oe = out.data() + first * d;
-    float* ge = gy.data() + first * d;
-    linear_forward(ec.h_operand(), ex.down_proj, nullptr, rows, F, d, oe);
-    combine_rows_backward(oe, cache.groups.pairs.data() + first, cache.weights.data(), rows, d, ge, dw.data());
-    swiglu_ffn_backward(ex, xg.data() + first * d, ec, ge, rows, grads.experts[size_t(e)], dxg.data() + first * d);
-  });
+  ExpertDispatch& experts = dispatch_or_local(dispatch);
+  experts.outputs(layer, cfg, p, cache.groups, cache, out.data());
+  combine_rows_backward(out.data(), cache.groups.pairs.data(), cache.weights.data(), pairs, d, gy.data(), dw.data());
+  experts.backward(layer, cfg, p, cache.groups, xg.data(), cache, gy.data(), grads, dxg.data());
   combine_rows(dxg.data(), cache.groups.position.data(), nullptr, n, k, d, dx);
 
   // Router: weights (and the balance loss) -> scores -> logits -> gate, x.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "dist/expert_parallel.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_set.h"
@@ -44,14 +45,20 @@ namespace {
 // Which rank writes each parameter's weights in a sharded checkpoint:
 // contiguous runs of tensors in visit order, balanced by size (a tensor goes
 // to the rank whose share of the values holds its middle).
-std::map<std::string, int> weight_writers(const Model& model, int ranks) {
+std::map<std::string, int> weight_writers(const Model& model, int ranks, int expert_shards) {
   std::vector<std::pair<std::string, int64_t>> sizes;
   int64_t total = 0;
+  std::map<std::string, int> out;
+  const ExpertLayout experts{ranks, expert_shards, model.config.n_routed_experts};
   const_cast<ModelParams&>(model.params).visit([&](const std::string& name, Tensor& t) {
+    const int expert = routed_expert_of(name);
+    if (expert_shards > 1 && expert >= 0) {
+      out[name] = experts.shard_holding(expert);  // ranks 0 .. E-1 are the first EP group
+      return;
+    }
     sizes.emplace_back(name, t.numel());
     total += t.numel();
   });
-  std::map<std::string, int> out;
   int64_t before = 0;
   for (const auto& [name, n] : sizes) {
     const double middle = double(before) + 0.5 * double(n);
@@ -143,7 +150,8 @@ std::string index_and_publish(const fs::path& root, const fs::path& tmp, const s
 
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
-                            Communicator& world, MomentsLayout moments, double write_timeout_s) {
+                            Communicator& world, MomentsLayout moments, double write_timeout_s,
+                            int expert_shards) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const std::string name = step_name(state.step);
   const int ranks = world.size();
@@ -177,7 +185,7 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
     w.write((tmp / kOptimizerFile).string());
   } else {
     // Each rank its own shard of the weights and of the moments.
-    const std::map<std::string, int> writers = weight_writers(model, ranks);
+    const std::map<std::string, int> writers = weight_writers(model, ranks, expert_shards);
     auto mine = [&](const std::string& n) {
       auto it = writers.find(n);
       return it == writers.end() ? world.is_root() : it->second == world.rank();  // integer tensors: rank 0

@@ -34,11 +34,13 @@ enum class MomentsLayout { replicated, sharded };
 // (model.safetensors.index.json, optimizer.safetensors.index.json), the
 // config and the state and publishes the directory by renaming it. While it
 // does, a rank waits at most write_timeout_s in one collective (<= 0: no
-// limit; see Communicator::set_collective_timeout).
+// limit; see Communicator::set_collective_timeout). With expert_shards E
+// > 1 (expert parallel) each routed expert is written by the first EP
+// group's rank holding it, world rank = its shard.
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
                             Communicator& world, MomentsLayout moments = MomentsLayout::replicated,
-                            double write_timeout_s = 120);
+                            double write_timeout_s = 120, int expert_shards = 1);
 
 // The model of a checkpoint is load_model(dir); these read the rest.
 // The optimizer must have been built for that model; it reads the moments

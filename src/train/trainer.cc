@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "dist/data_parallel.h"
+#include "dist/expert_parallel.h"
 #include "io/atomic_file.h"
 #include "io/token_map.h"
 #include "io/token_shards.h"
@@ -62,7 +63,7 @@ json options_to_json(const TrainOptions& o) {
           {"seed", o.seed},         {"eval_every", o.eval_every},
           {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
           {"keep_last", o.keep_last}, {"log_every", o.log_every},
-          {"precision", precision_name(o.precision)}, {"dp", o.dp},
+          {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"ep", o.ep},
           {"zero", o.zero},         {"overlap", o.overlap},
           {"bucket_mb", o.bucket_mb}};
 }
@@ -93,6 +94,7 @@ TrainOptions options_from_json(const json& j) {
   o.log_every = j.at("log_every");
   o.precision = parse_precision(j.value("precision", "fp32"));  // runs from before bf16 were fp32
   o.dp = j.value("dp", int64_t{1});
+  o.ep = j.value("ep", int64_t{1});
   o.zero = j.value("zero", int64_t{0});
   o.overlap = j.value("overlap", true);
   o.bucket_mb = j.value("bucket_mb", 8.0);
@@ -105,6 +107,11 @@ void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.batch % o.dp == 0, "--batch ", o.batch, " is not a multiple of --dp ", o.dp,
               " (each data-parallel rank takes batch / dp sequences of every micro-batch)");
   MEMOE_CHECK(o.zero == 0 || o.zero == 1, "--zero must be 0 or 1 (ZeRO-1 shards the optimizer moments)");
+  MEMOE_CHECK(o.ep >= 1, "--ep must be >= 1");
+  MEMOE_CHECK(o.dp % o.ep == 0, "--ep ", o.ep, " does not divide --dp ", o.dp,
+              " (each expert-parallel group is --ep consecutive data-parallel ranks)");
+  MEMOE_CHECK(o.ep == 1 || o.zero == 0, "--zero 1 with --ep ", o.ep,
+              " is not supported yet (expert-parallel ranks keep their experts' moments whole)");
   MEMOE_CHECK(o.bucket_mb > 0 && std::isfinite(o.bucket_mb), "--bucket-mb must be positive");
   MEMOE_CHECK(o.seq_len >= 2, "--seq must be >= 2");
   MEMOE_CHECK(o.grad_accum >= 1, "--grad-accum must be >= 1");
@@ -155,7 +162,25 @@ struct Run {
   Communicator* world = nullptr;
   Model model;
   TrainState state;
+  std::shared_ptr<ExpertParallel> experts;  // with --ep > 1: the routed experts' dispatch and gradient sums
 };
+
+// With --ep > 1: this rank keeps its shard of the experts and routes
+// through the EP group. Then every replica becomes rank 0's (the experts
+// their shard's first holder's).
+void distribute_model(Run& run) {
+  Communicator& world = *run.world;
+  if (run.o.ep > 1) {
+    MEMOE_CHECK(run.model.config.n_routed_experts > 0 && run.model.config.first_k_dense_replace <
+                                                            run.model.config.num_hidden_layers,
+                "--ep ", run.o.ep, ": the model has no MoE layer to split");
+    run.experts = std::make_shared<ExpertParallel>(world, int(run.o.ep), run.model.config);
+    run.model.params.hold_experts(run.experts->expert_begin(), run.experts->expert_end());
+    run.model.expert_dispatch = run.experts;
+  }
+  broadcast_parameters(world, run.model.params, run.experts != nullptr);
+  if (run.experts) run.experts->broadcast_experts(run.model.params);
+}
 
 void write_options(const Run& run) {
   if (run.world->is_root()) write_file_atomic(options_path(run.dir), options_to_json(run.o).dump(2) + "\n");
@@ -165,6 +190,14 @@ void write_options(const Run& run) {
 void check_layout(const TrainOptions& o, const Communicator& world) {
   MEMOE_CHECK(o.dp == world.size(), "--dp ", o.dp, " does not fit the world of ", world.size(),
               world.size() == 1 ? " process (start R ranks with mpirun -n R)" : " ranks mpirun started");
+}
+
+int64_t routed_expert_bytes(ModelParams& p) {
+  int64_t bytes = 0;
+  p.visit([&](const std::string& name, Tensor& t) {
+    if (routed_expert_of(name) >= 0) bytes += t.numel() * int64_t(sizeof(float)) + (t.has_bf16_copy() ? t.numel() * 2 : 0);
+  });
+  return bytes;
 }
 
 // Each MoE layer's expert loads over the global batch (spec §4: the bias
@@ -214,10 +247,16 @@ std::string mib(int64_t bytes) {
 // What each rank holds, as one line per rank from rank 0 (the optimizer's
 // share is what ZeRO-1 divides).
 void print_memory(Communicator& world, const Model& model, ModelParams& grads, ModelParams& micro,
-                  const AdamW& opt, const GradientSum& sum, const TrainOptions& o) {
+                  const AdamW& opt, const GradientSum& sum, const ExpertParallel* experts, const TrainOptions& o) {
+  int64_t expert_moments = 0;
+  for (const AdamW::Moments& mo : opt.moments())
+    if (routed_expert_of(mo.slice.name) >= 0) expert_moments += 2 * mo.slice.size() * int64_t(sizeof(float));
   const std::vector<int64_t> mine = {tensor_bytes(const_cast<ModelParams&>(model.params)),
                                      tensor_bytes(grads) + tensor_bytes(micro), opt.state_bytes(),
-                                     sum.buffer_bytes()};
+                                     sum.buffer_bytes(),
+                                     routed_expert_bytes(const_cast<ModelParams&>(model.params)),
+                                     routed_expert_bytes(grads), expert_moments,
+                                     experts ? experts->buffer_bytes() : 0};
   const std::vector<int64_t> all = world.all_gather(mine);
   if (!world.is_root()) return;
   for (int r = 0; r < world.size(); ++r) {
@@ -227,6 +266,12 @@ void print_memory(Communicator& world, const Model& model, ModelParams& grads, M
                  "%s in %d buckets\n",
                  r, mib(m[0]).c_str(), mib(m[1]).c_str(), mib(m[2]).c_str(), (long long)m[2],
                  o.zero ? ", ZeRO-1" : "", mib(m[3]).c_str(), sum.buckets());
+    // What expert parallelism divides by --ep: the routed experts' share.
+    if (world.size() > 1)
+      std::fprintf(stderr,
+                 "routed experts of rank %d: weights %lld bytes, step gradients %lld bytes, optimizer state %lld "
+                 "bytes, per-source gradient buffers %lld bytes (%lld expert-parallel ranks)\n",
+                 r, (long long)m[4], (long long)m[5], (long long)m[6], (long long)m[7], (long long)o.ep);
   }
 }
 
@@ -255,6 +300,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   dp_options.zero = o.zero == 1;
   dp_options.overlap = o.overlap;
   dp_options.bucket_values = std::max<int64_t>(1, int64_t(o.bucket_mb * double(1 << 20) / sizeof(float)));
+  dp_options.experts_apart = run.experts != nullptr;
+  ExpertParallel* experts = run.experts.get();
   GradientSum gradient_sum(world, model, grads, dp_options);
   const bool sharded = dp_options.zero && world.size() > 1;
   AdamW opt(model, acfg, gradient_sum.owned_slices());
@@ -284,7 +331,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const bool direct = world.size() == 1 && o.grad_accum == 1;
   ModelParams micro_buffer = direct ? ModelParams{} : model.make_gradients();
   ModelParams& micro_grads = direct ? grads : micro_buffer;
-  print_memory(world, model, grads, micro_buffer, opt, gradient_sum, o);
+  print_memory(world, model, grads, micro_buffer, opt, gradient_sum, experts, o);
   ModelState fwd;
   Batch batch;
   std::vector<int64_t> windows(size_t(local_batch * (o.seq_len + 1)));
@@ -308,6 +355,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     const int64_t step = run.state.step;
     const auto t0 = std::chrono::steady_clock::now();
     gradient_sum.begin_step();
+    if (experts) experts->begin_step(grads);
     std::vector<std::vector<int64_t>> loads(model.params.layers.size());
     std::vector<double> gate_sum(model.params.layers.size(), 0.0);
     double loss = 0, gnorm = 0;
@@ -339,6 +387,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
           for (int64_t i = 0; i < alpha.numel(); ++i) sums[l] += alpha[i];
         }
         if (!direct) gradient_sum.add(micro_grads);
+        if (experts) experts->add(grads);
         const std::vector<double> all = world.all_gather(sums);
         for (int r = 0; r < world.size(); ++r) {
           for (size_t l = 0; l < loads.size(); ++l) gate_sum[l] += all[size_t(r) * sums.size() + l];
@@ -351,8 +400,11 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     sum_loads(world, loads);
     // The mean over the micro-batches and ranks (each holds as many tokens).
     loss /= double(o.grad_accum * o.dp);
+    if (experts) experts->finish(grads);
     if (!direct) gradient_sum.finish(float(1.0 / double(o.grad_accum * o.dp)));
-    gnorm = sharded ? gradient_sum.sharded_global_norm() : gradient_global_norm(grads);
+    gnorm = sharded   ? gradient_sum.sharded_global_norm()
+            : experts ? experts->global_norm(grads)
+                      : gradient_global_norm(grads);
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       std::ostringstream why;
       why << (!std::isfinite(loss) ? "loss" : "gradient norm") << " is not finite (loss " << loss
@@ -376,6 +428,11 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     json rec = {{"step", run.state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
                 {"tokens_per_s", tps}, {"gflops", gflops}, {"tokens", run.state.tokens_seen}};
     if (world.size() > 1) rec["comm_wait_s"] = gradient_sum.wait_seconds();  // rank 0's wait on the exchange
+    if (experts) {  // rank 0's: the token all-to-alls (their waits included) and the expert-gradient chain
+      rec["expert_exchange_s"] = experts->exchange_seconds();
+      rec["expert_chain_s"] = experts->chain_seconds();
+      rec["expert_sent_bytes"] = experts->sent_bytes();
+    }
     rec["step_s"] = dt;
     if (run.state.step == first_step + 1) rec["sgemm_gflops"] = sgemm;
     json load_ratio = json::object(), gates = json::object();
@@ -432,6 +489,17 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       const int64_t from = windows_in_all * world.rank() / world.size();
       const int64_t to = windows_in_all * (world.rank() + 1) / world.size();
       HeldoutSums sums = heldout_sums(model, val, local_batch, from, to - from, fwd);
+      if (experts) {
+        // Every rank of an EP group runs as many forward passes as the one
+        // with the most batches: the others join its exchanges with no rows.
+        auto passes = [&](int r) {
+          const int64_t n = windows_in_all * (r + 1) / world.size() - windows_in_all * r / world.size();
+          return (n + local_batch - 1) / local_batch;
+        };
+        int64_t most = 0;
+        for (int r = 0; r < world.size(); ++r) most = std::max(most, passes(r));
+        for (int64_t i = passes(world.rank()); i < most; ++i) experts->idle_forward(model);
+      }
       world.sum(&sums.loss_sum, 1);
       world.sum(&sums.tokens, 1);
       const HeldoutResult h = heldout_result(sums);
@@ -462,7 +530,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       world.set_activity("the checkpoint of step " + std::to_string(run.state.step));
       result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last, world,
                                                sharded ? MomentsLayout::sharded : MomentsLayout::replicated,
-                                               limits.checkpoint_timeout_s);
+                                               limits.checkpoint_timeout_s, int(o.ep));
     }
     if (result.stopped_by_budget) {
       if (root)
@@ -547,7 +615,7 @@ TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir
   } else {
     run.model = initial_weights_from(options.init_from, cfg, token_map);
   }
-  broadcast_parameters(world, run.model.params);
+  distribute_model(run);
   run.state.seed = options.seed;
   if (world.is_root()) {
     std::error_code ec;
@@ -560,7 +628,7 @@ TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir
 }
 
 TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps, const TrainLimits& limits,
-                         Communicator* world_in) {
+                         Communicator* world_in, int64_t ep) {
   std::unique_ptr<Communicator> single;
   Communicator& world = world_in ? *world_in : *(single = Communicator::single());
   json j;
@@ -580,8 +648,9 @@ TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t deca
   if (steps > 0) run.o.steps = steps;
   if (decay_steps > 0) run.o.decay_steps = decay_steps;
   // The global batch is the run's; the ranks splitting it are this world's.
-  const bool relayout = run.o.dp != world.size();
+  const bool relayout = run.o.dp != world.size() || (ep > 0 && ep != run.o.ep);
   run.o.dp = world.size();
+  if (ep > 0) run.o.ep = ep;
   check_options(run.o);
   run.dir = run_dir;
   run.world = &world;
@@ -606,7 +675,7 @@ TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t deca
   } catch (const Error& e) {
     fail("cannot resume from ", last, ": ", e.what());
   }
-  broadcast_parameters(world, run.model.params);
+  distribute_model(run);
   if (world.is_root()) truncate_metrics(metrics_path(run_dir), run.state.step);
   MEMOE_CHECK(run.state.step < run.o.steps, "run ", run_dir, " already finished its ", run.o.steps,
               " steps (pass --steps N to extend it)");

@@ -23,6 +23,7 @@ struct TrainOptions {
   std::string init_from;
   int64_t batch = 8;          // sequences per micro-batch, over all data-parallel ranks together
   int64_t dp = 1;             // data-parallel ranks; each takes batch / dp sequences of every micro-batch
+  int64_t ep = 1;             // expert-parallel ranks: routed experts split over groups of ep ranks (dist/expert_parallel.h)
   int64_t zero = 0;           // 1: ZeRO-1, the optimizer moments sharded over the data-parallel ranks
   bool overlap = true;        // gradient buckets sent while the backward pass still runs
   double bucket_mb = 8;       // MiB of fp32 gradient per bucket
@@ -82,8 +83,9 @@ TrainResult train_new(const TrainOptions& options, const std::string& run_dir, c
 // horizon: the added steps run at min_lr_ratio · lr.
 // A run resumes in whatever world it is given (the global batch stays the
 // run's, so dp may change between invocations); train.json records it.
+// ep > 0 resumes with that many expert-parallel ranks (0: the run's own).
 TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps = 0,
-                         const TrainLimits& limits = {}, Communicator* world = nullptr);
+                         const TrainLimits& limits = {}, Communicator* world = nullptr, int64_t ep = 0);
 
 // The run's files.
 std::string options_path(const std::string& run_dir);  // train.json

@@ -205,6 +205,15 @@ TEST_F(Cli, PlanCalibratesOnDeepSeekV3AndPlansTheOneTrillionPreset) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("layouts fit; the fastest:"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("DOES NOT FIT"), std::string::npos) << r.out;
+  // --json: one object a layout, the expert all-to-all volume a hand
+  // computation of 4 (passes) * 2 (bf16) * N_r * k * d * (E-1)/E per MoE
+  // layer: small, dp4 ep2, 8 x 256 tokens: N_r 512, k 2, d 256, 5 MoE layers.
+  r = memoe("plan " + dir + "small.json --devices 4 --layout dp4,pp1,ep2 --global-batch 8 --micro-batch 2 --seq 256 "
+            "--json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\"expert_parallel\":" + std::to_string(int64_t(4) * 2 * 512 * 2 * 256 / 2 * 5) + ".0"),
+            std::string::npos)
+      << r.out;
   r = memoe("plan " + dir + "v4-1t.json --devices 8 --global-batch 64");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("nothing fits: the leanest layout"), std::string::npos) << r.out;
