@@ -12,11 +12,7 @@
 #   MEMOE=build/memoe CONFIG=configs/small.json DATA=runs/demo/data STEPS=10 SEQ=256
 #   PER_RANK=4 GLOBAL=8 RANKS="1 2 4" OUT=runs/bench-dp
 set -euo pipefail
-MEMOE=${MEMOE:-build/memoe}
-CONFIG=${CONFIG:-configs/small.json}
-DATA=${DATA:-runs/demo/data}
-STEPS=${STEPS:-10}
-SEQ=${SEQ:-256}
+source "$(dirname "$0")/run_metrics.sh"
 PER_RANK=${PER_RANK:-4}
 GLOBAL=${GLOBAL:-8}
 RANKS=${RANKS:-1 2 4}
@@ -24,10 +20,6 @@ OUT=${OUT:-runs/bench-dp}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-# The median of the numbers on stdin.
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-# A metric of every step after the first two.
-metric() { { grep -o "\"$2\":[0-9.e+-]*" "$1" || true; } | cut -d: -f2 | tail -n +3; }
 
 run() {  # scaling ranks batch overlap
   local scaling=$1 ranks=$2 batch=$3 overlap=$4 dir="$OUT/$1-r$2-$4"

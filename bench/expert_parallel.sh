@@ -14,19 +14,13 @@
 #   MEMOE=build/memoe CONFIG=configs/small.json DATA=runs/demo/data STEPS=10 SEQ=256
 #   BATCH=8 LAYOUTS="4:1 4:2 4:4 2:1 2:2" OUT=runs/bench-ep
 set -euo pipefail
-MEMOE=${MEMOE:-build/memoe}
-CONFIG=${CONFIG:-configs/small.json}
-DATA=${DATA:-runs/demo/data}
-STEPS=${STEPS:-10}
-SEQ=${SEQ:-256}
+source "$(dirname "$0")/run_metrics.sh"
 BATCH=${BATCH:-8}
 LAYOUTS=${LAYOUTS:-4:1 4:2 4:4 2:1 2:2}
 OUT=${OUT:-runs/bench-ep}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-metric() { { grep -o "\"$2\":[0-9.e+-]*" "$1" || true; } | cut -d: -f2 | tail -n +3; }
 
 echo "| ranks | --ep | step s | tokens/s | all-to-all | expert-gradient chain | other gradients | sent in all-to-alls a step (rank 0) | planned (fp32) | measured / planned |" | tee "$OUT/results.md"
 echo "|---|---|---|---|---|---|---|---|---|---|" | tee -a "$OUT/results.md"
