@@ -145,6 +145,9 @@ void add_train_command(CLI::App& app) {
                                 "consecutive ranks (E divides --dp); with --resume: the new layout (default: the "
                                 "run's)")
                     ->capture_default_str();
+  cmd->add_flag("--engram-shard", t.engram_shard,
+               "split each Engram table's rows (and their moments) over the ranks; a step's rows are fetched from "
+               "their owners before the forward pass (kept on --resume)");
   cmd->add_option("--zero", t.zero,
                   "1: ZeRO-1, each data-parallel rank keeps the AdamW moments of its shard only (1/R of them) and "
                   "the updated weights are gathered")

@@ -319,8 +319,9 @@ ShardCounts packed_counts(const std::vector<int64_t>& counts, int size, const ch
 }
 }  // namespace
 
-void Communicator::exchange(const float* send, const std::vector<int64_t>& send_counts, float* recv,
-                            const std::vector<int64_t>& recv_counts) {
+template <class T>
+void Communicator::exchange_values(const T* send, const std::vector<int64_t>& send_counts, T* recv,
+                                   const std::vector<int64_t>& recv_counts) {
   const ShardCounts out = packed_counts(send_counts, size_, "send"), in = packed_counts(recv_counts, size_, "receive");
   if (!mpi_ || size_ == 1) {
     MEMOE_CHECK(send_counts[0] == recv_counts[0], "exchange: a world of one sends ", send_counts[0],
@@ -329,8 +330,39 @@ void Communicator::exchange(const float* send, const std::vector<int64_t>& send_
     return;
   }
   InCollective watch(*this);
-  MPI_Alltoallv(send, out.counts.data(), out.offsets.data(), MPI_FLOAT, recv, in.counts.data(), in.offsets.data(),
-                MPI_FLOAT, handle_->comm);
+  MPI_Alltoallv(send, out.counts.data(), out.offsets.data(), type_of<T>(), recv, in.counts.data(), in.offsets.data(),
+                type_of<T>(), handle_->comm);
+}
+
+void Communicator::exchange(const float* send, const std::vector<int64_t>& send_counts, float* recv,
+                            const std::vector<int64_t>& recv_counts) {
+  exchange_values(send, send_counts, recv, recv_counts);
+}
+void Communicator::exchange(const int64_t* send, const std::vector<int64_t>& send_counts, int64_t* recv,
+                            const std::vector<int64_t>& recv_counts) {
+  exchange_values(send, send_counts, recv, recv_counts);
+}
+
+std::unique_ptr<Communicator::Pending> Communicator::start_exchange(const float* send,
+                                                                   const std::vector<int64_t>& send_counts,
+                                                                   float* recv,
+                                                                   const std::vector<int64_t>& recv_counts) {
+  std::unique_ptr<Pending> p(new Pending(*this));
+  const ShardCounts out = packed_counts(send_counts, size_, "send"), in = packed_counts(recv_counts, size_, "receive");
+  if (!mpi_ || size_ == 1) {
+    MEMOE_CHECK(send_counts[0] == recv_counts[0], "exchange: a world of one sends ", send_counts[0],
+                " values and receives ", recv_counts[0]);
+    std::copy(send, send + send_counts[0], recv);
+    return p;
+  }
+  Pending::State& st = *p->state_;
+  st.send_counts = out.counts;
+  st.send_offsets = out.offsets;
+  st.recv_counts = in.counts;
+  st.recv_offsets = in.offsets;
+  MPI_Ialltoallv(send, st.send_counts.data(), st.send_offsets.data(), MPI_FLOAT, recv, st.recv_counts.data(),
+                 st.recv_offsets.data(), MPI_FLOAT, handle_->comm, &st.request);
+  return p;
 }
 
 std::vector<int64_t> Communicator::exchange_counts(const std::vector<int64_t>& send) {

@@ -86,6 +86,11 @@ class Communicator {
   // order into `recv`. Blocking.
   void exchange(const float* send, const std::vector<int64_t>& send_counts, float* recv,
                 const std::vector<int64_t>& recv_counts);
+  void exchange(const int64_t* send, const std::vector<int64_t>& send_counts, int64_t* recv,
+                const std::vector<int64_t>& recv_counts);
+  // The same, non-blocking: the buffers stay untouched until it completes.
+  std::unique_ptr<Pending> start_exchange(const float* send, const std::vector<int64_t>& send_counts, float* recv,
+                                          const std::vector<int64_t>& recv_counts);
   // One count to every rank; returns the one each rank sent here.
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send);
   // Point to point (blocking): n values to, or from, one other rank.
@@ -111,6 +116,9 @@ class Communicator {
   // Marks this rank as inside a collective (for the watchdog) while alive.
   class InCollective;
   struct Watchdog;
+  template <class T>
+  void exchange_values(const T* send, const std::vector<int64_t>& send_counts, T* recv,
+                       const std::vector<int64_t>& recv_counts);
   struct Handle;
   bool mpi_;
   int rank_, size_, world_rank_;

@@ -173,6 +173,13 @@ std::vector<ParamSlice> GradientSum::owned_slices() const {
   size_t dense_index = 0;
   const int me = comm_.rank();
   const_cast<ModelParams&>(model_.params).visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
+    if (role.update == ParamUpdate::SparseRows && (sharded || options_.tables_sharded)) {
+      // The table's rows, split evenly.
+      const int64_t rows = t.dim(0), width = t.numel() / std::max<int64_t>(rows, 1);
+      const int64_t begin = comm_.shard_begin(rows, me), end = comm_.shard_begin(rows, me + 1);
+      if (end > begin) out.push_back({name, begin * width, end * width});
+      return;
+    }
     if (!sharded) {
       out.push_back({name, 0, t.numel()});
       if (role.update != ParamUpdate::SparseRows) ++dense_index;
@@ -181,13 +188,6 @@ std::vector<ParamSlice> GradientSum::owned_slices() const {
     if (options_.experts_apart && routed_expert_of(name) >= 0) {
       out.push_back({name, 0, t.numel()});  // a held expert: its holder updates it whole
       ++dense_index;
-      return;
-    }
-    if (role.update == ParamUpdate::SparseRows) {
-      // The table's rows, split evenly.
-      const int64_t rows = t.dim(0), width = t.numel() / std::max<int64_t>(rows, 1);
-      const int64_t begin = comm_.shard_begin(rows, me), end = comm_.shard_begin(rows, me + 1);
-      if (end > begin) out.push_back({name, begin * width, end * width});
       return;
     }
     const auto [bucket, member] = where.at(dense_index++);
@@ -396,9 +396,11 @@ void GradientSum::gather_parameters(ModelParams& params) {
       std::memcpy(dense[m.tensor]->data(), b.flat.data() + m.offset, size_t(m.numel) * sizeof(float));
   }
   // Table rows: the step's rows (the same list on every rank) that each
-  // rank's share holds, gathered in rank order.
-  MEMOE_CHECK(tables.size() == tables_.size(), "gather_parameters: ", tables.size(), " tables, expected ",
-              tables_.size());
+  // rank's share holds, gathered in rank order. Sharded tables stay with
+  // their owners.
+  if (options_.tables_sharded) tables.clear();
+  MEMOE_CHECK(tables.size() == tables_.size() || options_.tables_sharded, "gather_parameters: ", tables.size(),
+              " tables, expected ", tables_.size());
   for (size_t t = 0; t < tables.size(); ++t) {
     Tensor& table = *tables[t];
     const int64_t rows = table.dim(0), width = table.numel() / std::max<int64_t>(rows, 1);

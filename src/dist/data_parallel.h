@@ -25,6 +25,10 @@ struct DataParallelOptions {
   // The routed experts' gradients are summed elsewhere (expert parallel:
   // dist/expert_parallel.h) and stay out of the buckets.
   bool experts_apart = false;
+  // Each rank holds only its rows of every Engram table (dist/engram_shard.h):
+  // its optimizer owns those rows, ZeRO-1 or not, and no rank gathers
+  // another's updated rows.
+  bool tables_sharded = false;
 };
 
 // The gradient of one optimizer step: the sum, over its micro-batches in

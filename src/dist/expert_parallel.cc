@@ -286,13 +286,11 @@ void ExpertParallel::broadcast_experts(ModelParams& params) {
   for (Tensor* t : held_sum_tensors(params)) same_->broadcast(t->data(), t->numel(), 0);
 }
 
-void ExpertParallel::idle_forward(const Model& model) {
+void ExpertParallel::idle_layer(const Model& model, int layer) {
   ExpertGroups none;
   none.offsets.assign(size_t(layout_.n_experts) + 1, 0);
   MoECache scratch;
-  for (size_t l = 0; l < model.params.layers.size(); ++l)
-    if (model.params.layers[l].is_moe)
-      forward(int(l), model.config, model.params.layers[l].moe, none, nullptr, scratch, nullptr);
+  forward(layer, model.config, model.params.layers.at(size_t(layer)).moe, none, nullptr, scratch, nullptr);
 }
 
 int64_t ExpertParallel::buffer_bytes() const {

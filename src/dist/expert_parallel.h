@@ -72,10 +72,10 @@ class ExpertParallel final : public ExpertDispatch {
   // The held experts become the first group's (as broadcast_parameters does
   // for the replicated tensors).
   void broadcast_experts(ModelParams& params);
-  // One forward pass of exchanges with no rows of this rank's own (its
-  // experts still run the rows its peers send): a rank with fewer
-  // evaluation batches than its peers takes part in their remaining ones.
-  void idle_forward(const Model& model);
+  // One MoE layer's exchanges with no rows of this rank's own (its experts
+  // still run the rows its peers send): a rank with fewer evaluation
+  // batches than its peers takes part in their remaining ones.
+  void idle_layer(const Model& model, int layer);
   // Bytes this rank holds for the per-source expert gradients.
   int64_t buffer_bytes() const;
   // Since begin_step: bytes this rank sent to other ranks in the token

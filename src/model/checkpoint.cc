@@ -36,11 +36,17 @@ std::vector<int64_t> read_i64_shaped(const SafetensorsSet& f, const std::string&
 }  // namespace
 
 void save_model_tensors(const Model& m, const std::string& file, const std::function<bool(const std::string&)>& keep,
-                        DType dtype) {
+                        DType dtype, const TensorPieces& pieces) {
   MEMOE_CHECK(dtype == DType::F32 || dtype == DType::BF16, "checkpoints store F32 or BF16 weights");
   SafetensorsWriter w;
   // visit() only hands out references; nothing here modifies the tensors.
   const_cast<ModelParams&>(m.params).visit([&](const std::string& name, Tensor& t) {
+    if (auto piece = pieces.find(name); piece != pieces.end()) {
+      const auto [begin, end] = piece->second;
+      MEMOE_CHECK(0 <= begin && begin <= end && end <= t.numel(), "a piece of ", name, " outside it");
+      if (end > begin) w.add_f32_view(piece_name(name, begin, end, t.numel()), {end - begin}, t.data() + begin);
+      return;
+    }
     if (!keep(name)) return;
     if (dtype == DType::F32)
       w.add_f32_view(name, t);  // no second copy of the weights
@@ -173,6 +179,11 @@ Model load_model(const std::string& path, const LoadOptions& options) {
   m.params.allocate(cfg, m.engram_rows(), false);
   const bool mapped = options.weights == WeightStorage::mapped;
   m.params.visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
+    if (!f.has(name) && role.update == ParamUpdate::SparseRows) {
+      // A sharded-table run stores each rank's rows as a piece.
+      f.read_range(name, t.numel(), 0, t.numel(), t.data());
+      return;
+    }
     MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);
     const TensorInfo& info = f.info(name);
     MEMOE_CHECK(info.shape == t.shape(), f.path(), ": tensor ", name, " has shape ", shape_string(info.shape),

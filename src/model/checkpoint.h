@@ -1,6 +1,7 @@
 // Model directories: config.json + model.safetensors with the tensor names
 // of spec §6. Loading checks every tensor's presence and shape.
 #pragma once
+#include <map>
 #include <functional>
 #include <string>
 
@@ -15,9 +16,11 @@ namespace memoe {
 void save_model(const Model& m, const std::string& dir, DType dtype = DType::F32);
 // The tensors whose names `keep` accepts (the integer ones — the token map,
 // the Engram hashes — included) into one safetensors file, atomically: one
-// shard of a sharded checkpoint.
+// shard of a sharded checkpoint. `pieces` adds flat element ranges of
+// tensors (F32) as NAME[begin:end] (a sharded Engram table's own rows).
+using TensorPieces = std::map<std::string, std::pair<int64_t, int64_t>>;
 void save_model_tensors(const Model& m, const std::string& file, const std::function<bool(const std::string&)>& keep,
-                        DType dtype = DType::F32);
+                        DType dtype = DType::F32, const TensorPieces& pieces = {});
 
 // Where a loaded model's weights live.
 enum class WeightStorage {

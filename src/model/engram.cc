@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "core/error.h"
 #include "kernels/activation.h"
 #include "kernels/elementwise.h"
 #include "kernels/engram_gate.h"
@@ -55,13 +56,14 @@ namespace {
 // Everything after the hash: gather, gate, value, short conv. With states
 // (one per sequence of the batch), the conv of each also sees its state's
 // earlier inputs and moves them on.
-void engram_from_rows(const ModelConfig& cfg, const EngramParams& p, const float* h, int64_t batch, int64_t seq_len,
-                      EngramCache& c, const std::vector<EngramDecodeState*>* states, float* out) {
+void engram_from_rows(const ModelConfig& cfg, const EngramParams& p, const Tensor& table, const float* h,
+                      int64_t batch, int64_t seq_len, EngramCache& c, const std::vector<EngramDecodeState*>* states,
+                      float* out) {
   const EngramConfig& ec = *cfg.engram;
   const int64_t N = batch * seq_len, d = cfg.hidden_size, E = ec.embed_dim(), T = ec.tables_per_layer();
   const int64_t D = ec.head_dim();
   c.e.ensure({N, E});
-  engram_gather(p.embedding, D, c.rows.data(), N, T, c.e.data());
+  engram_gather(table, D, c.rows.data(), N, T, c.e.data());
 
   // Gate: alpha = sigmoid(signed_sqrt(<norm1(key), norm2(h)> / sqrt(d))).
   c.key_pre.ensure({N, d});
@@ -111,22 +113,30 @@ void engram_from_rows(const ModelConfig& cfg, const EngramParams& p, const float
 }
 }  // namespace
 
-void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
-                    const int64_t* compressed_ids, int64_t batch, int64_t seq_len, EngramCache& c, float* out) {
+std::vector<int64_t> engram_rows_of(const ModelConfig& cfg, const EngramHash& hash, const int64_t* compressed_ids,
+                                    int64_t batch, int64_t seq_len) {
   const EngramConfig& ec = *cfg.engram;
-  const int64_t N = batch * seq_len, T = ec.tables_per_layer();
-  // Hash and gather: rows depend on the ids alone.
-  c.rows.resize(size_t(N * T));
+  std::vector<int64_t> rows(size_t(batch * seq_len * ec.tables_per_layer()));
   engram_hash_rows(compressed_ids, batch, seq_len, hash.compressed_pad, hash.multipliers.data(),
-                   ec.max_ngram_size, hash.primes.data(), ec.n_head_per_ngram, c.rows.data());
-  engram_from_rows(cfg, p, h, batch, seq_len, c, nullptr, out);
+                   ec.max_ngram_size, hash.primes.data(), ec.n_head_per_ngram, rows.data());
+  return rows;
+}
+
+void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
+                    const int64_t* compressed_ids, int64_t batch, int64_t seq_len, EngramCache& c, float* out,
+                    EngramRowSource* source, int layer) {
+  // Hash and gather: rows depend on the ids alone.
+  c.rows = engram_rows_of(cfg, hash, compressed_ids, batch, seq_len);
+  c.held_rows.clear();
+  const Tensor& table = source ? source->fetch(layer, p, c.rows, c.held_rows) : p.embedding;
+  engram_from_rows(cfg, p, table, h, batch, seq_len, c, nullptr, out);
 }
 
 void engram_cached(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
                    const int64_t* window_ids, int64_t n, const std::vector<EngramDecodeState*>& states, float* out) {
   EngramCache c;
   c.rows = engram_window_rows(cfg, hash, window_ids, int64_t(states.size()), n);
-  engram_from_rows(cfg, p, h, int64_t(states.size()), n, c, &states, out);
+  engram_from_rows(cfg, p, p.embedding, h, int64_t(states.size()), n, c, &states, out);
 }
 
 std::vector<int64_t> engram_window_rows(const ModelConfig& cfg, const EngramHash& hash, const int64_t* window_ids,
@@ -178,7 +188,19 @@ void engram_backward(const ModelConfig& cfg, const EngramParams& p, const float*
   linear_backward(dkey_pre.data(), c.e.data(), p.key_proj, N, E, d, de.data(), grads.key_proj.data(),
                   grads.key_bias.data());
   rmsnorm_backward(dquery.data(), h, p.norm2.data(), c.query_rstd.data(), N, d, dh, grads.norm2.data());
-  engram_gather_backward(de.data(), c.rows.data(), N, T, D, &grads.embedding_grad);
+  if (c.held_rows.empty()) {
+    engram_gather_backward(de.data(), c.rows.data(), N, T, D, &grads.embedding_grad);
+    return;
+  }
+  // Rows of a fetched table: its gradient rows renamed to their global ids
+  // (ascending to ascending, so the order and the sums are the same).
+  MEMOE_CHECK(grads.embedding_grad.rows.empty(), "engram backward: a fetched table's gradient must start empty");
+  SparseRowGrad g;
+  engram_gather_backward(de.data(), c.rows.data(), N, T, D, &g);
+  for (int64_t& r : g.rows) r = c.held_rows.at(size_t(r));
+  grads.embedding_grad.rows = std::move(g.rows);
+  grads.embedding_grad.grad = std::move(g.grad);
+  grads.embedding_grad.row_width = g.row_width;
 }
 
 }  // namespace memoe

@@ -38,7 +38,10 @@ struct EngramParams {
 };
 
 struct EngramCache {
-  std::vector<int64_t> rows;  // [N, (N-1)*K]
+  std::vector<int64_t> rows;  // [N, (N-1)*K]: rows of the table read (the layer's own, or a fetched one)
+  // Rows read from a fetched table (EngramRowSource): the global id of
+  // each of its rows, ascending. Empty: rows index the layer's own table.
+  std::vector<int64_t> held_rows;
   Tensor e;                   // gathered rows [N, E]
   Tensor key_pre, key_rstd, key;      // e @ Wk^T + b, its RMSNorm
   Tensor query, query_rstd;           // RMSNorm(h)
@@ -47,10 +50,30 @@ struct EngramCache {
   Tensor conv_in, conv_rstd, conv_z;  // RMSNorm(u), conv pre-activation
 };
 
+// Where an Engram layer's rows come from when this process does not hold
+// the whole table: a sharded-table run (dist/engram_shard.h) fetches them
+// from the ranks that own them. The layer never knows ranks.
+class EngramRowSource {
+ public:
+  virtual ~EngramRowSource() = default;
+  // rows: the layer's global row ids of this pass. Returns a table holding
+  // them, rewrites rows into that table's row indices and sets held[i] to
+  // the global id of its row i (ascending).
+  virtual const Tensor& fetch(int layer, const EngramParams& p, std::vector<int64_t>& rows,
+                              std::vector<int64_t>& held) = 0;
+};
+
+// The global table rows a pass over compressed ids [batch, seq_len] reads:
+// [B*L, tables_per_layer] (what engram_forward gathers).
+std::vector<int64_t> engram_rows_of(const ModelConfig& cfg, const EngramHash& hash, const int64_t* compressed_ids,
+                                    int64_t batch, int64_t seq_len);
+
 // out = Engram(h) for h [B*L, d] and compressed ids [B*L] (the token map
 // already applied). Overwrites out; the caller adds it to the residual.
+// source null: the rows come from p's own table.
 void engram_forward(const ModelConfig& cfg, const EngramHash& hash, const EngramParams& p, const float* h,
-                    const int64_t* compressed_ids, int64_t batch, int64_t seq_len, EngramCache& cache, float* out);
+                    const int64_t* compressed_ids, int64_t batch, int64_t seq_len, EngramCache& cache, float* out,
+                    EngramRowSource* source = nullptr, int layer = 0);
 // One sequence's Engram state at inference (spec §5.6): the short conv's
 // inputs of the last (kernel-1)·N positions (zeros before the start). The
 // hash's last N-1 compressed ids are the caller's (they are the sequence's).

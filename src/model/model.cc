@@ -177,7 +177,7 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
     LayerState& s = st.layers[size_t(li)];
     if (p.has_engram) {
       engram_forward(cfg, m.engram_hash[size_t(li)], p.engram, s.h_in.data(), st.compressed_ids.data(), batch,
-                     seq_len, s.engram, branch.data());
+                     seq_len, s.engram, branch.data(), m.engram_row_source.get(), li);
       s.h_mid.ensure({N, d});
       add(s.h_in.data(), branch.data(), N * d, s.h_mid.data());
       lap(ft[PartTimes::Engram]);

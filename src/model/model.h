@@ -63,6 +63,9 @@ struct Model {
   std::shared_ptr<PagePrefetcher> engram_prefetcher;
   // Where the routed experts run (model/moe.h). Null: here, all of them.
   std::shared_ptr<ExpertDispatch> expert_dispatch;
+  // Where the Engram layers' rows come from (model/engram.h). Null: the
+  // layers' own tables.
+  std::shared_ptr<EngramRowSource> engram_row_source;
   int64_t compressed_vocab() const;     // V' = max(token_map) + 1
   std::vector<int64_t> engram_rows() const;
   ModelParams make_gradients() const;   // zeroed, shaped like params (the same experts held)

@@ -151,7 +151,7 @@ std::string index_and_publish(const fs::path& root, const fs::path& tmp, const s
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
                             Communicator& world, MomentsLayout moments, double write_timeout_s,
-                            int expert_shards) {
+                            int expert_shards, bool sharded_tables) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const std::string name = step_name(state.step);
   const int ranks = world.size();
@@ -186,14 +186,25 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
   } else {
     // Each rank its own shard of the weights and of the moments.
     const std::map<std::string, int> writers = weight_writers(model, ranks, expert_shards);
+    // Sharded tables: each rank's own rows, as pieces.
+    TensorPieces pieces;
+    if (sharded_tables)
+      const_cast<ModelParams&>(model.params).visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
+        if (role.update != ParamUpdate::SparseRows) return;
+        const int64_t rows = t.dim(0), width = t.numel() / std::max<int64_t>(rows, 1);
+        pieces[name] = {world.shard_begin(rows, world.rank()) * width, world.shard_begin(rows, world.rank() + 1) * width};
+      });
     auto mine = [&](const std::string& n) {
+      if (pieces.count(n)) return false;
       auto it = writers.find(n);
       return it == writers.end() ? world.is_root() : it->second == world.rank();  // integer tensors: rank 0
     };
-    save_model_tensors(model, (tmp / shard_file_name("model", world.rank() + 1, ranks)).string(), mine);
+    save_model_tensors(model, (tmp / shard_file_name("model", world.rank() + 1, ranks)).string(), mine, DType::F32,
+                       pieces);
     SafetensorsWriter w;
+    auto my_moments = [&](const std::string& n) { return pieces.count(n) || mine(n); };
     add_moments(w, model, optimizer, moments == MomentsLayout::sharded ? std::function<bool(const std::string&)>(everything)
-                                                                       : std::function<bool(const std::string&)>(mine));
+                                                                       : std::function<bool(const std::string&)>(my_moments));
     w.write((tmp / shard_file_name("optimizer", world.rank() + 1, ranks)).string());
   }
   // Every shard is on disk before rank 0 indexes and publishes them; a rank

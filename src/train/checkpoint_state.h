@@ -36,11 +36,13 @@ enum class MomentsLayout { replicated, sharded };
 // does, a rank waits at most write_timeout_s in one collective (<= 0: no
 // limit; see Communicator::set_collective_timeout). With expert_shards E
 // > 1 (expert parallel) each routed expert is written by the first EP
-// group's rank holding it, world rank = its shard.
+// group's rank holding it, world rank = its shard. With sharded_tables
+// each rank writes its own rows of every Engram table (and their moments)
+// as pieces NAME[begin:end].
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
                             Communicator& world, MomentsLayout moments = MomentsLayout::replicated,
-                            double write_timeout_s = 120, int expert_shards = 1);
+                            double write_timeout_s = 120, int expert_shards = 1, bool sharded_tables = false);
 
 // The model of a checkpoint is load_model(dir); these read the rest.
 // The optimizer must have been built for that model; it reads the moments

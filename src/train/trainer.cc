@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "dist/data_parallel.h"
+#include "dist/engram_shard.h"
 #include "dist/expert_parallel.h"
 #include "io/atomic_file.h"
 #include "io/token_map.h"
@@ -63,7 +64,7 @@ json options_to_json(const TrainOptions& o) {
           {"seed", o.seed},         {"eval_every", o.eval_every},
           {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
           {"keep_last", o.keep_last}, {"log_every", o.log_every},
-          {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"ep", o.ep},
+          {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"ep", o.ep}, {"engram_shard", o.engram_shard},
           {"zero", o.zero},         {"overlap", o.overlap},
           {"bucket_mb", o.bucket_mb}};
 }
@@ -95,6 +96,7 @@ TrainOptions options_from_json(const json& j) {
   o.precision = parse_precision(j.value("precision", "fp32"));  // runs from before bf16 were fp32
   o.dp = j.value("dp", int64_t{1});
   o.ep = j.value("ep", int64_t{1});
+  o.engram_shard = j.value("engram_shard", false);
   o.zero = j.value("zero", int64_t{0});
   o.overlap = j.value("overlap", true);
   o.bucket_mb = j.value("bucket_mb", 8.0);
@@ -163,6 +165,7 @@ struct Run {
   Model model;
   TrainState state;
   std::shared_ptr<ExpertParallel> experts;  // with --ep > 1: the routed experts' dispatch and gradient sums
+  std::shared_ptr<ShardedEngramTables> tables;  // with --engram-shard on several ranks: the tables' row fetches
 };
 
 // With --ep > 1: this rank keeps its shard of the experts and routes
@@ -180,6 +183,36 @@ void distribute_model(Run& run) {
   }
   broadcast_parameters(world, run.model.params, run.experts != nullptr);
   if (run.experts) run.experts->broadcast_experts(run.model.params);
+  if (run.o.engram_shard && world.size() > 1) {
+    run.tables = std::make_shared<ShardedEngramTables>(world, run.model);
+    run.tables->keep_owned_rows(run.model.params);
+    run.model.engram_row_source = run.tables;
+  }
+}
+
+// One forward pass's collectives with no rows of this rank's own, in the
+// order a forward pass makes them (Engram's fetch, then the MoE exchange,
+// layer by layer): evaluation batches differ by one between ranks.
+void idle_forward(const Run& run) {
+  const ModelParams& p = run.model.params;
+  for (size_t l = 0; l < p.layers.size(); ++l) {
+    if (run.tables && p.layers[l].has_engram) run.tables->idle_fetch(int(l), p.layers[l].engram);
+    if (run.experts && p.layers[l].is_moe) run.experts->idle_layer(run.model, int(l));
+  }
+}
+
+// The bytes of the Engram tables this rank holds: its rows when sharded.
+int64_t held_table_bytes(const Run& run, bool all_rows) {
+  int64_t bytes = 0;
+  for (const LayerParams& l : run.model.params.layers) {
+    if (!l.has_engram) continue;
+    const int64_t rows = l.engram.embedding.dim(0), D = l.engram.embedding.dim(1);
+    const int64_t held = run.tables && !all_rows ? run.tables->first_row(rows, run.world->rank() + 1) -
+                                                       run.tables->first_row(rows, run.world->rank())
+                                                 : rows;
+    bytes += held * D * int64_t(sizeof(float));
+  }
+  return bytes;
 }
 
 void write_options(const Run& run) {
@@ -246,17 +279,26 @@ std::string mib(int64_t bytes) {
 
 // What each rank holds, as one line per rank from rank 0 (the optimizer's
 // share is what ZeRO-1 divides).
-void print_memory(Communicator& world, const Model& model, ModelParams& grads, ModelParams& micro,
-                  const AdamW& opt, const GradientSum& sum, const ExpertParallel* experts, const TrainOptions& o) {
+void print_memory(const Run& run, ModelParams& grads, ModelParams& micro, const AdamW& opt, const GradientSum& sum) {
+  Communicator& world = *run.world;
+  const Model& model = run.model;
+  const TrainOptions& o = run.o;
+  const ExpertParallel* experts = run.experts.get();
+  int64_t table_moments = 0;
+  for (const AdamW::Moments& mo : opt.moments())
+    if (mo.slice.name.find(".engram.embedding.") != std::string::npos)
+      table_moments += 2 * mo.slice.size() * int64_t(sizeof(float));
   int64_t expert_moments = 0;
   for (const AdamW::Moments& mo : opt.moments())
     if (routed_expert_of(mo.slice.name) >= 0) expert_moments += 2 * mo.slice.size() * int64_t(sizeof(float));
-  const std::vector<int64_t> mine = {tensor_bytes(const_cast<ModelParams&>(model.params)),
+  const std::vector<int64_t> mine = {tensor_bytes(const_cast<ModelParams&>(model.params)) -
+                                         held_table_bytes(run, true) + held_table_bytes(run, false),
                                      tensor_bytes(grads) + tensor_bytes(micro), opt.state_bytes(),
                                      sum.buffer_bytes(),
                                      routed_expert_bytes(const_cast<ModelParams&>(model.params)),
                                      routed_expert_bytes(grads), expert_moments,
-                                     experts ? experts->buffer_bytes() : 0};
+                                     experts ? experts->buffer_bytes() : 0, held_table_bytes(run, false),
+                                     table_moments};
   const std::vector<int64_t> all = world.all_gather(mine);
   if (!world.is_root()) return;
   for (int r = 0; r < world.size(); ++r) {
@@ -272,6 +314,9 @@ void print_memory(Communicator& world, const Model& model, ModelParams& grads, M
                  "routed experts of rank %d: weights %lld bytes, step gradients %lld bytes, optimizer state %lld "
                  "bytes, per-source gradient buffers %lld bytes (%lld expert-parallel ranks)\n",
                  r, (long long)m[4], (long long)m[5], (long long)m[6], (long long)m[7], (long long)o.ep);
+    if (world.size() > 1 && model.config.engram)
+      std::fprintf(stderr, "Engram tables of rank %d: rows %lld bytes, optimizer state %lld bytes (%s)\n", r,
+                   (long long)m[8], (long long)m[9], o.engram_shard ? "sharded over the ranks" : "every row");
   }
 }
 
@@ -301,6 +346,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   dp_options.overlap = o.overlap;
   dp_options.bucket_values = std::max<int64_t>(1, int64_t(o.bucket_mb * double(1 << 20) / sizeof(float)));
   dp_options.experts_apart = run.experts != nullptr;
+  dp_options.tables_sharded = run.tables != nullptr;
+  ShardedEngramTables* tables = run.tables.get();
   ExpertParallel* experts = run.experts.get();
   GradientSum gradient_sum(world, model, grads, dp_options);
   const bool sharded = dp_options.zero && world.size() > 1;
@@ -331,7 +378,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const bool direct = world.size() == 1 && o.grad_accum == 1;
   ModelParams micro_buffer = direct ? ModelParams{} : model.make_gradients();
   ModelParams& micro_grads = direct ? grads : micro_buffer;
-  print_memory(world, model, grads, micro_buffer, opt, gradient_sum, experts, o);
+  print_memory(run, grads, micro_buffer, opt, gradient_sum);
   ModelState fwd;
   Batch batch;
   std::vector<int64_t> windows(size_t(local_batch * (o.seq_len + 1)));
@@ -356,6 +403,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     const auto t0 = std::chrono::steady_clock::now();
     gradient_sum.begin_step();
     if (experts) experts->begin_step(grads);
+    if (tables) tables->reset_counters();
     std::vector<std::vector<int64_t>> loads(model.params.layers.size());
     std::vector<double> gate_sum(model.params.layers.size(), 0.0);
     double loss = 0, gnorm = 0;
@@ -373,6 +421,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
         // order, like the gradients.
         std::vector<double> sums(loads.size() + 1, 0.0);
         world.set_activity("the backward pass of step " + std::to_string(step + 1));
+        // Sharded tables: the rows this micro-batch reads, asked for now.
+        if (tables) tables->prefetch(model, batch.ids.data(), local_batch, o.seq_len);
         sums.back() = model_loss_and_grad(
             model, batch.ids.data(), batch.targets.data(), local_batch, o.seq_len, fwd, &micro_grads,
             direct ? GradientReadyHook{} : [&](int part) { gradient_sum.on_backward_progress(micro_grads, part); });
@@ -433,6 +483,10 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       rec["expert_chain_s"] = experts->chain_seconds();
       rec["expert_sent_bytes"] = experts->sent_bytes();
     }
+    if (tables) {  // rank 0's: waiting for fetched table rows, and the rows it sent
+      rec["engram_fetch_wait_s"] = tables->wait_seconds();
+      rec["engram_sent_bytes"] = tables->sent_bytes();
+    }
     rec["step_s"] = dt;
     if (run.state.step == first_step + 1) rec["sgemm_gflops"] = sgemm;
     json load_ratio = json::object(), gates = json::object();
@@ -489,16 +543,16 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       const int64_t from = windows_in_all * world.rank() / world.size();
       const int64_t to = windows_in_all * (world.rank() + 1) / world.size();
       HeldoutSums sums = heldout_sums(model, val, local_batch, from, to - from, fwd);
-      if (experts) {
-        // Every rank of an EP group runs as many forward passes as the one
-        // with the most batches: the others join its exchanges with no rows.
+      if (experts || tables) {
+        // Every rank runs as many forward passes as the one with the most
+        // batches: the others join its exchanges with no rows.
         auto passes = [&](int r) {
           const int64_t n = windows_in_all * (r + 1) / world.size() - windows_in_all * r / world.size();
           return (n + local_batch - 1) / local_batch;
         };
         int64_t most = 0;
         for (int r = 0; r < world.size(); ++r) most = std::max(most, passes(r));
-        for (int64_t i = passes(world.rank()); i < most; ++i) experts->idle_forward(model);
+        for (int64_t i = passes(world.rank()); i < most; ++i) idle_forward(run);
       }
       world.sum(&sums.loss_sum, 1);
       world.sum(&sums.tokens, 1);
@@ -530,7 +584,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       world.set_activity("the checkpoint of step " + std::to_string(run.state.step));
       result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last, world,
                                                sharded ? MomentsLayout::sharded : MomentsLayout::replicated,
-                                               limits.checkpoint_timeout_s, int(o.ep));
+                                               limits.checkpoint_timeout_s, int(o.ep), tables != nullptr);
     }
     if (result.stopped_by_budget) {
       if (root)

@@ -24,6 +24,7 @@ struct TrainOptions {
   int64_t batch = 8;          // sequences per micro-batch, over all data-parallel ranks together
   int64_t dp = 1;             // data-parallel ranks; each takes batch / dp sequences of every micro-batch
   int64_t ep = 1;             // expert-parallel ranks: routed experts split over groups of ep ranks (dist/expert_parallel.h)
+  bool engram_shard = false;  // each rank holds only its rows of the Engram tables (dist/engram_shard.h)
   int64_t zero = 0;           // 1: ZeRO-1, the optimizer moments sharded over the data-parallel ranks
   bool overlap = true;        // gradient buckets sent while the backward pass still runs
   double bucket_mb = 8;       // MiB of fp32 gradient per bucket
