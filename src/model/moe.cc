@@ -45,7 +45,7 @@ class LocalExperts final : public ExpertDispatch {
                MoECache& cache, float* out) override {
     check_all_held(p);
     const int64_t d = p.gate.dim(1);
-    for_each_busy_expert(groups, [&](int e, int64_t first, int64_t rows) {
+    for_each_busy_expert(groups, expert_weights(p), [&](int e, int64_t first, int64_t rows) {
       swiglu_ffn_forward(p.experts[size_t(e)], xg + first * d, rows, cache.experts[size_t(e)], out + first * d);
     });
   }
@@ -55,7 +55,7 @@ class LocalExperts final : public ExpertDispatch {
                float* out) override {
     check_all_held(p);
     const int64_t d = cfg.hidden_size, F = cfg.moe_intermediate_size;
-    for_each_busy_expert(groups, [&](int e, int64_t first, int64_t rows) {
+    for_each_busy_expert(groups, expert_weights(p), [&](int e, int64_t first, int64_t rows) {
       linear_forward(cache.experts[size_t(e)].h_operand(), p.experts[size_t(e)].down_proj, nullptr, rows, F, d,
                      out + first * d);
     });
@@ -64,13 +64,17 @@ class LocalExperts final : public ExpertDispatch {
                 const MoECache& cache, const float* gy, MoEParams& grads, float* dxg) override {
     check_all_held(p);
     const int64_t d = cfg.hidden_size;
-    for_each_busy_expert(groups, [&](int e, int64_t first, int64_t rows) {
+    for_each_busy_expert(groups, expert_weights(p), [&](int e, int64_t first, int64_t rows) {
       swiglu_ffn_backward(p.experts[size_t(e)], xg + first * d, cache.experts[size_t(e)], gy + first * d, rows,
                           grads.experts[size_t(e)], dxg + first * d);
     });
   }
 
  private:
+  // The weights of one routed expert: gate, up and down projections.
+  static int64_t expert_weights(const MoEParams& p) {
+    return 3 * p.experts[size_t(p.expert_begin)].gate_proj.numel();
+  }
   static void check_all_held(const MoEParams& p) {
     MEMOE_CHECK(p.holds_all_experts(), "moe: this process holds experts ", p.expert_begin, "..", p.expert_end - 1,
                 " of ", p.experts.size(), " only; an expert-parallel dispatch must run them");
