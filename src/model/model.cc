@@ -144,9 +144,15 @@ const Tensor& lm_head_weight(const Model& m) {
   return m.config.tie_word_embeddings ? m.params.embed_tokens : m.params.lm_head;
 }
 
-void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_len, ModelState& st) {
+Tensor& layer_input(const Model& m, ModelState& st, int layer) {
+  if (layer == m.config.num_hidden_layers) return st.h_final;
+  LayerState& s = st.layers.at(size_t(layer));
+  return m.params.layers[size_t(layer)].has_engram ? s.h_in : s.h_mid;
+}
+
+void model_begin(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_len, ModelState& st) {
   const ModelConfig& cfg = m.config;
-  const int64_t N = batch * seq_len, d = cfg.hidden_size, V = cfg.vocab_size;
+  const int64_t N = batch * seq_len;
   MEMOE_CHECK(batch > 0 && seq_len > 0, "empty batch");
   check_token_ids(cfg, ids, N);
   st.batch = batch;
@@ -156,23 +162,29 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
   st.compressed_ids.resize(size_t(N));
   remap_ids(ids, N, m.token_map.empty() ? nullptr : m.token_map.data(), st.compressed_ids.data());
   st.layers.resize(size_t(cfg.num_hidden_layers));
+  st.aux_loss = 0.0;
+}
 
+void embed_forward(const Model& m, ModelState& st) {
+  Lap lap;
+  const int64_t N = st.batch * st.seq_len, d = m.config.hidden_size;
+  Tensor& h = layer_input(m, st, 0);
+  h.ensure({N, d});
+  embedding_forward(m.params.embed_tokens, st.ids.data(), N, d, h.data());
+  lap(st.times.forward[PartTimes::Embed]);
+}
+
+void layers_forward(const Model& m, int first, int last, ModelState& st) {
+  const ModelConfig& cfg = m.config;
+  MEMOE_CHECK(0 <= first && first <= last && last <= cfg.num_hidden_layers, "layers ", first, "..", last,
+              " are not a range of the model's ", cfg.num_hidden_layers);
+  const int64_t batch = st.batch, seq_len = st.seq_len, N = batch * seq_len, d = cfg.hidden_size;
   Lap lap;
   double* ft = st.times.forward;
   // The residual stream lives in the tensors the backward pass keeps: each
   // residual add writes straight into the next one (no working copy).
-  auto layer_input = [&](int li) -> Tensor& {
-    if (li == cfg.num_hidden_layers) return st.h_final;
-    LayerState& s = st.layers[size_t(li)];
-    return m.params.layers[size_t(li)].has_engram ? s.h_in : s.h_mid;
-  };
-  layer_input(0).ensure({N, d});
-  embedding_forward(m.params.embed_tokens, ids, N, d, layer_input(0).data());
-  lap(ft[PartTimes::Embed]);
-
   Tensor branch({N, d});
-  st.aux_loss = 0.0;
-  for (int li = 0; li < cfg.num_hidden_layers; ++li) {
+  for (int li = first; li < last; ++li) {
     const LayerParams& p = m.params.layers[size_t(li)];
     LayerState& s = st.layers[size_t(li)];
     if (p.has_engram) {
@@ -202,29 +214,40 @@ void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t se
     } else {
       swiglu_ffn_forward(p.mlp, s.x_ffn.data(), N, s.mlp, branch.data());
     }
-    Tensor& out = layer_input(li + 1);
+    Tensor& out = layer_input(m, st, li + 1);
     out.ensure({N, d});
     add(s.h_attn.data(), branch.data(), N * d, out.data());
     lap(ft[p.is_moe ? PartTimes::MoE : PartTimes::DenseFfn]);
   }
+}
+
+void head_forward(const Model& m, ModelState& st) {
+  const ModelConfig& cfg = m.config;
+  const int64_t N = st.batch * st.seq_len, d = cfg.hidden_size, V = cfg.vocab_size;
+  Lap lap;
   st.final_out.ensure({N, d});
   st.final_rstd.ensure({N});
   rmsnorm_forward(st.h_final.data(), m.params.norm.data(), float(cfg.rms_norm_eps), N, d, st.final_out.data(),
                   st.final_rstd.data());
   st.logits.ensure({N, V});
   linear_forward(st.final_out.data(), lm_head_weight(m), nullptr, N, d, V, st.logits.data());
-  lap(ft[PartTimes::Head]);
+  lap(st.times.forward[PartTimes::Head]);
 }
 
-double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* targets, int64_t batch,
-                           int64_t seq_len, ModelState& st, ModelParams* grads, const GradientReadyHook& on_ready) {
+void model_forward(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_len, ModelState& st) {
+  model_begin(m, ids, batch, seq_len, st);
+  embed_forward(m, st);
+  layers_forward(m, 0, m.config.num_hidden_layers, st);
+  head_forward(m, st);
+}
+
+double head_loss_and_grad(const Model& m, const int64_t* targets, ModelState& st, ModelParams* grads, Tensor& dh,
+                          const GradientReadyHook& on_ready) {
   const ModelConfig& cfg = m.config;
-  const int64_t N = batch * seq_len, d = cfg.hidden_size, V = cfg.vocab_size;
-  check_token_ids(cfg, ids, N);
+  const int64_t N = st.batch * st.seq_len, d = cfg.hidden_size, V = cfg.vocab_size;
   for (int64_t i = 0; i < N; ++i)
     MEMOE_CHECK(targets[i] >= -1 && targets[i] < V, "target id ", targets[i], " at position ", i,
                 " is outside the vocabulary");
-  model_forward(m, ids, batch, seq_len, st);
   const bool bf16_head = lm_head_weight(m).bf16() != nullptr;
   if (grads && bf16_head) {
     st.dlogits = Tensor();
@@ -233,26 +256,35 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
     std::vector<uint16_t>().swap(st.dlogits_bf16);
     st.dlogits.ensure({N, V});
   }
-  double loss = cross_entropy(st.logits.data(), targets, N, V, grads && !bf16_head ? st.dlogits.data() : nullptr,
-                              grads && bf16_head ? st.dlogits_bf16.data() : nullptr);
-  loss += st.aux_loss;
+  const double loss = cross_entropy(st.logits.data(), targets, N, V,
+                                    grads && !bf16_head ? st.dlogits.data() : nullptr,
+                                    grads && bf16_head ? st.dlogits_bf16.data() : nullptr);
   if (!grads) return loss;
-
   Lap lap;
-  double* bt = st.times.backward;
-  // LM head and final norm.
-  Tensor dfinal({N, d}), dh({N, d}), dx({N, d}), dbranch({N, d});
+  Tensor dfinal({N, d});
+  dh.ensure({N, d});
   ModelParams& g = *grads;
   float* dlm = cfg.tie_word_embeddings ? g.embed_tokens.data() : g.lm_head.data();
   const ActivationMatrix dlogits = bf16_head ? ActivationMatrix(st.dlogits_bf16.data()) : st.dlogits.data();
   linear_backward(dlogits, st.final_out.data(), lm_head_weight(m), N, d, V, dfinal.data(), dlm, nullptr);
   rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
                    g.norm.data());
-  lap(bt[PartTimes::Head]);
+  lap(st.times.backward[PartTimes::Head]);
   // With tied embeddings the head's matrix is the embedding's, final only at the end.
   if (on_ready) on_ready(cfg.num_hidden_layers);
+  return loss;
+}
 
-  for (int li = cfg.num_hidden_layers - 1; li >= 0; --li) {
+void layers_backward(const Model& m, int first, int last, ModelState& st, ModelParams& g, Tensor& dh,
+                     const GradientReadyHook& on_ready) {
+  const ModelConfig& cfg = m.config;
+  MEMOE_CHECK(0 <= first && first <= last && last <= cfg.num_hidden_layers, "layers ", first, "..", last,
+              " are not a range of the model's ", cfg.num_hidden_layers);
+  const int64_t batch = st.batch, seq_len = st.seq_len, N = batch * seq_len, d = cfg.hidden_size;
+  Lap lap;
+  double* bt = st.times.backward;
+  Tensor dx({N, d}), dbranch({N, d});
+  for (int li = last - 1; li >= first; --li) {
     const LayerParams& p = m.params.layers[size_t(li)];
     LayerParams& gl = g.layers[size_t(li)];
     LayerState& s = st.layers[size_t(li)];
@@ -279,9 +311,24 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
     }
     if (on_ready) on_ready(li);
   }
-  embedding_backward(dh.data(), ids, N, d, g.embed_tokens.data());
-  lap(bt[PartTimes::Embed]);
+}
+
+void embed_backward(const Model& m, ModelState& st, ModelParams& g, const Tensor& dh,
+                    const GradientReadyHook& on_ready) {
+  Lap lap;
+  embedding_backward(dh.data(), st.ids.data(), st.batch * st.seq_len, m.config.hidden_size, g.embed_tokens.data());
+  lap(st.times.backward[PartTimes::Embed]);
   if (on_ready) on_ready(-1);
+}
+
+double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* targets, int64_t batch,
+                           int64_t seq_len, ModelState& st, ModelParams* grads, const GradientReadyHook& on_ready) {
+  model_forward(m, ids, batch, seq_len, st);
+  Tensor dh;
+  const double loss = head_loss_and_grad(m, targets, st, grads, dh, on_ready) + st.aux_loss;
+  if (!grads) return loss;
+  layers_backward(m, 0, m.config.num_hidden_layers, st, *grads, dh, on_ready);
+  embed_backward(m, st, *grads, dh, on_ready);
   return loss;
 }
 

@@ -130,4 +130,23 @@ double model_loss_and_grad(const Model& m, const int64_t* ids, const int64_t* ta
                            int64_t seq_len, ModelState& state, ModelParams* grads,
                            const GradientReadyHook& on_ready = {});
 
+// The same passes over a range of layers, for pipeline stages: model_forward
+// is model_begin, embed_forward, layers_forward over [0, L) and head_forward;
+// model_loss_and_grad adds head_loss_and_grad (cross-entropy without the
+// balance loss, and the head's backward into dh), layers_backward over
+// [0, L) and embed_backward. A stage that starts at layer `first` writes its
+// input into layer_input(first) (layer L: the residual entering the head)
+// and reads the gradient it passes down from dh after layers_backward.
+Tensor& layer_input(const Model& m, ModelState& state, int layer);
+void model_begin(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_len, ModelState& state);
+void embed_forward(const Model& m, ModelState& state);
+void layers_forward(const Model& m, int first, int last, ModelState& state);  // adds to state.aux_loss
+void head_forward(const Model& m, ModelState& state);
+double head_loss_and_grad(const Model& m, const int64_t* targets, ModelState& state, ModelParams* grads, Tensor& dh,
+                          const GradientReadyHook& on_ready = {});
+void layers_backward(const Model& m, int first, int last, ModelState& state, ModelParams& grads, Tensor& dh,
+                     const GradientReadyHook& on_ready = {});
+void embed_backward(const Model& m, ModelState& state, ModelParams& grads, const Tensor& dh,
+                    const GradientReadyHook& on_ready = {});
+
 }  // namespace memoe

@@ -172,6 +172,56 @@ TEST_P(WholeModel, FutureTokensNeverChangePastLogits) {
   }
 }
 
+// Pipeline stages: layers [0, k) in one state, [k, L) and the head in
+// another, the residual and its gradient handed across as a stage would
+// send them, give the whole pass's logits, loss and gradients bit for bit
+// (untied embeddings: with tied ones the head's and the embedding's parts
+// of one gradient are summed by whoever owns it, in its own order).
+TEST_P(WholeModel, LayerRangesComposeIntoTheWholePass) {
+  ModelConfig cfg = tiny_config(GetParam());
+  cfg.tie_word_embeddings = false;
+  Model m = random_model(cfg, 21);
+  const int64_t B = 2, L = 9, N = B * L, d = cfg.hidden_size, layers = cfg.num_hidden_layers;
+  const auto ids = random_ids(cfg, N, 6);
+  const auto targets = next_token_targets(ids.data(), B, L);
+  ModelState whole;
+  ModelParams g_whole = m.make_gradients();
+  const double loss = model_loss_and_grad(m, ids.data(), targets.data(), B, L, whole, &g_whole);
+  for (int k = 0; k <= layers; ++k) {
+    ModelState first, second;
+    ModelParams g_first = m.make_gradients(), g_second = m.make_gradients();
+    model_begin(m, ids.data(), B, L, first);
+    embed_forward(m, first);
+    layers_forward(m, 0, k, first);
+    model_begin(m, ids.data(), B, L, second);
+    Tensor& handed = layer_input(m, second, k);
+    handed.ensure({N, d});
+    std::copy(layer_input(m, first, k).data(), layer_input(m, first, k).data() + N * d, handed.data());
+    layers_forward(m, k, int(layers), second);
+    head_forward(m, second);
+    for (int64_t i = 0; i < whole.logits.numel(); ++i)
+      ASSERT_EQ(second.logits[i], whole.logits[i]) << "split at layer " << k << ", logit " << i;
+    Tensor dh;
+    const double split_loss =
+        head_loss_and_grad(m, targets.data(), second, &g_second, dh) + first.aux_loss + second.aux_loss;
+    EXPECT_EQ(split_loss, loss) << "split at layer " << k;
+    std::vector<int> ready;
+    layers_backward(m, k, int(layers), second, g_second, dh, [&](int part) { ready.push_back(part); });
+    layers_backward(m, 0, k, first, g_first, dh, [&](int part) { ready.push_back(part); });
+    embed_backward(m, first, g_first, dh);
+    ASSERT_EQ(ready.size(), size_t(layers)) << "split at layer " << k;
+    for (int i = 0; i < int(layers); ++i) EXPECT_EQ(ready[size_t(i)], int(layers) - 1 - i);
+    std::map<std::string, const Tensor*> a, b;
+    g_first.visit([&](const std::string& name, Tensor& t) { a[name] = &t; });
+    g_second.visit([&](const std::string& name, Tensor& t) { b[name] = &t; });
+    int64_t differing = 0;
+    g_whole.visit([&](const std::string& name, Tensor& t) {
+      for (int64_t i = 0; i < t.numel(); ++i) differing += (*a.at(name))[i] + (*b.at(name))[i] != t[i];
+    });
+    EXPECT_EQ(differing, 0) << "gradient values differing, split at layer " << k;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Attention, WholeModel, ::testing::Values(AttentionKind::MLA, AttentionKind::GQA),
                          [](const auto& info) { return info.param == AttentionKind::MLA ? "MLA" : "GQA"; });
 
