@@ -144,6 +144,15 @@ const Tensor& lm_head_weight(const Model& m) {
   return m.config.tie_word_embeddings ? m.params.embed_tokens : m.params.lm_head;
 }
 
+namespace {
+
+void check_layer_range(const ModelConfig& cfg, int first, int last) {
+  MEMOE_CHECK(0 <= first && first <= last && last <= cfg.num_hidden_layers, "layers ", first, "..", last,
+              " are not a range of the model's ", cfg.num_hidden_layers);
+}
+
+}  // namespace
+
 Tensor& layer_input(const Model& m, ModelState& st, int layer) {
   if (layer == m.config.num_hidden_layers) return st.h_final;
   LayerState& s = st.layers.at(size_t(layer));
@@ -176,8 +185,7 @@ void embed_forward(const Model& m, ModelState& st) {
 
 void layers_forward(const Model& m, int first, int last, ModelState& st) {
   const ModelConfig& cfg = m.config;
-  MEMOE_CHECK(0 <= first && first <= last && last <= cfg.num_hidden_layers, "layers ", first, "..", last,
-              " are not a range of the model's ", cfg.num_hidden_layers);
+  check_layer_range(cfg, first, last);
   const int64_t batch = st.batch, seq_len = st.seq_len, N = batch * seq_len, d = cfg.hidden_size;
   Lap lap;
   double* ft = st.times.forward;
@@ -278,8 +286,7 @@ double head_loss_and_grad(const Model& m, const int64_t* targets, ModelState& st
 void layers_backward(const Model& m, int first, int last, ModelState& st, ModelParams& g, Tensor& dh,
                      const GradientReadyHook& on_ready) {
   const ModelConfig& cfg = m.config;
-  MEMOE_CHECK(0 <= first && first <= last && last <= cfg.num_hidden_layers, "layers ", first, "..", last,
-              " are not a range of the model's ", cfg.num_hidden_layers);
+  check_layer_range(cfg, first, last);
   const int64_t batch = st.batch, seq_len = st.seq_len, N = batch * seq_len, d = cfg.hidden_size;
   Lap lap;
   double* bt = st.times.backward;
