@@ -284,13 +284,12 @@ void print_memory(const Run& run, ModelParams& grads, ModelParams& micro, const 
   const Model& model = run.model;
   const TrainOptions& o = run.o;
   const ExpertParallel* experts = run.experts.get();
-  int64_t table_moments = 0;
-  for (const AdamW::Moments& mo : opt.moments())
-    if (mo.slice.name.find(".engram.embedding.") != std::string::npos)
-      table_moments += 2 * mo.slice.size() * int64_t(sizeof(float));
-  int64_t expert_moments = 0;
-  for (const AdamW::Moments& mo : opt.moments())
-    if (routed_expert_of(mo.slice.name) >= 0) expert_moments += 2 * mo.slice.size() * int64_t(sizeof(float));
+  int64_t table_moments = 0, expert_moments = 0;  // AdamW's two moments of those slices
+  for (const AdamW::Moments& mo : opt.moments()) {
+    const int64_t bytes = 2 * mo.slice.size() * int64_t(sizeof(float));
+    if (mo.slice.name.find(".engram.embedding.") != std::string::npos) table_moments += bytes;
+    if (routed_expert_of(mo.slice.name) >= 0) expert_moments += bytes;
+  }
   const std::vector<int64_t> mine = {tensor_bytes(const_cast<ModelParams&>(model.params)) -
                                          held_table_bytes(run, true) + held_table_bytes(run, false),
                                      tensor_bytes(grads) + tensor_bytes(micro), opt.state_bytes(),
