@@ -24,6 +24,7 @@ struct Options {
   CLI::Option* precision_given = nullptr;
   CLI::Option* dp_given = nullptr;
   CLI::Option* ep_given = nullptr;
+  CLI::Option* pp_given = nullptr;
   double collective_timeout = TrainLimits{}.collective_timeout_s;
   double checkpoint_timeout = TrainLimits{}.checkpoint_timeout_s;
 };
@@ -80,10 +81,15 @@ void run(Options& o, Communicator& world) {
     MEMOE_CHECK(o.out.empty() && o.train.config.empty(), "--resume takes the run's own options; drop --out/--config");
     MEMOE_CHECK(o.precision_given->count() == 0, "--resume keeps the run's own precision (train.json); drop --precision");
     run_dir = o.resume;
-    MEMOE_CHECK(o.dp_given->count() == 0 || o.train.dp == world.size(), "--dp ", o.train.dp,
-                " does not fit the world of ", world.size(), world.size() == 1 ? " process" : " ranks");
-    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits, &world,
-                     o.ep_given->count() > 0 ? o.train.ep : 0);
+    TrainLayout layout;
+    layout.ep = o.ep_given->count() > 0 ? o.train.ep : 0;
+    layout.pp = o.pp_given->count() > 0 ? o.train.pp : 0;
+    layout.pp_layers = o.train.pp_layers;
+    const int64_t pp = layout.pp > 0 ? layout.pp : 1;
+    MEMOE_CHECK(o.dp_given->count() == 0 || o.train.dp * pp == world.size(), "--dp ", o.train.dp,
+                layout.pp > 0 ? " x --pp " + std::to_string(pp) : std::string(), " does not fit the world of ",
+                world.size(), world.size() == 1 ? " process" : " ranks");
+    r = train_resume(run_dir, o.steps->count() > 0 ? o.train.steps : 0, o.train.decay_steps, limits, &world, layout);
   } else {
     MEMOE_CHECK(!o.train.config.empty() && !o.train.data.empty() && !o.out.empty(),
                 "train needs --config, --data and --out (or --resume RUN)");
@@ -145,6 +151,13 @@ void add_train_command(CLI::App& app) {
                                 "consecutive ranks (E divides --dp); with --resume: the new layout (default: the "
                                 "run's)")
                     ->capture_default_str();
+  o->pp_given = cmd->add_option("--pp", t.pp,
+                                "pipeline stages: the layers split into P contiguous stages run 1F1B over the "
+                                "micro-batches (--grad-accum); the world is P x --dp ranks, rank = stage x dp + "
+                                "data-parallel index; with --resume: the new layout (default: the run's)")
+                    ->capture_default_str();
+  cmd->add_option("--pp-layers", t.pp_layers,
+                  "layers per pipeline stage, e.g. 2,1 (default: balanced by the planner's FLOPs per layer)");
   cmd->add_flag("--engram-shard", t.engram_shard,
                "split each Engram table's rows (and their moments) over the ranks; a step's rows are fetched from "
                "their owners before the forward pass (kept on --resume)");

@@ -381,6 +381,23 @@ void Communicator::send(const float* x, int64_t n, int to) {
     MPI_Send(x + at, int(std::min(kPiece, n - at)), MPI_FLOAT, to, 0, handle_->comm);
 }
 
+std::unique_ptr<Communicator::Pending> Communicator::start_send(const float* x, int64_t n, int to, int tag) {
+  MEMOE_CHECK(mpi_ && size_ > 1 && to >= 0 && to < size_ && to != rank_, "send: no rank ", to, " to send to");
+  MEMOE_CHECK(n <= kPiece, "send: ", n, " values is more than one message holds");
+  std::unique_ptr<Pending> p(new Pending(*this));
+  MPI_Isend(x, int(n), MPI_FLOAT, to, tag, handle_->comm, &p->state_->request);
+  return p;
+}
+
+std::unique_ptr<Communicator::Pending> Communicator::start_receive(float* x, int64_t n, int from, int tag) {
+  MEMOE_CHECK(mpi_ && size_ > 1 && from >= 0 && from < size_ && from != rank_, "receive: no rank ", from,
+              " to receive from");
+  MEMOE_CHECK(n <= kPiece, "receive: ", n, " values is more than one message holds");
+  std::unique_ptr<Pending> p(new Pending(*this));
+  MPI_Irecv(x, int(n), MPI_FLOAT, from, tag, handle_->comm, &p->state_->request);
+  return p;
+}
+
 void Communicator::receive(float* x, int64_t n, int from) {
   MEMOE_CHECK(mpi_ && size_ > 1 && from >= 0 && from < size_ && from != rank_, "receive: no rank ", from,
               " to receive from");

@@ -96,6 +96,11 @@ class Communicator {
   // Point to point (blocking): n values to, or from, one other rank.
   void send(const float* x, int64_t n, int to);
   void receive(float* x, int64_t n, int from);
+  // The same, non-blocking (MPI_Isend / MPI_Irecv of at most 2^30 values),
+  // matched by `tag` as well: a pipeline's activations, their gradients and
+  // the tied embedding's parts travel between the same two ranks apart.
+  std::unique_ptr<Pending> start_send(const float* x, int64_t n, int to, int tag);
+  std::unique_ptr<Pending> start_receive(float* x, int64_t n, int from, int tag);
 
   // A rank that waits longer than this in one collective exits non-zero,
   // saying what it was waiting in, and mpirun then ends the others: a hung

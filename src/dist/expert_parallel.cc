@@ -249,7 +249,7 @@ void ExpertParallel::finish(ModelParams& sum) {
   chain_s_ += seconds_since(t0);
 }
 
-double ExpertParallel::global_norm(ModelParams& grads) {
+double ExpertParallel::global_norm(ModelParams& grads, GradientNormTerms* terms) {
   const int n = layout_.n_experts;
   const size_t layers = grads.layers.size();
   // Every expert's three partials, from the first group's holder (the
@@ -269,16 +269,25 @@ double ExpertParallel::global_norm(ModelParams& grads) {
   int added_layer = -1;
   grads.visit([&](const std::string& name, Tensor& g) {
     if (routed_expert_of(name) < 0) {
-      norm += sum_squares(g.data(), g.numel());
+      const double x = sum_squares(g.data(), g.numel());
+      norm += x;
+      if (terms) terms->dense.push_back(x);
       return;
     }
     const int l = layer_of(name);
     if (l == added_layer) return;
     added_layer = l;  // the layer's first held expert: all of its experts here, in order
-    for (size_t i = 0; i < size_t(n) * 3; ++i) norm += experts[size_t(l) * size_t(n) * 3 + i];
+    for (size_t i = 0; i < size_t(n) * 3; ++i) {
+      norm += experts[size_t(l) * size_t(n) * 3 + i];
+      if (terms) terms->dense.push_back(experts[size_t(l) * size_t(n) * 3 + i]);
+    }
   });
-  for (const LayerParams& l : grads.layers)
-    norm += sum_squares(l.engram.embedding_grad.grad.data(), int64_t(l.engram.embedding_grad.grad.size()));
+  for (const LayerParams& l : grads.layers) {
+    if (!l.has_engram) continue;
+    const double x = sum_squares(l.engram.embedding_grad.grad.data(), int64_t(l.engram.embedding_grad.grad.size()));
+    norm += x;
+    if (terms) terms->rows.push_back(x);
+  }
   return std::sqrt(norm);
 }
 

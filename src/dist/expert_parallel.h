@@ -68,7 +68,7 @@ class ExpertParallel final : public ExpertDispatch {
   void finish(ModelParams& sum);
   // The global gradient norm with every expert counted once, in the order
   // train/gradients.h's gradient_global_norm adds (the same bits).
-  double global_norm(ModelParams& grads);
+  double global_norm(ModelParams& grads, GradientNormTerms* terms = nullptr);
   // The held experts become the first group's (as broadcast_parameters does
   // for the replicated tensors).
   void broadcast_experts(ModelParams& params);

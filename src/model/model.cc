@@ -36,8 +36,10 @@ void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& e
 
 void ModelParams::visit(const ParamVisitor& f) {
   using namespace param_role;
-  f("model.embed_tokens.weight", embed_tokens, lm_head.empty() ? kTiedEmbedding : kEmbedding);
-  for (size_t i = 0; i < layers.size(); ++i) {
+  if (holds_embedding)
+    f("model.embed_tokens.weight", embed_tokens, lm_head.empty() ? kTiedEmbedding : kEmbedding);
+  const size_t end = last_layer < 0 ? layers.size() : size_t(last_layer);
+  for (size_t i = size_t(first_layer); i < end; ++i) {
     LayerParams& l = layers[i];
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
     f(prefix + "input_layernorm.weight", l.input_layernorm, kNormScale);
@@ -49,26 +51,45 @@ void ModelParams::visit(const ParamVisitor& f) {
       l.mlp.visit(prefix + "mlp.", f);
     if (l.has_engram) l.engram.visit(prefix + "engram.", f);
   }
+  if (!holds_head) return;
   f("model.norm.weight", norm, kNormScale);
   if (!lm_head.empty()) f("lm_head.weight", lm_head, kMatrix);
+}
+
+void ModelParams::hold_layers(int first, int last, bool embedding, bool head) {
+  MEMOE_CHECK(0 <= first && first <= last && last <= int(layers.size()), "cannot hold layers ", first, "..", last,
+              " of ", layers.size());
+  const bool tied = lm_head.empty();
+  for (int i = 0; i < int(layers.size()); ++i)
+    if (i < first || i >= last) layers[size_t(i)] = LayerParams{};
+  first_layer = first;
+  last_layer = last;
+  holds_embedding = embedding;
+  holds_head = head;
+  if (!embedding && !(head && tied)) embed_tokens = Tensor();
+  if (!head) norm = Tensor(), lm_head = Tensor();
 }
 
 void ModelParams::set_precision(Precision p) {
   // A tensor held only in bf16 (a view of a bf16 checkpoint) has nothing to
   // copy from or to: its products run in bf16 either way.
-  visit([&](const std::string&, Tensor& t, const ParamRole& role) {
+  auto round = [&](const std::string&, Tensor& t, const ParamRole& role) {
     if (!t.has_f32()) return;
     if (p == Precision::bf16 && role.bf16_copy)
       to_bf16(t.data(), t.numel(), t.bf16_storage());
     else
       t.drop_bf16();
-  });
+  };
+  visit(round);
+  if (head_copy_of_embedding()) round("", embed_tokens, param_role::kTiedEmbedding);
 }
 
 void ModelParams::refresh_bf16_copies() {
-  visit([](const std::string&, Tensor& t) {
+  auto refresh = [](const std::string&, Tensor& t) {
     if (t.has_bf16_copy()) to_bf16(t.data(), t.numel(), t.bf16_storage());
-  });
+  };
+  visit(refresh);
+  if (head_copy_of_embedding()) refresh("", embed_tokens);
 }
 
 void ModelParams::hold_experts(int begin, int end) {
@@ -83,6 +104,7 @@ void ModelParams::visit_sparse_grads(const SparseRowGradVisitor& f) {
 
 void ModelParams::zero() {
   visit([](const std::string&, Tensor& t) { t.zero(); });
+  if (head_copy_of_embedding()) embed_tokens.zero();  // a gradient struct's: the tied head's part
   for (LayerParams& l : layers) {
     l.engram.embedding_grad.rows.clear();
     l.engram.embedding_grad.grad.clear();
@@ -103,6 +125,8 @@ std::vector<int64_t> Model::engram_rows() const {
 ModelParams Model::make_gradients() const {
   ModelParams g;
   g.allocate(config, engram_rows(), true);
+  if (params.last_layer >= 0)
+    g.hold_layers(params.first_layer, params.last_layer, params.holds_embedding, params.holds_head);
   for (size_t l = 0; l < g.layers.size(); ++l)
     if (g.layers[l].is_moe) g.layers[l].moe.hold_experts(params.layers[l].moe.expert_begin, params.layers[l].moe.expert_end);
   return g;

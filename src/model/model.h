@@ -50,6 +50,25 @@ struct ModelParams {
   // Every MoE layer keeps only routed experts [begin, end) (an expert-
   // parallel rank's shard; MoEParams::hold_experts).
   void hold_experts(int begin, int end);
+  // A pipeline stage's share: layers [first, last) (the others become empty
+  // LayerParams, flags cleared, and visit skips them), the embedding when
+  // `embedding`, the final norm and LM head when `head`. A last stage of
+  // tied embeddings that is not also the first keeps embed_tokens as its
+  // head's weight only: visit skips it (the first stage owns, updates and
+  // saves it); set_precision, refresh_bf16_copies and zero() still reach it.
+  void hold_layers(int first, int last, bool embedding, bool head);
+  int first_layer = 0, last_layer = -1;  // held layers [first_layer, last_layer); -1: every layer
+  bool holds_embedding = true, holds_head = true;
+  // embed_tokens held only as the tied head's weight (see hold_layers).
+  bool head_copy_of_embedding() const { return !holds_embedding && holds_head && lm_head.empty(); }
+};
+
+// The addends of a global gradient norm's square, in the order they are
+// added: each dense tensor's in visit order, then each layer's Engram rows.
+// Pipeline stages concatenate theirs in stage order and add them up: the
+// bits of one process's norm (the stages' visit orders follow one another).
+struct GradientNormTerms {
+  std::vector<double> dense, rows;
 };
 
 struct Model {
@@ -68,7 +87,7 @@ struct Model {
   std::shared_ptr<EngramRowSource> engram_row_source;
   int64_t compressed_vocab() const;     // V' = max(token_map) + 1
   std::vector<int64_t> engram_rows() const;
-  ModelParams make_gradients() const;   // zeroed, shaped like params (the same experts held)
+  ModelParams make_gradients() const;   // zeroed, shaped like params (the same layers and experts held)
 };
 
 struct LayerState {

@@ -47,7 +47,10 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
   if (c.engram)
     primes = engram_table_primes(c.engram->layer_ids, c.engram->max_ngram_size, c.engram->n_head_per_ngram,
                                  c.engram->table_sizes);
+  pc.head_forward_flops = 2.0 * double(active_matmul);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const int64_t matmul_before = active_matmul;
+    const double attention_before = attention_flops;
     const int64_t attn = attention_params(c);
     total += 2 * d + attn;
     active += 2 * d + attn;
@@ -83,6 +86,7 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
       active += e.embed_dim() + dense;  // one row per (n, head): E values
       active_matmul += dense;
     }
+    pc.layer_forward_flops.push_back(2.0 * double(active_matmul - matmul_before) + attention_flops - attention_before);
   }
   pc.total = total;
   pc.active = active;

@@ -2,6 +2,7 @@
 // allocated, so the 1T preset can be sized on a laptop).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "io/config.h"
 #include "kernels/linear.h"
@@ -19,6 +20,10 @@ struct ParamCount {
                              // rows): what a decode step streams from memory
   double forward_flops_per_token = 0;  // matmuls of the active weights + attention at the given context
   double train_flops_per_token = 0;    // forward + backward (3x forward)
+  // The forward FLOPs per token of each layer and of the LM head (their sum
+  // is forward_flops_per_token): what balances pipeline stages.
+  std::vector<double> layer_forward_flops;
+  double head_forward_flops = 0;
 };
 
 // seq_len: training sequence length; attention FLOPs use its causal mean context.

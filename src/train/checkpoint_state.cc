@@ -151,7 +151,8 @@ std::string index_and_publish(const fs::path& root, const fs::path& tmp, const s
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
                             Communicator& world, MomentsLayout moments, double write_timeout_s,
-                            int expert_shards, bool sharded_tables) {
+                            int expert_shards, bool sharded_tables, Communicator* holders) {
+  Communicator& group = holders ? *holders : world;
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const std::string name = step_name(state.step);
   const int ranks = world.size();
@@ -185,19 +186,19 @@ std::string save_checkpoint(const std::string& run_dir, const Model& model, Adam
     w.write((tmp / kOptimizerFile).string());
   } else {
     // Each rank its own shard of the weights and of the moments.
-    const std::map<std::string, int> writers = weight_writers(model, ranks, expert_shards);
+    const std::map<std::string, int> writers = weight_writers(model, group.size(), expert_shards);
     // Sharded tables: each rank's own rows, as pieces.
     TensorPieces pieces;
     if (sharded_tables)
       const_cast<ModelParams&>(model.params).visit([&](const std::string& name, Tensor& t, const ParamRole& role) {
         if (role.update != ParamUpdate::SparseRows) return;
         const int64_t rows = t.dim(0), width = t.numel() / std::max<int64_t>(rows, 1);
-        pieces[name] = {world.shard_begin(rows, world.rank()) * width, world.shard_begin(rows, world.rank() + 1) * width};
+        pieces[name] = {group.shard_begin(rows, group.rank()) * width, group.shard_begin(rows, group.rank() + 1) * width};
       });
     auto mine = [&](const std::string& n) {
       if (pieces.count(n)) return false;
       auto it = writers.find(n);
-      return it == writers.end() ? world.is_root() : it->second == world.rank();  // integer tensors: rank 0
+      return it == writers.end() ? world.is_root() : it->second == group.rank();  // integer tensors: rank 0
     };
     save_model_tensors(model, (tmp / shard_file_name("model", world.rank() + 1, ranks)).string(), mine, DType::F32,
                        pieces);

@@ -38,11 +38,14 @@ enum class MomentsLayout { replicated, sharded };
 // > 1 (expert parallel) each routed expert is written by the first EP
 // group's rank holding it, world rank = its shard. With sharded_tables
 // each rank writes its own rows of every Engram table (and their moments)
-// as pieces NAME[begin:end].
+// as pieces NAME[begin:end]. With pipeline stages, `holders` is this
+// rank's stage group (the ranks holding the same tensors): the shares above
+// are cut within it, and every stage writes its own tensors (null: world).
 std::string save_checkpoint(const std::string& run_dir, const Model& model, AdamW& optimizer,
                             const TrainState& state, const std::string& tokenizer_file, int64_t keep_last,
                             Communicator& world, MomentsLayout moments = MomentsLayout::replicated,
-                            double write_timeout_s = 120, int expert_shards = 1, bool sharded_tables = false);
+                            double write_timeout_s = 120, int expert_shards = 1, bool sharded_tables = false,
+                            Communicator* holders = nullptr);
 
 // The model of a checkpoint is load_model(dir); these read the rest.
 // The optimizer must have been built for that model; it reads the moments

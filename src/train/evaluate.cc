@@ -15,8 +15,7 @@ int64_t heldout_windows(const DataLoader& data, int64_t max_windows) {
   return windows;
 }
 
-HeldoutSums heldout_sums(const Model& model, const DataLoader& data, int64_t batch, int64_t first, int64_t count,
-                         ModelState& state) {
+HeldoutSums heldout_sums(const DataLoader& data, int64_t batch, int64_t first, int64_t count, const BatchLoss& loss) {
   const int64_t L = data.seq_len();
   std::vector<int64_t> win;
   Batch batch_data;
@@ -26,12 +25,18 @@ HeldoutSums heldout_sums(const Model& model, const DataLoader& data, int64_t bat
     win.resize(size_t(b * (L + 1)));
     data.eval_batch(at, b, win.data());
     batch_data.from_windows(win.data(), b, L);
-    const double loss =
-        model_loss_and_grad(model, batch_data.ids.data(), batch_data.targets.data(), b, L, state, nullptr);
-    sums.loss_sum += (loss - state.aux_loss) * double(b * L);
+    sums.loss_sum += loss(batch_data.ids.data(), batch_data.targets.data(), b, L) * double(b * L);
     sums.tokens += b * L;
   }
   return sums;
+}
+
+HeldoutSums heldout_sums(const Model& model, const DataLoader& data, int64_t batch, int64_t first, int64_t count,
+                         ModelState& state) {
+  return heldout_sums(data, batch, first, count,
+                      [&](const int64_t* ids, const int64_t* targets, int64_t b, int64_t L) {
+                        return model_loss_and_grad(model, ids, targets, b, L, state, nullptr) - state.aux_loss;
+                      });
 }
 
 HeldoutResult heldout_result(const HeldoutSums& sums) {

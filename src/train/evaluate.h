@@ -1,6 +1,8 @@
 // Held-out loss: mean next-token cross-entropy over the first windows of a
 // split, in order (the same windows every time, so evaluations compare).
 #pragma once
+#include <functional>
+
 #include "model/model.h"
 #include "train/data_loader.h"
 
@@ -28,6 +30,10 @@ struct HeldoutSums {
 int64_t heldout_windows(const DataLoader& data, int64_t max_windows);
 HeldoutSums heldout_sums(const Model& model, const DataLoader& data, int64_t batch, int64_t first, int64_t count,
                          ModelState& scratch);
+// The same over the caller's forward pass: the mean cross-entropy of ids
+// [batch, seq_len] against targets (a pipeline stage's forward_loss).
+using BatchLoss = std::function<double(const int64_t* ids, const int64_t* targets, int64_t batch, int64_t seq_len)>;
+HeldoutSums heldout_sums(const DataLoader& data, int64_t batch, int64_t first, int64_t count, const BatchLoss& loss);
 HeldoutResult heldout_result(const HeldoutSums& sums);
 
 }  // namespace memoe

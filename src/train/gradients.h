@@ -5,7 +5,8 @@
 
 namespace memoe {
 
-double gradient_global_norm(ModelParams& grads);  // NaN/inf propagate
+// NaN/inf propagate. terms: where the addends go as well (not null).
+double gradient_global_norm(ModelParams& grads, GradientNormTerms* terms = nullptr);
 void scale_gradients(ModelParams& grads, float factor);
 
 }  // namespace memoe

@@ -17,6 +17,7 @@
 #include "dist/data_parallel.h"
 #include "dist/engram_shard.h"
 #include "dist/expert_parallel.h"
+#include "dist/pipeline.h"
 #include "io/atomic_file.h"
 #include "io/token_map.h"
 #include "io/token_shards.h"
@@ -64,7 +65,7 @@ json options_to_json(const TrainOptions& o) {
           {"seed", o.seed},         {"eval_every", o.eval_every},
           {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
           {"keep_last", o.keep_last}, {"log_every", o.log_every},
-          {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"ep", o.ep}, {"engram_shard", o.engram_shard},
+          {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"pp", o.pp}, {"pp_layers", o.pp_layers}, {"ep", o.ep}, {"engram_shard", o.engram_shard},
           {"zero", o.zero},         {"overlap", o.overlap},
           {"bucket_mb", o.bucket_mb}};
 }
@@ -96,6 +97,8 @@ TrainOptions options_from_json(const json& j) {
   o.precision = parse_precision(j.value("precision", "fp32"));  // runs from before bf16 were fp32
   o.dp = j.value("dp", int64_t{1});
   o.ep = j.value("ep", int64_t{1});
+  o.pp = j.value("pp", int64_t{1});
+  o.pp_layers = j.value("pp_layers", "");
   o.engram_shard = j.value("engram_shard", false);
   o.zero = j.value("zero", int64_t{0});
   o.overlap = j.value("overlap", true);
@@ -106,6 +109,10 @@ TrainOptions options_from_json(const json& j) {
 void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.batch >= 1, "--batch must be >= 1");
   MEMOE_CHECK(o.dp >= 1, "--dp must be >= 1");
+  MEMOE_CHECK(o.pp >= 1, "--pp must be >= 1");
+  MEMOE_CHECK(o.pp > 1 || o.pp_layers.empty(), "--pp-layers needs --pp > 1");
+  MEMOE_CHECK(o.pp == 1 || o.zero == 0, "--zero 1 with --pp ", o.pp,
+              " is not supported yet (pipeline stages keep their moments whole)");
   MEMOE_CHECK(o.batch % o.dp == 0, "--batch ", o.batch, " is not a multiple of --dp ", o.dp,
               " (each data-parallel rank takes batch / dp sequences of every micro-batch)");
   MEMOE_CHECK(o.zero == 0 || o.zero == 1, "--zero must be 0 or 1 (ZeRO-1 shards the optimizer moments)");
@@ -166,6 +173,13 @@ struct Run {
   TrainState state;
   std::shared_ptr<ExpertParallel> experts;  // with --ep > 1: the routed experts' dispatch and gradient sums
   std::shared_ptr<ShardedEngramTables> tables;  // with --engram-shard on several ranks: the tables' row fetches
+  // With --pp > 1 the world splits into stage groups (the dp ranks holding
+  // one stage: data parallel, expert parallel and sharded tables run
+  // inside them) and pipes (the pp ranks of one replica, stage by stage).
+  std::unique_ptr<Communicator> stage_group, pipe_group;
+  std::unique_ptr<Pipeline> pipeline;
+  // The ranks holding the same tensors as this one.
+  Communicator& group() const { return stage_group ? *stage_group : *world; }
 };
 
 // With --ep > 1: this rank keeps its shard of the experts and routes
@@ -173,21 +187,38 @@ struct Run {
 // their shard's first holder's).
 void distribute_model(Run& run) {
   Communicator& world = *run.world;
+  const int L = run.model.config.num_hidden_layers;
+  StageCuts cuts = {0, L};
+  if (run.o.pp > 1) {
+    const int stage = int(world.rank() / run.o.dp), index = int(world.rank() % run.o.dp);
+    run.stage_group = world.split(stage, index);
+    run.pipe_group = world.split(index, stage);
+    cuts = stage_cuts(run.model.config, run.o.seq_len, int(run.o.pp), run.o.pp_layers);
+    run.model.params.hold_layers(cuts[size_t(stage)], cuts[size_t(stage) + 1], stage == 0, stage == run.o.pp - 1);
+  } else {
+    run.pipe_group = Communicator::single();
+  }
+  Communicator& group = run.group();
   if (run.o.ep > 1) {
     MEMOE_CHECK(run.model.config.n_routed_experts > 0 && run.model.config.first_k_dense_replace <
                                                             run.model.config.num_hidden_layers,
                 "--ep ", run.o.ep, ": the model has no MoE layer to split");
-    run.experts = std::make_shared<ExpertParallel>(world, int(run.o.ep), run.model.config);
+    run.experts = std::make_shared<ExpertParallel>(group, int(run.o.ep), run.model.config);
     run.model.params.hold_experts(run.experts->expert_begin(), run.experts->expert_end());
     run.model.expert_dispatch = run.experts;
   }
-  broadcast_parameters(world, run.model.params, run.experts != nullptr);
+  broadcast_parameters(group, run.model.params, run.experts != nullptr);
   if (run.experts) run.experts->broadcast_experts(run.model.params);
-  if (run.o.engram_shard && world.size() > 1) {
-    run.tables = std::make_shared<ShardedEngramTables>(world, run.model);
+  if (run.o.engram_shard && group.size() > 1) {
+    run.tables = std::make_shared<ShardedEngramTables>(group, run.model);
     run.tables->keep_owned_rows(run.model.params);
     run.model.engram_row_source = run.tables;
   }
+  run.pipeline = std::make_unique<Pipeline>(*run.pipe_group, run.model, cuts);
+  if (world.is_root() && run.o.pp > 1)
+    std::fprintf(stderr, "pipeline: %lld stages of layers %s (%s), %lld data-parallel ranks a stage\n",
+                 (long long)run.o.pp, stage_cuts_string(cuts).c_str(),
+                 run.o.pp_layers.empty() ? "balanced by FLOPs" : "--pp-layers", (long long)run.o.dp);
 }
 
 // One forward pass's collectives with no rows of this rank's own, in the
@@ -207,8 +238,8 @@ int64_t held_table_bytes(const Run& run, bool all_rows) {
   for (const LayerParams& l : run.model.params.layers) {
     if (!l.has_engram) continue;
     const int64_t rows = l.engram.embedding.dim(0), D = l.engram.embedding.dim(1);
-    const int64_t held = run.tables && !all_rows ? run.tables->first_row(rows, run.world->rank() + 1) -
-                                                       run.tables->first_row(rows, run.world->rank())
+    const int r = run.group().rank();
+    const int64_t held = run.tables && !all_rows ? run.tables->first_row(rows, r + 1) - run.tables->first_row(rows, r)
                                                  : rows;
     bytes += held * D * int64_t(sizeof(float));
   }
@@ -221,7 +252,8 @@ void write_options(const Run& run) {
 
 // The layout must be the world's: refused before anything is written.
 void check_layout(const TrainOptions& o, const Communicator& world) {
-  MEMOE_CHECK(o.dp == world.size(), "--dp ", o.dp, " does not fit the world of ", world.size(),
+  MEMOE_CHECK(o.dp * o.pp == world.size(), o.pp > 1 ? "--pp " + std::to_string(o.pp) + " x " : std::string(), "--dp ",
+              o.dp, " does not fit the world of ", world.size(),
               world.size() == 1 ? " process (start R ranks with mpirun -n R)" : " ranks mpirun started");
 }
 
@@ -322,10 +354,13 @@ void print_memory(const Run& run, ModelParams& grads, ModelParams& micro, const 
 TrainResult train_loop(Run& run, const TrainLimits& limits) {
   const TrainOptions& o = run.o;
   Communicator& world = *run.world;
+  // The data-parallel ranks of this rank's stage (the world without --pp).
+  Communicator& group = run.group();
+  Pipeline& pipeline = *run.pipeline;
   const bool root = world.is_root();
   // This rank's share of every micro-batch: windows first_window ..
   // first_window + local_batch - 1 of the global one.
-  const int64_t local_batch = o.batch / o.dp, first_window = int64_t(world.rank()) * local_batch;
+  const int64_t local_batch = o.batch / o.dp, first_window = int64_t(group.rank()) * local_batch;
   Model& model = run.model;
   const ModelConfig& cfg = model.config;
   const TokenDataMeta meta = read_token_meta(o.data);
@@ -348,8 +383,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   dp_options.tables_sharded = run.tables != nullptr;
   ShardedEngramTables* tables = run.tables.get();
   ExpertParallel* experts = run.experts.get();
-  GradientSum gradient_sum(world, model, grads, dp_options);
-  const bool sharded = dp_options.zero && world.size() > 1;
+  GradientSum gradient_sum(group, model, grads, dp_options);
+  const bool sharded = dp_options.zero && group.size() > 1;
   AdamW opt(model, acfg, gradient_sum.owned_slices());
   const std::string last = latest_checkpoint(run.dir);
   if (run.state.step > 0) load_optimizer_state(last, model, opt);
@@ -374,12 +409,12 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   // gradient itself. Otherwise each micro-batch's gradient goes to `micro`
   // and GradientSum adds them up over micro-batches and ranks in one fixed
   // order (dist/data_parallel.h).
-  const bool direct = world.size() == 1 && o.grad_accum == 1;
+  const bool direct = group.size() == 1 && o.grad_accum == 1;
   ModelParams micro_buffer = direct ? ModelParams{} : model.make_gradients();
   ModelParams& micro_grads = direct ? grads : micro_buffer;
   print_memory(run, grads, micro_buffer, opt, gradient_sum);
-  ModelState fwd;
-  Batch batch;
+  std::vector<Batch> batches(size_t(o.grad_accum));
+  std::vector<PipeMicro> micros(size_t(o.grad_accum));
   std::vector<int64_t> windows(size_t(local_batch * (o.seq_len + 1)));
   std::ofstream metrics;
   if (root) {
@@ -403,8 +438,12 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     gradient_sum.begin_step();
     if (experts) experts->begin_step(grads);
     if (tables) tables->reset_counters();
-    std::vector<std::vector<int64_t>> loads(model.params.layers.size());
-    std::vector<double> gate_sum(model.params.layers.size(), 0.0);
+    pipeline.reset_counters();
+    const size_t L = model.params.layers.size();
+    std::vector<std::vector<int64_t>> loads(L);
+    for (size_t l = 0; l < L; ++l)
+      if (cfg.is_moe_layer(int(l))) loads[l].assign(size_t(cfg.n_routed_experts), 0);
+    std::vector<double> gate_sum(L, 0.0);
     double loss = 0, gnorm = 0;
     auto stop = [&](const std::string& why) {
       fail("step ", step + 1, ": ", why, "; training stopped without saving; last good checkpoint: ",
@@ -413,36 +452,50 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     try {
       for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
         train.next_batch_part(o.batch, first_window, local_batch, windows.data());
-        batch.from_windows(windows.data(), local_batch, o.seq_len);
-        micro_grads.zero();
-        // This micro-batch's sums: the loss (a mean over the rank's tokens)
-        // and each Engram layer's gate sum, then every rank's added in rank
-        // order, like the gradients.
-        std::vector<double> sums(loads.size() + 1, 0.0);
-        world.set_activity("the backward pass of step " + std::to_string(step + 1));
+        Batch& b = batches[size_t(micro)];
+        b.from_windows(windows.data(), local_batch, o.seq_len);
+        micros[size_t(micro)] = {b.ids.data(), b.targets.data(), local_batch, o.seq_len};
+      }
+      // Each micro-batch's sums: each Engram layer's gate sum and the loss (a
+      // mean over the rank's tokens, as its stage sees it); every rank's added
+      // after the step in micro-batch order, within each in rank order.
+      std::vector<double> sums(size_t(o.grad_accum) * (L + 1), 0.0);
+      PipeHooks hooks;
+      hooks.before_forward = [&](int micro) {
+        world.set_activity("the forward pass of step " + std::to_string(step + 1));
         // Sharded tables: the rows this micro-batch reads, asked for now.
-        if (tables) tables->prefetch(model, batch.ids.data(), local_batch, o.seq_len);
-        sums.back() = model_loss_and_grad(
-            model, batch.ids.data(), batch.targets.data(), local_batch, o.seq_len, fwd, &micro_grads,
-            direct ? GradientReadyHook{} : [&](int part) { gradient_sum.on_backward_progress(micro_grads, part); });
-        world.set_activity("the gradient exchange of step " + std::to_string(step + 1));
-        for (size_t l = 0; l < loads.size(); ++l) {
-          const auto& load = fwd.layers[l].moe.expert_load;
-          if (model.params.layers[l].is_moe) {
-            loads[l].resize(load.size(), 0);
-            for (size_t e = 0; e < load.size(); ++e) loads[l][e] += load[e];
-          }
-          const Tensor& alpha = fwd.layers[l].engram.alpha;
-          for (int64_t i = 0; i < alpha.numel(); ++i) sums[l] += alpha[i];
+        if (tables) tables->prefetch(model, batches[size_t(micro)].ids.data(), local_batch, o.seq_len);
+      };
+      hooks.after_forward = [&](int micro, const ModelState& st) {
+        for (int l = pipeline.first_layer(); l < pipeline.last_layer(); ++l) {
+          const auto& load = st.layers[size_t(l)].moe.expert_load;
+          if (model.params.layers[size_t(l)].is_moe)
+            for (size_t e = 0; e < load.size(); ++e) loads[size_t(l)][e] += load[e];
+          const Tensor& alpha = st.layers[size_t(l)].engram.alpha;
+          double& g = sums[size_t(micro) * (L + 1) + size_t(l)];
+          for (int64_t i = 0; i < alpha.numel(); ++i) g += alpha[i];
         }
+      };
+      hooks.before_backward = [&](int) {
+        world.set_activity("the backward pass of step " + std::to_string(step + 1));
+        micro_grads.zero();
+      };
+      if (!direct) hooks.on_ready = [&](int part) { gradient_sum.on_backward_progress(micro_grads, part); };
+      hooks.after_backward = [&](int) {
+        world.set_activity("the gradient exchange of step " + std::to_string(step + 1));
         if (!direct) gradient_sum.add(micro_grads);
         if (experts) experts->add(grads);
-        const std::vector<double> all = world.all_gather(sums);
+      };
+      const std::vector<double> losses = pipeline.train_step(micros, micro_grads, hooks);
+      for (size_t micro = 0; micro < losses.size(); ++micro) sums[micro * (L + 1) + L] = losses[micro];
+      world.set_activity("the loss sums of step " + std::to_string(step + 1));
+      const std::vector<double> all = world.all_gather(sums);
+      for (size_t micro = 0; micro < size_t(o.grad_accum); ++micro)
         for (int r = 0; r < world.size(); ++r) {
-          for (size_t l = 0; l < loads.size(); ++l) gate_sum[l] += all[size_t(r) * sums.size() + l];
-          loss += all[size_t(r) * sums.size() + loads.size()];
+          const double* x = all.data() + size_t(r) * sums.size() + micro * (L + 1);
+          for (size_t l = 0; l < L; ++l) gate_sum[l] += x[l];
+          loss += x[L];
         }
-      }
     } catch (const Error& e) {
       stop(e.what());  // e.g. the router refusing non-finite activations
     }
@@ -451,9 +504,23 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     loss /= double(o.grad_accum * o.dp);
     if (experts) experts->finish(grads);
     if (!direct) gradient_sum.finish(float(1.0 / double(o.grad_accum * o.dp)));
+    GradientNormTerms terms;
+    GradientNormTerms* stage_terms = o.pp > 1 ? &terms : nullptr;
     gnorm = sharded   ? gradient_sum.sharded_global_norm()
-            : experts ? experts->global_norm(grads)
-                      : gradient_global_norm(grads);
+            : experts ? experts->global_norm(grads, stage_terms)
+                      : gradient_global_norm(grads, stage_terms);
+    if (o.pp > 1) {
+      // Each stage's addends cover its own parameters (the tied embedding
+      // once, on the first stage), added over the stages in one process's
+      // order: every dense tensor in visit order, then the table rows.
+      world.set_activity("the gradient norm of step " + std::to_string(step + 1));
+      const std::vector<double> dense = run.pipe_group->all_gather(terms.dense);
+      const std::vector<double> rows = run.pipe_group->all_gather(terms.rows);
+      double squares = 0.0;
+      for (double x : dense) squares += x;
+      for (double x : rows) squares += x;
+      gnorm = std::sqrt(squares);
+    }
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       std::ostringstream why;
       why << (!std::isfinite(loss) ? "loss" : "gradient norm") << " is not finite (loss " << loss
@@ -466,6 +533,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     world.set_activity("the weight gather of step " + std::to_string(step + 1));
     gradient_sum.gather_parameters(model.params);  // ZeRO-1: every rank's updated shard
     update_router_biases(model, loads);
+    world.set_activity("the tied embedding's update of step " + std::to_string(step + 1));
+    pipeline.sync_tied_embedding(model.params);
     model.params.refresh_bf16_copies();
     run.state.step = step + 1;
     run.state.data_cursor = train.cursor();
@@ -486,6 +555,16 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       rec["engram_fetch_wait_s"] = tables->wait_seconds();
       rec["engram_sent_bytes"] = tables->sent_bytes();
     }
+    if (o.pp > 1) {
+      // Each stage's idle share of the step (waiting on its neighbours: the
+      // bubble plus transfers not hidden), from each stage's first rank.
+      const std::vector<double> waits = world.all_gather(std::vector<double>{pipeline.wait_seconds(), dt});
+      json idle = json::array();
+      for (int st = 0; st < o.pp; ++st) idle.push_back(waits[size_t(st * o.dp) * 2] / waits[size_t(st * o.dp) * 2 + 1]);
+      rec["pipeline_idle"] = idle;
+      rec["pipeline_sent_bytes"] = pipeline.sent_bytes();
+      rec["pipeline_ideal_bubble"] = ideal_bubble(int(o.pp), int(o.grad_accum));
+    }
     rec["step_s"] = dt;
     if (run.state.step == first_step + 1) rec["sgemm_gflops"] = sgemm;
     json load_ratio = json::object(), gates = json::object();
@@ -495,7 +574,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
         for (int64_t c : loads[l]) mx = std::max(mx, c), sum += c;
         load_ratio[std::to_string(l)] = sum > 0 ? double(mx) * double(loads[l].size()) / double(sum) : 0.0;
       }
-      if (model.params.layers[l].has_engram)
+      if (cfg.engram && cfg.engram->has_layer(int(l)))
         gates[std::to_string(l)] = gate_sum[l] / double(o.batch * o.seq_len * o.grad_accum);
     }
     rec["expert_load_max_over_mean"] = load_ratio;
@@ -537,21 +616,27 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     const bool last_step = run.state.step >= o.steps || result.stopped_by_budget;
     if ((o.eval_every > 0 && run.state.step % o.eval_every == 0) || last_step) {
       const auto e0 = std::chrono::steady_clock::now();
-      // Each rank evaluates a contiguous share of the windows.
+      // Each data-parallel rank evaluates a contiguous share of the windows
+      // (with --pp, through its pipe: the last stage's losses count).
+      world.set_activity("the evaluation after step " + std::to_string(run.state.step));
       const int64_t windows_in_all = heldout_windows(val, o.eval_windows);
-      const int64_t from = windows_in_all * world.rank() / world.size();
-      const int64_t to = windows_in_all * (world.rank() + 1) / world.size();
-      HeldoutSums sums = heldout_sums(model, val, local_batch, from, to - from, fwd);
+      const int R = group.size(), me = group.rank();
+      const int64_t from = windows_in_all * me / R, to = windows_in_all * (me + 1) / R;
+      HeldoutSums sums = heldout_sums(val, local_batch, from, to - from,
+                                      [&](const int64_t* ids, const int64_t* targets, int64_t b, int64_t len) {
+                                        return pipeline.forward_loss({ids, targets, b, len});
+                                      });
+      if (!pipeline.is_last()) sums = HeldoutSums{};
       if (experts || tables) {
         // Every rank runs as many forward passes as the one with the most
         // batches: the others join its exchanges with no rows.
         auto passes = [&](int r) {
-          const int64_t n = windows_in_all * (r + 1) / world.size() - windows_in_all * r / world.size();
+          const int64_t n = windows_in_all * (r + 1) / R - windows_in_all * r / R;
           return (n + local_batch - 1) / local_batch;
         };
         int64_t most = 0;
-        for (int r = 0; r < world.size(); ++r) most = std::max(most, passes(r));
-        for (int64_t i = passes(world.rank()); i < most; ++i) idle_forward(run);
+        for (int r = 0; r < R; ++r) most = std::max(most, passes(r));
+        for (int64_t i = passes(me); i < most; ++i) idle_forward(run);
       }
       world.sum(&sums.loss_sum, 1);
       world.sum(&sums.tokens, 1);
@@ -583,7 +668,8 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       world.set_activity("the checkpoint of step " + std::to_string(run.state.step));
       result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last, world,
                                                sharded ? MomentsLayout::sharded : MomentsLayout::replicated,
-                                               limits.checkpoint_timeout_s, int(o.ep), tables != nullptr);
+                                               limits.checkpoint_timeout_s, int(o.ep), tables != nullptr,
+                                               &group);
     }
     if (result.stopped_by_budget) {
       if (root)
@@ -681,7 +767,7 @@ TrainResult train_new(const TrainOptions& options_in, const std::string& run_dir
 }
 
 TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps, const TrainLimits& limits,
-                         Communicator* world_in, int64_t ep) {
+                         Communicator* world_in, const TrainLayout& layout) {
   std::unique_ptr<Communicator> single;
   Communicator& world = world_in ? *world_in : *(single = Communicator::single());
   json j;
@@ -701,9 +787,15 @@ TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t deca
   if (steps > 0) run.o.steps = steps;
   if (decay_steps > 0) run.o.decay_steps = decay_steps;
   // The global batch is the run's; the ranks splitting it are this world's.
-  const bool relayout = run.o.dp != world.size() || (ep > 0 && ep != run.o.ep);
-  run.o.dp = world.size();
-  if (ep > 0) run.o.ep = ep;
+  const TrainOptions before = run.o;
+  if (layout.ep > 0) run.o.ep = layout.ep;
+  if (layout.pp > 0 && layout.pp != run.o.pp) run.o.pp = layout.pp, run.o.pp_layers = "";
+  if (!layout.pp_layers.empty()) run.o.pp_layers = layout.pp_layers;
+  MEMOE_CHECK(world.size() % run.o.pp == 0, "cannot resume ", run_dir, ": its --pp ", run.o.pp,
+              " does not divide the world of ", world.size(), " (pass --pp P for the new layout)");
+  run.o.dp = world.size() / run.o.pp;
+  const bool relayout = run.o.dp != before.dp || run.o.ep != before.ep || run.o.pp != before.pp ||
+                        run.o.pp_layers != before.pp_layers;
   check_options(run.o);
   run.dir = run_dir;
   run.world = &world;

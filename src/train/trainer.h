@@ -23,6 +23,8 @@ struct TrainOptions {
   std::string init_from;
   int64_t batch = 8;          // sequences per micro-batch, over all data-parallel ranks together
   int64_t dp = 1;             // data-parallel ranks; each takes batch / dp sequences of every micro-batch
+  int64_t pp = 1;             // pipeline stages (dist/pipeline.h): the world is pp x dp ranks
+  std::string pp_layers;      // layers per stage ("2,1"); empty: balanced by the planner's FLOPs per layer
   int64_t ep = 1;             // expert-parallel ranks: routed experts split over groups of ep ranks (dist/expert_parallel.h)
   bool engram_shard = false;  // each rank holds only its rows of the Engram tables (dist/engram_shard.h)
   int64_t zero = 0;           // 1: ZeRO-1, the optimizer moments sharded over the data-parallel ranks
@@ -73,8 +75,9 @@ struct TrainResult {
 };
 
 // Starts a run in run_dir (which must not hold one already). With a world
-// of R ranks (options.dp must be R), every rank calls this; rank 0 alone
-// prints, writes the metrics and the checkpoints.
+// of R ranks (options.pp x options.dp must be R; world rank = stage x dp +
+// data-parallel index), every rank calls this; rank 0 alone prints and
+// writes the metrics; the checkpoints every rank (its shard).
 TrainResult train_new(const TrainOptions& options, const std::string& run_dir, const TrainLimits& limits = {},
                       Communicator* world = nullptr);
 // Continues the run in run_dir from its newest checkpoint, with the options
@@ -84,9 +87,14 @@ TrainResult train_new(const TrainOptions& options, const std::string& run_dir, c
 // horizon: the added steps run at min_lr_ratio · lr.
 // A run resumes in whatever world it is given (the global batch stays the
 // run's, so dp may change between invocations); train.json records it.
-// ep > 0 resumes with that many expert-parallel ranks (0: the run's own).
+// A new layout for a resumed run; 0 (or empty) keeps the run's own.
+struct TrainLayout {
+  int64_t ep = 0;         // expert-parallel ranks
+  int64_t pp = 0;         // pipeline stages (a new count balances its stages unless pp_layers says)
+  std::string pp_layers;  // layers per stage
+};
 TrainResult train_resume(const std::string& run_dir, int64_t steps, int64_t decay_steps = 0,
-                         const TrainLimits& limits = {}, Communicator* world = nullptr, int64_t ep = 0);
+                         const TrainLimits& limits = {}, Communicator* world = nullptr, const TrainLayout& layout = {});
 
 // The run's files.
 std::string options_path(const std::string& run_dir);  // train.json

@@ -92,6 +92,46 @@ class ParallelRuns : public CliTest {
     EXPECT_EQ(tensors, values.size());
   }
 
+  // The same within `tolerance` relative: losses, gradient norms and the
+  // held-out loss step by step, and each tensor of the last checkpoints
+  // (its largest difference against its largest value): layouts whose sums
+  // are split differently (pipeline stages add their norms' squares).
+  void expect_close_run(const std::string& single, const std::string& parallel, double tolerance) {
+    const auto a = metrics(single), b = metrics(parallel);
+    ASSERT_EQ(a.size(), 20u);
+    ASSERT_EQ(b.size(), a.size());
+    auto close = [&](const nlohmann::json& x, const nlohmann::json& y) {
+      return std::fabs(x.get<double>() - y.get<double>()) <= tolerance * std::fabs(x.get<double>());
+    };
+    for (const auto& [step, ja] : a) {
+      const auto& jb = b.at(step);
+      for (const char* key : {"loss", "grad_norm"})
+        EXPECT_TRUE(close(ja.at(key), jb.at(key))) << key << " at step " << step << ": " << ja.at(key) << " vs "
+                                                   << jb.at(key);
+      EXPECT_EQ(ja.at("tokens"), jb.at("tokens"));
+      ASSERT_EQ(ja.contains("val_loss"), jb.contains("val_loss")) << step;
+      if (ja.contains("val_loss")) {
+        EXPECT_TRUE(close(ja["val_loss"], jb["val_loss"])) << "val_loss at step " << step;
+      }
+    }
+    Model ma = load_model(single + "/checkpoints/latest"), mb = load_model(parallel + "/checkpoints/latest");
+    std::map<std::string, std::vector<float>> values;
+    ma.params.visit([&](const std::string& name, Tensor& t) { values[name].assign(t.data(), t.data() + t.numel()); });
+    size_t tensors = 0;
+    mb.params.visit([&](const std::string& name, Tensor& t) {
+      const std::vector<float>& want = values.at(name);
+      ASSERT_EQ(want.size(), size_t(t.numel())) << name;
+      double largest = 0, diff = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        largest = std::max(largest, double(std::fabs(want[i])));
+        diff = std::max(diff, double(std::fabs(want[i] - t[int64_t(i)])));
+      }
+      EXPECT_LE(diff, tolerance * largest) << name;
+      ++tensors;
+    });
+    EXPECT_EQ(tensors, values.size());
+  }
+
   // The pid of rank `rank` among launcher's children (their environment names it).
   static pid_t child_rank(pid_t launcher, int rank) {
     for (const auto& e : fs::directory_iterator("/proc")) {
@@ -123,12 +163,12 @@ class ParallelRuns : public CliTest {
   // here), so the signal often lands mid-write: the publish by rename leaves
   // the previous checkpoint whole.
   void expect_failed_rank_ends_the_run(int victim_rank, int signal, const std::string& extra,
-                                         const std::string& resume_extra = "") {
+                                         const std::string& resume_extra = "", const std::string& layout = "--dp 2") {
     const std::string run = path("run" + std::to_string(victim_rank) + "_" + std::to_string(signal));
     const std::string command = "exec mpirun --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 "
                                 "-x ASAN_OPTIONS=detect_leaks=0 -n 2 " + std::string(MEMOE_CLI) + " " +
                                 "train --config " + tiny() + " --data " + path("data") + " --out " + run +
-                                " --steps 100000 --seq 32 --batch 4 --dp 2 --eval-every 0 --checkpoint-every 5 "
+                                " --steps 100000 --seq 32 --batch 4 " + layout + " --eval-every 0 --checkpoint-every 5 "
                                 "--keep-last 2 " + extra + " >" + path("out") + " 2>" + path("err");
     const pid_t launcher = fork();
     ASSERT_GE(launcher, 0);
