@@ -157,7 +157,11 @@ void add_train_command(CLI::App& app) {
                                 "data-parallel index; with --resume: the new layout (default: the run's)")
                     ->capture_default_str();
   cmd->add_option("--pp-layers", t.pp_layers,
-                  "layers per pipeline stage, e.g. 2,1 (default: balanced by the planner's FLOPs per layer)");
+                  "layers per pipeline stage, e.g. 2,1 (default: balanced by --pp-balance)");
+  cmd->add_option("--pp-balance", t.pp_balance,
+                  "what balances the pipeline stages: measured (rank 0 times each layer's forward and backward "
+                  "before the run) or flops (the planner's FLOPs per layer, the same on every machine)")
+      ->capture_default_str();
   cmd->add_flag("--engram-shard", t.engram_shard,
                "split each Engram table's rows (and their moments) over the ranks; a step's rows are fetched from "
                "their owners before the forward pass (kept on --resume)");

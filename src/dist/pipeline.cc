@@ -82,6 +82,41 @@ std::string stage_cuts_string(const StageCuts& cuts) {
   return out;
 }
 
+LayerSeconds measure_layer_seconds(const Model& model, int64_t batch, int64_t seq_len, int repeats) {
+  const int L = model.config.num_hidden_layers;
+  const int64_t N = batch * seq_len, V = model.config.vocab_size;
+  std::vector<int64_t> ids(static_cast<size_t>(N), 0);
+  for (int64_t i = 0; i < N; ++i) ids[size_t(i)] = (i * 7919 + 13) % V;  // spread over the vocabulary
+  const std::vector<int64_t> targets = next_token_targets(ids.data(), batch, seq_len);
+  ModelParams grads = model.make_gradients();
+  ModelState st;
+  LayerSeconds best;
+  best.layers.assign(size_t(L), std::numeric_limits<double>::infinity());
+  best.head = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < repeats; ++r) {
+    std::vector<double> layer(size_t(L), 0.0);
+    model_begin(model, ids.data(), batch, seq_len, st);
+    embed_forward(model, st);
+    for (int l = 0; l < L; ++l) {
+      const auto t0 = std::chrono::steady_clock::now();
+      layers_forward(model, l, l + 1, st);
+      layer[size_t(l)] += seconds_since(t0);
+    }
+    Tensor dh;
+    auto t0 = std::chrono::steady_clock::now();
+    head_forward(model, st);
+    head_loss_and_grad(model, targets.data(), st, &grads, dh);
+    best.head = std::min(best.head, seconds_since(t0));
+    for (int l = L - 1; l >= 0; --l) {
+      t0 = std::chrono::steady_clock::now();
+      layers_backward(model, l, l + 1, st, grads, dh);
+      layer[size_t(l)] += seconds_since(t0);
+    }
+    for (int l = 0; l < L; ++l) best.layers[size_t(l)] = std::min(best.layers[size_t(l)], layer[size_t(l)]);
+  }
+  return best;
+}
+
 std::vector<PipeOp> one_f_one_b(int stages, int stage, int micro_batches) {
   const int warmup = std::min(stages - stage - 1, micro_batches);
   std::vector<PipeOp> ops;
@@ -156,6 +191,7 @@ std::vector<double> Pipeline::train_step(const std::vector<PipeMicro>& micro, Mo
                                          const PipeHooks& hooks) {
   const int m = int(micro.size());
   MEMOE_CHECK(m >= 1, "pipeline: a step without micro-batches");
+  const auto start = std::chrono::steady_clock::now();
   const int pool = std::min(stages() - stage_, m);
   while (int(states_.size()) < pool) states_.push_back(std::make_unique<Slot>());
   if (tied_across() && is_last()) tied_parts_.resize(size_t(stages()));
@@ -216,6 +252,7 @@ std::vector<double> Pipeline::train_step(const std::vector<PipeMicro>& micro, Mo
   for (TiedPart& part : tied_parts_)
     if (part.pending) part.pending->wait();
   wait_s_ += seconds_since(t0);
+  schedule_s_ += seconds_since(start);
   return losses;
 }
 

@@ -44,6 +44,16 @@ StageCuts parse_stage_layers(const std::string& counts, int layers, int stages);
 StageCuts stage_cuts(const ModelConfig& cfg, int64_t seq_len, int stages, const std::string& pp_layers);
 std::string stage_cuts_string(const StageCuts& cuts);  // "0..1 | 2..2" (inclusive layer ranges)
 
+// Measured costs: seconds of one forward and backward pass of each layer
+// and of the head (norm, LM head, loss), the least of `repeats` passes
+// over a micro-batch of [batch, seq_len] pseudo-random token ids, on this
+// process with the whole model (before a stage drops the other layers).
+struct LayerSeconds {
+  std::vector<double> layers;
+  double head = 0;
+};
+LayerSeconds measure_layer_seconds(const Model& model, int64_t batch, int64_t seq_len, int repeats = 3);
+
 struct PipeOp {
   bool forward = true;
   int micro = 0;
@@ -102,8 +112,11 @@ class Pipeline {
   // inside its passes.
   double wait_seconds() const { return wait_s_; }
   double compute_seconds() const { return compute_s_; }
+  // The wall time of train_step (the schedule, its hooks included): the
+  // span the bubble is a share of.
+  double schedule_seconds() const { return schedule_s_; }
   int64_t sent_bytes() const { return sent_bytes_; }
-  void reset_counters() { wait_s_ = compute_s_ = 0, sent_bytes_ = 0; }
+  void reset_counters() { wait_s_ = compute_s_ = schedule_s_ = 0, sent_bytes_ = 0; }
   // Bytes of the activations of the micro-batches in flight on this stage
   // are in its ModelStates; this is their count.
   int states() const { return int(states_.size()); }
@@ -127,7 +140,7 @@ class Pipeline {
     std::unique_ptr<Communicator::Pending> pending;
   };
   std::vector<TiedPart> tied_parts_;
-  double wait_s_ = 0, compute_s_ = 0;
+  double wait_s_ = 0, compute_s_ = 0, schedule_s_ = 0;
   int64_t sent_bytes_ = 0;
 };
 

@@ -65,7 +65,7 @@ json options_to_json(const TrainOptions& o) {
           {"seed", o.seed},         {"eval_every", o.eval_every},
           {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
           {"keep_last", o.keep_last}, {"log_every", o.log_every},
-          {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"pp", o.pp}, {"pp_layers", o.pp_layers}, {"ep", o.ep}, {"engram_shard", o.engram_shard},
+          {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"pp", o.pp}, {"pp_layers", o.pp_layers}, {"pp_balance", o.pp_balance}, {"ep", o.ep}, {"engram_shard", o.engram_shard},
           {"zero", o.zero},         {"overlap", o.overlap},
           {"bucket_mb", o.bucket_mb}};
 }
@@ -99,6 +99,7 @@ TrainOptions options_from_json(const json& j) {
   o.ep = j.value("ep", int64_t{1});
   o.pp = j.value("pp", int64_t{1});
   o.pp_layers = j.value("pp_layers", "");
+  o.pp_balance = j.value("pp_balance", "measured");
   o.engram_shard = j.value("engram_shard", false);
   o.zero = j.value("zero", int64_t{0});
   o.overlap = j.value("overlap", true);
@@ -111,6 +112,8 @@ void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.dp >= 1, "--dp must be >= 1");
   MEMOE_CHECK(o.pp >= 1, "--pp must be >= 1");
   MEMOE_CHECK(o.pp > 1 || o.pp_layers.empty(), "--pp-layers needs --pp > 1");
+  MEMOE_CHECK(o.pp_balance == "measured" || o.pp_balance == "flops", "--pp-balance must be measured or flops, not '",
+              o.pp_balance, "'");
   MEMOE_CHECK(o.pp == 1 || o.zero == 0, "--zero 1 with --pp ", o.pp,
               " is not supported yet (pipeline stages keep their moments whole)");
   MEMOE_CHECK(o.batch % o.dp == 0, "--batch ", o.batch, " is not a multiple of --dp ", o.dp,
@@ -193,7 +196,20 @@ void distribute_model(Run& run) {
     const int stage = int(world.rank() / run.o.dp), index = int(world.rank() % run.o.dp);
     run.stage_group = world.split(stage, index);
     run.pipe_group = world.split(index, stage);
-    cuts = stage_cuts(run.model.config, run.o.seq_len, int(run.o.pp), run.o.pp_layers);
+    if (!run.o.pp_layers.empty() || run.o.pp_balance == "flops") {
+      cuts = stage_cuts(run.model.config, run.o.seq_len, int(run.o.pp), run.o.pp_layers);
+    } else {
+      // Rank 0's timings decide for every rank (they differ between ranks).
+      std::vector<int64_t> decided(size_t(run.o.pp) + 1, 0);
+      if (world.is_root()) {
+        run.model.params.set_precision(run.o.precision);  // timed as it will train
+        const LayerSeconds t = measure_layer_seconds(run.model, run.o.batch / run.o.dp, run.o.seq_len);
+        const StageCuts c = balance_stages(t.layers, t.head, int(run.o.pp));
+        decided.assign(c.begin(), c.end());
+      }
+      world.broadcast(decided.data(), int64_t(decided.size()));
+      cuts.assign(decided.begin(), decided.end());
+    }
     run.model.params.hold_layers(cuts[size_t(stage)], cuts[size_t(stage) + 1], stage == 0, stage == run.o.pp - 1);
   } else {
     run.pipe_group = Communicator::single();
@@ -218,7 +234,10 @@ void distribute_model(Run& run) {
   if (world.is_root() && run.o.pp > 1)
     std::fprintf(stderr, "pipeline: %lld stages of layers %s (%s), %lld data-parallel ranks a stage\n",
                  (long long)run.o.pp, stage_cuts_string(cuts).c_str(),
-                 run.o.pp_layers.empty() ? "balanced by FLOPs" : "--pp-layers", (long long)run.o.dp);
+                 !run.o.pp_layers.empty()       ? "--pp-layers"
+                 : run.o.pp_balance == "flops" ? "balanced by FLOPs"
+                                               : "balanced by measured times",
+                 (long long)run.o.dp);
 }
 
 // One forward pass's collectives with no rows of this rank's own, in the
@@ -556,12 +575,20 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
       rec["engram_sent_bytes"] = tables->sent_bytes();
     }
     if (o.pp > 1) {
-      // Each stage's idle share of the step (waiting on its neighbours: the
-      // bubble plus transfers not hidden), from each stage's first rank.
-      const std::vector<double> waits = world.all_gather(std::vector<double>{pipeline.wait_seconds(), dt});
+      // Each stage's idle share of the pipeline's span (the longest
+      // stage's schedule: every stage starts it together, after the last
+      // step's collectives): the bubble plus transfers not hidden. Busy is
+      // the stage's schedule less its waits on neighbours (the passes and
+      // what the hooks do: the micro-batch gradient sums). From each
+      // stage's first rank.
+      const std::vector<double> times = world.all_gather(
+          std::vector<double>{pipeline.schedule_seconds() - pipeline.wait_seconds(), pipeline.schedule_seconds()});
+      double span = 0;
+      for (size_t r = 0; r < times.size(); r += 2) span = std::max(span, times[r + 1]);
       json idle = json::array();
-      for (int st = 0; st < o.pp; ++st) idle.push_back(waits[size_t(st * o.dp) * 2] / waits[size_t(st * o.dp) * 2 + 1]);
+      for (int st = 0; st < o.pp; ++st) idle.push_back(1.0 - times[size_t(st * o.dp) * 2] / span);
       rec["pipeline_idle"] = idle;
+      rec["pipeline_span_s"] = span;
       rec["pipeline_sent_bytes"] = pipeline.sent_bytes();
       rec["pipeline_ideal_bubble"] = ideal_bubble(int(o.pp), int(o.grad_accum));
     }

@@ -96,10 +96,10 @@ TEST_F(PipelineRuns, TwoStagesByTwoReplicasTrainLikeOneProcess) {
   const testing::CliResult one = memoe(train_args(path("one"), "--batch 2 --grad-accum 4 --eval-windows 7"));
   ASSERT_EQ(one.status, 0) << one.err;
   const testing::CliResult pp =
-      mpi(4, train_args(path("pp"), "--batch 4 --pp 2 --dp 2 --grad-accum 2 --eval-windows 7"));
+      mpi(4, train_args(path("pp"), "--batch 4 --pp 2 --dp 2 --grad-accum 2 --eval-windows 7 --pp-balance flops"));
   ASSERT_EQ(pp.status, 0) << pp.err;
   expect_same_run(path("one"), path("pp"));
-  EXPECT_NE(pp.err.find("pipeline: 2 stages of layers 0..1 | 2..2"), std::string::npos) << pp.err;
+  EXPECT_NE(pp.err.find("pipeline: 2 stages of layers 0..1 | 2..2 (balanced by FLOPs)"), std::string::npos) << pp.err;
   // Each stage holds its own layers only: together they hold one model.
   const double whole = weights_mib(one.err, 0), first = weights_mib(pp.err, 0), last = weights_mib(pp.err, 2);
   ASSERT_GT(first, 0) << pp.err;
