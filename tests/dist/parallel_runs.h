@@ -66,8 +66,11 @@ class ParallelRuns : public CliTest {
     return out;
   }
   // The two runs' metrics step by step and every tensor of their last
-  // checkpoints: equal, but for the held-out loss within 1e-12.
-  void expect_same_run(const std::string& single, const std::string& parallel) {
+  // checkpoints: equal, but for the held-out loss within val_tolerance
+  // (relative): the ranks' sums add in another order, and where a rank's
+  // evaluation batches have other sizes than one process's, the products
+  // over them round differently (2e-9 seen in the clang build).
+  void expect_same_run(const std::string& single, const std::string& parallel, double val_tolerance = 1e-12) {
     const auto a = metrics(single), b = metrics(parallel);
     ASSERT_EQ(a.size(), 20u);
     ASSERT_EQ(b.size(), a.size());
@@ -78,7 +81,7 @@ class ParallelRuns : public CliTest {
       ASSERT_EQ(ja.contains("val_loss"), jb.contains("val_loss")) << step;
       if (ja.contains("val_loss")) {
         const double x = ja["val_loss"].get<double>(), y = jb["val_loss"].get<double>();
-        EXPECT_LE(std::fabs(x - y), 1e-12 * std::fabs(x)) << "val_loss at step " << step;
+        EXPECT_LE(std::fabs(x - y), val_tolerance * std::fabs(x)) << "val_loss at step " << step;
       }
     }
     Model ma = load_model(single + "/checkpoints/latest"), mb = load_model(parallel + "/checkpoints/latest");
