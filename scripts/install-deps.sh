@@ -31,4 +31,6 @@ done
 if [ "$list" = 1 ]; then echo "${packages[@]}" "${fuzz_packages[@]}"; exit 0; fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# llama.cpp's prebuilt CPU build, which the GGUF tests check exports in (npm registry).
+bash "$(dirname "$0")/install-llama-cpp.sh"
 echo "dependencies installed"

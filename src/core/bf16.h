@@ -47,4 +47,21 @@ inline float f16_to_float(uint16_t value) {
   return std::bit_cast<float>(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
 }
 
+// float32 -> IEEE half, rounding to nearest with ties to even; values past
+// the largest half (65504) become infinities, tiny ones subnormals or zero.
+inline uint16_t float_to_f16(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN stays NaN
+  if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds past 65504: infinity
+  if (magnitude < 0x38800000u) {
+    // Below the smallest normal half (2^-14): a subnormal, mantissa * 2^-24.
+    const float scaled = std::bit_cast<float>(magnitude) * 16777216.0f;  // exact: times 2^24
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(scaled)));
+  }
+  const uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
+  return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
+}
+
 }  // namespace memoe

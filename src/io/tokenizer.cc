@@ -272,6 +272,23 @@ std::string Tokenizer::piece(int id) const {
   return sp_->IdToPiece(id);
 }
 
+float Tokenizer::score(int id) const {
+  check_id(id);
+  return sp_->GetScore(id);
+}
+
+Tokenizer::PieceKind Tokenizer::kind(int id) const {
+  check_id(id);
+  if (sp_->IsUnknown(id)) return PieceKind::unknown;
+  if (sp_->IsControl(id)) return PieceKind::control;
+  if (sp_->IsByte(id)) return PieceKind::byte;
+  if (sp_->IsUnused(id)) return PieceKind::unused;
+  return PieceKind::normal;
+}
+
+int Tokenizer::bos_id() const { return sp_->bos_id(); }
+int Tokenizer::unk_id() const { return sp_->unk_id(); }
+
 std::string Tokenizer::decode_one(int id) const {
   check_id(id);
   const std::string& p = sp_->IdToPiece(id);

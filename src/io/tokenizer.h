@@ -52,6 +52,14 @@ class Tokenizer {
   int pad_id() const;  // -1 if a loaded foreign model has none
   // The raw piece string, e.g. "▁the", "<0x0A>", "</s>".
   std::string piece(int id) const;
+  // The piece's score (a BPE model's merge priority: higher merges first)
+  // and kind, as sentencepiece records them (what GGUF's llama tokenizer
+  // carries: tokens, scores, token types).
+  float score(int id) const;
+  enum class PieceKind { normal, unknown, control, unused, byte };
+  PieceKind kind(int id) const;
+  int bos_id() const;
+  int unk_id() const;
   // The decoding of [id] alone (spec §5.1): "▁" reads as a space; a byte
   // piece decodes to its byte, or to U+FFFD when that byte alone is not
   // complete UTF-8 (0x80..0xFF). Special pieces (pad, unk, bos, eos) read as
