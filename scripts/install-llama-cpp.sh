@@ -8,5 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../tests/gguf"
 if [ -d node_modules/node-llama-cpp ] && [ -d node_modules/@node-llama-cpp/linux-x64 ]; then exit 0; fi
-NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm ci --no-audit --no-fund --omit=optional --ignore-scripts >/dev/null
+# No lock file: the one npm writes here lacks some platforms' optional packages, which
+# npm ci insists on; both packages are pinned exactly in package.json.
+NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --no-package-lock --no-audit --no-fund --omit=optional --ignore-scripts >/dev/null
 echo "node-llama-cpp installed"
