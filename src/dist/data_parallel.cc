@@ -328,7 +328,7 @@ void GradientSum::finish(float scale) {
   for (SparseRowGrad* g : sparse_grads(out_)) scale_in_place(g->grad.data(), int64_t(g->grad.size()), scale);
 }
 
-double GradientSum::sharded_global_norm() {
+double GradientSum::sharded_global_norm(GradientNormTerms* terms) {
   MEMOE_CHECK(options_.zero && comm_.size() > 1, "the sharded gradient norm needs ZeRO-1 over several ranks");
   // This rank's chunk partials of sum_squares, each named by (tensor,
   // chunk); every rank then adds all of them in the order
@@ -367,10 +367,15 @@ double GradientSum::sharded_global_norm() {
       tensor += by_chunk[size_t(c)];
     }
     total += tensor;
+    if (terms) terms->dense.push_back(tensor);
   }
   // The table rows are summed on every rank alike: counted here once.
-  for (const LayerParams& l : out_.layers)
-    total += sum_squares(l.engram.embedding_grad.grad.data(), int64_t(l.engram.embedding_grad.grad.size()));
+  for (const LayerParams& l : out_.layers) {
+    if (!l.has_engram) continue;
+    const double x = sum_squares(l.engram.embedding_grad.grad.data(), int64_t(l.engram.embedding_grad.grad.size()));
+    total += x;
+    if (terms) terms->rows.push_back(x);
+  }
   return std::sqrt(total);
 }
 

@@ -78,7 +78,8 @@ class GradientSum {
   // ZeRO-1 over several ranks, after finish(): the global norm of the
   // step's gradient from the ranks' shards, each element and table row
   // counted once: the same bits as gradient_global_norm on the whole sum.
-  double sharded_global_norm();
+  // terms: where the addends go as well (pipeline stages add theirs up).
+  double sharded_global_norm(GradientNormTerms* terms = nullptr);
   // ZeRO-1, after the optimizer step: every rank's updated shard of the
   // weights (and its updated table rows) to every rank. Otherwise nothing.
   void gather_parameters(ModelParams& params);

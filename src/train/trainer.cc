@@ -114,8 +114,6 @@ void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.pp > 1 || o.pp_layers.empty(), "--pp-layers needs --pp > 1");
   MEMOE_CHECK(o.pp_balance == "measured" || o.pp_balance == "flops", "--pp-balance must be measured or flops, not '",
               o.pp_balance, "'");
-  MEMOE_CHECK(o.pp == 1 || o.zero == 0, "--zero 1 with --pp ", o.pp,
-              " is not supported yet (pipeline stages keep their moments whole)");
   MEMOE_CHECK(o.batch % o.dp == 0, "--batch ", o.batch, " is not a multiple of --dp ", o.dp,
               " (each data-parallel rank takes batch / dp sequences of every micro-batch)");
   MEMOE_CHECK(o.zero == 0 || o.zero == 1, "--zero must be 0 or 1 (ZeRO-1 shards the optimizer moments)");
@@ -525,7 +523,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
     if (!direct) gradient_sum.finish(float(1.0 / double(o.grad_accum * o.dp)));
     GradientNormTerms terms;
     GradientNormTerms* stage_terms = o.pp > 1 ? &terms : nullptr;
-    gnorm = sharded   ? gradient_sum.sharded_global_norm()
+    gnorm = sharded   ? gradient_sum.sharded_global_norm(stage_terms)
             : experts ? experts->global_norm(grads, stage_terms)
                       : gradient_global_norm(grads, stage_terms);
     if (o.pp > 1) {
