@@ -60,6 +60,14 @@ MEMOE_AVX512 void dot_rows_avx512(int64_t k, const float* a, int64_t lda, const 
     for (int u = 0; u < 4; ++u) acc[r][u] = _mm512_setzero_ps();
   int64_t p = 0;
   for (; p + 64 <= k; p += 64) {
+    // The weights stream from memory, rows one after another: two lines
+    // 1 KiB ahead (into the next rows) are asked for each step, half of what
+    // a step of fp32 weights reads, all of a step of bf16; the hardware
+    // prefetcher alone falls behind (1 thread, moe-medium fp32 decode: 50 ->
+    // 58 tokens/s; asking for every line was slower, 53).
+    const char* ahead = reinterpret_cast<const char*>(w + p) + 1024;
+    _mm_prefetch(ahead, _MM_HINT_T0);
+    _mm_prefetch(ahead + 32 * int(sizeof(W)), _MM_HINT_T0);
     __m512 wv[4];
     for (int u = 0; u < 4; ++u) wv[u] = load16(w + p + 16 * u, 0xffff);
     for (int r = 0; r < M; ++r)
