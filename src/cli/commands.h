@@ -17,5 +17,6 @@ void add_niah_command(CLI::App& app);
 void add_analyze_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_export_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace memoe::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   memoe::cli::add_analyze_command(app);
   memoe::cli::add_plan_command(app);
   memoe::cli::add_export_command(app);
+  memoe::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
