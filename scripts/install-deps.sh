@@ -13,7 +13,8 @@ packages=(build-essential cmake pkg-config
   libsentencepiece-dev libutf8proc-dev libpng-dev libcpp-httplib-dev
   libplplot-dev plplot-driver-cairo fonts-dejavu-core
   libgtest-dev libbenchmark-dev
-  libopenmpi-dev openmpi-bin)
+  libopenmpi-dev openmpi-bin
+  chromium)  # headless, for the chat page's test
 # Node.js + npm deliver the demo corpus; keep a Node.js that is already there.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 fuzz_packages=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)

@@ -128,7 +128,7 @@ bool BatchEngine::take(Active& a, int32_t token) {
     stats_.completion_tokens += a.generated;
     return false;
   };
-  if (token == tok_.eos_id()) return finish("stop");
+  if (token == tok_.eos_id() && !r.ignore_eos) return finish("stop");
   ++a.generated;
   a.pending += a.text.push(token);
   for (const std::string& s : r.stop) {

@@ -30,6 +30,7 @@ struct EngineRequest {
   int64_t max_tokens = 16;
   SamplingConfig sampling;
   std::vector<std::string> stop;  // text that ends the completion (not included)
+  bool ignore_eos = false;        // the end-of-text id is a token like the others (vLLM's ignore_eos)
   // Each piece of new text as it becomes final; false: the client is gone
   // (the sequence is freed at once).
   std::function<bool(const std::string& text)> on_text;

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "serve/chat_page.h"
 #include "serve/engine.h"
 
 namespace memoe {
@@ -88,11 +89,16 @@ class Server {
     svr.set_read_timeout(30, 0);
     svr.set_write_timeout(30, 0);
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (o_.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+      // The page and the health check stay open; the page sends the key with its API calls.
+      if (o_.api_key.empty() || req.path == "/health" || req.path == "/") return httplib::Server::HandlerResponse::Unhandled;
       const std::string want = "Bearer " + o_.api_key;
       if (req.get_header_value("Authorization") == want) return httplib::Server::HandlerResponse::Unhandled;
       send_error(res, 401, error_body("Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"));
       return httplib::Server::HandlerResponse::Handled;
+    });
+    svr.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Content-Security-Policy", "default-src 'self' 'unsafe-inline'");
+      res.set_content(kChatPage, "text/html; charset=utf-8");
     });
     svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(R"({"status":"ok"})", "application/json");
@@ -128,7 +134,7 @@ class Server {
     if (!j.is_object()) throw BadRequest{"the request body must be a JSON object", ""};
     static const std::set<std::string> common = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed",
                                                  "stop", "stream", "n", "user", "presence_penalty",
-                                                 "frequency_penalty", "stream_options", "logprobs"};
+                                                 "frequency_penalty", "stream_options", "logprobs", "ignore_eos"};
     for (const auto& [k, v] : j.items())
       if (!common.count(k) && k != (chat ? "messages" : "prompt") && !(chat && k == "max_completion_tokens"))
         throw BadRequest{"Unrecognized request argument supplied: " + k, k};
@@ -207,6 +213,10 @@ class Server {
       }
       for (const std::string& x : r.stop)
         if (x.empty()) throw BadRequest{"a stop string must not be empty", "stop"};
+    }
+    if (j.contains("ignore_eos") && !j["ignore_eos"].is_null()) {
+      if (!j["ignore_eos"].is_boolean()) throw BadRequest{"ignore_eos must be a boolean", "ignore_eos"};
+      r.ignore_eos = j["ignore_eos"];
     }
     if (j.contains("stream") && !j["stream"].is_null()) {
       if (!j["stream"].is_boolean()) throw BadRequest{"stream must be a boolean", "stream"};

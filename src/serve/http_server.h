@@ -1,7 +1,8 @@
 // An OpenAI-compatible HTTP server over the batch engine (serve/engine.h),
 // on cpp-httplib: GET /v1/models, POST /v1/completions and
 // /v1/chat/completions (with "stream": true as server-sent events ending in
-// "data: [DONE]"), GET /health, GET /metrics (Prometheus text). Requests are
+// "data: [DONE]"), GET /health, GET /metrics (Prometheus text), and a chat
+// page at GET / (serve/chat_page.h). Requests are
 // checked field by field; a bad one gets 400 with an OpenAI-style error
 // object, a missing or wrong key 401, a full queue 429.
 #pragma once

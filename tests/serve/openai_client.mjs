@@ -7,6 +7,7 @@
 // a client that disconnects freeing its sequence; the server alive after.
 //   node openai_client.mjs --memoe BIN --model DIR [--port 18080]
 import { execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
 import http from "node:http";
 import OpenAI from "openai";
 
@@ -129,7 +130,7 @@ try {
     const req = http.request(server.base + "/v1/completions", { method: "POST", headers: { "Content-Type": "application/json" } },
       (res) => res.once("data", () => (req.destroy(), resolve())));
     req.on("error", () => {});
-    req.end(JSON.stringify({ model: "memoe", prompt: "the cat", max_tokens: 500, stream: true }));
+    req.end(JSON.stringify({ model: "memoe", prompt: "the cat", max_tokens: 480, ignore_eos: true, stream: true }));
     setTimeout(() => reject(new Error("no first chunk in 10 s")), 10000);
   });
   await new Promise((res) => setTimeout(res, 1000));
@@ -165,6 +166,45 @@ try {
     `a full queue answers 429: ${statuses}`);
 } finally {
   small.child.kill("SIGTERM");
+}
+// 64 clients at once for 6 s: every request answered (the right greedy text,
+// or 429), the server alive, its memory back near where it started.
+const loaded = await startServer(["--max-batch", "16", "--max-queue", "32"]);
+try {
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${loaded.child.pid}/status`, "utf8"))[1]) * 1024;
+  const expect = generate("the cat", 24);
+  const warm = await post(loaded.base, "/v1/completions", { model: "memoe", prompt: "the cat", max_tokens: 24, temperature: 0 });
+  await warm.text();
+  const before = rss();
+  const counts = { ok: 0, busy: 0, wrong: 0 };
+  const until = Date.now() + 6000;
+  await Promise.all(Array.from({ length: 64 }, async (_, c) => {
+    while (Date.now() < until) {
+      const stream = c % 2 === 1;
+      const r = await post(loaded.base, "/v1/completions", { model: "memoe", prompt: "the cat", max_tokens: 24, temperature: 0, stream });
+      const body = await r.text();
+      if (r.status === 429) {
+        counts.busy++;
+        continue;
+      }
+      let text = "";
+      if (r.status === 200 && !stream) text = JSON.parse(body).choices[0].text;
+      if (r.status === 200 && stream)
+        for (const line of body.split("\n\n"))
+          if (line.startsWith("data: {")) text += JSON.parse(line.slice(6)).choices[0].text;
+      if (r.status === 200 && text === expect) counts.ok++;
+      else counts.wrong++;
+    }
+  }));
+  await new Promise((res) => setTimeout(res, 500));
+  const after = rss();
+  console.log(`64 clients for 6 s: ${counts.ok} answered right, ${counts.busy} told 429, ${counts.wrong} wrong; ` +
+    `RSS ${(before / 1e6).toFixed(1)} MB before, ${(after / 1e6).toFixed(1)} MB after`);
+  check(counts.wrong === 0 && counts.ok > 0, "under 64 clients every request is answered right or with 429");
+  check((await fetch(loaded.base + "/health")).status === 200, "alive after the load");
+  check(after <= before + 64e6, "RSS back within 64 MB of its start after the load");
+} finally {
+  loaded.child.kill("SIGTERM");
 }
 console.log(failures ? `${failures} checks failed` : "memoe serve: every check passed");
 process.exit(failures ? 1 : 0);

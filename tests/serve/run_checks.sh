@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# memoe serve against the official openai client (tests/serve/openai_client.mjs),
+# memoe serve against the official openai client (tests/serve/openai_client.mjs)
+# and its chat page in headless Chromium (tests/serve/chat_page.mjs),
 # on a small MoE + Engram model trained here for 150 steps (a few seconds) on
 # the synthetic corpus, so that greedy decoding meets no near-ties.
 #   bash tests/serve/run_checks.sh MEMOE_BIN [WORK_DIR] [PORT]
@@ -29,3 +30,5 @@ JSON
   --steps 150 --batch 8 --seq 64 --lr 1e-2 --warmup 10 --eval-every 0 --eval-windows 4 --precision fp32 \
   --log-every 1000 >"$WORK/train.log" 2>&1 || { cat "$WORK/train.log"; exit 1; }
 node "$HERE/openai_client.mjs" --memoe "$MEMOE" --model "$WORK/run/checkpoints/latest" --port "$PORT"
+node "$HERE/chat_page.mjs" --memoe "$MEMOE" --model "$WORK/run/checkpoints/latest" --port $((PORT + 50)) \
+  --screenshot "$WORK/chat_page.png"
