@@ -43,9 +43,13 @@ json error_body(const std::string& message, const std::string& type, const std::
             {"code", code.empty() ? json(nullptr) : json(code)}}}};
 }
 
+// JSON text, any ill-formed UTF-8 (an echo of a client's bytes) replaced
+// rather than thrown on.
+std::string to_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 void send_error(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(to_text(body), "application/json");
 }
 
 // Between the engine thread (producer) and the HTTP thread (consumer).
@@ -106,7 +110,7 @@ class Server {
     svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       const json j = {{"object", "list"},
                       {"data", {{{"id", o_.model_name}, {"object", "model"}, {"created", started_}, {"owned_by", "memoe"}}}}};
-      res.set_content(j.dump(), "application/json");
+      res.set_content(to_text(j), "application/json");
     });
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { res.set_content(metrics(), "text/plain"); });
     svr.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
@@ -139,7 +143,7 @@ class Server {
       if (!common.count(k) && k != (chat ? "messages" : "prompt") && !(chat && k == "max_completion_tokens"))
         throw BadRequest{"Unrecognized request argument supplied: " + k, k};
     if (j.contains("model") && (!j["model"].is_string() || j["model"] != o_.model_name))
-      throw BadRequest{"The model " + j["model"].dump() + " does not exist; this server serves \"" + o_.model_name +
+      throw BadRequest{"The model " + to_text(j["model"]) + " does not exist; this server serves \"" + o_.model_name +
                            "\"",
                        "model"};
     Parsed p;
@@ -279,7 +283,7 @@ class Server {
         choice["text"] = text, choice["logprobs"] = nullptr;
       const json body = {{"id", prefix + std::to_string(id)}, {"object", object}, {"created", created},
                          {"model", model}, {"choices", json::array({choice})}, {"usage", usage(channel->completion_tokens)}};
-      res.set_content(body.dump(), "application/json");
+      res.set_content(to_text(body), "application/json");
       return;
     }
     auto chunk = [=](const json& delta_or_text, const json& finish) {
@@ -296,7 +300,7 @@ class Server {
         "text/event-stream",
         [channel, chunk, chat, usage, first = true](size_t, httplib::DataSink& sink) mutable {
           auto send = [&](const json& j) {
-            const std::string line = "data: " + j.dump() + "\n\n";
+            const std::string line = "data: " + to_text(j) + "\n\n";
             return sink.write(line.data(), line.size());
           };
           if (first && chat) {

@@ -44,7 +44,7 @@ const generate = (prompt, n) =>
 
 const post = (base, path, body, headers = {}) =>
   fetch(base + path, { method: "POST", headers: { "Content-Type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body) });
+    body: typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body) });
 
 const server = await startServer();
 const client = new OpenAI({ baseURL: server.base + "/v1", apiKey: "unused", maxRetries: 0 });
@@ -121,6 +121,8 @@ try {
     "/v1/chat/completions");
   await bad({ model: "memoe", messages: [] }, 400, "no messages", "/v1/chat/completions");
   await bad({ model: "memoe", prompt: "x".repeat(2 << 20) }, 413, "a body above the limit");
+  await bad(Buffer.from('{"prompt": "\xff\xfe", "max_tokens": 2}', "latin1"), 400, "ill-formed UTF-8");
+  await bad("[".repeat(400000) + "]".repeat(400000), 400, "JSON nested 400,000 deep");
   const nowhere = await fetch(server.base + "/v1/nothing");
   check(nowhere.status === 404, "an unknown path is 404");
 
