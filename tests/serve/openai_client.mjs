@@ -204,7 +204,8 @@ try {
     `RSS ${(before / 1e6).toFixed(1)} MB before, ${(after / 1e6).toFixed(1)} MB after`);
   check(counts.wrong === 0 && counts.ok > 0, "under 64 clients every request is answered right or with 429");
   check((await fetch(loaded.base + "/health")).status === 200, "alive after the load");
-  check(after <= before + 64e6, "RSS back within 64 MB of its start after the load");
+  // In a sanitized build freed memory waits in ASan's quarantine: RSS says nothing there (MEMOE_SANITIZED, set by CMake).
+  if (!process.env.MEMOE_SANITIZED) check(after <= before + 64e6, "RSS back within 64 MB of its start after the load");
 } finally {
   loaded.child.kill("SIGTERM");
 }
