@@ -1,6 +1,6 @@
 // memoe plan CONFIG --devices N [--device PRESET] [...]: every DP x PP x EP
 // layout's per-device memory, communication, bubble and estimated step time
-// (dist/plan.h), the best few printed; --calibrate H gives the MFU at which
+// (parallel/plan.h), the best few printed; --calibrate H gives the MFU at which
 // --layout takes H device-hours for --tokens.
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -9,7 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "dist/plan.h"
+#include "parallel/plan.h"
 #include "io/config.h"
 
 namespace memoe::cli {

@@ -1,10 +1,5 @@
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -143,43 +138,14 @@ size_t dtype_size(DType dtype) {
 
 int64_t TensorInfo::numel() const { return static_cast<int64_t>(Tensor::count(shape)); }
 
-// Owns the read-only mapping of the whole file.
-struct SafetensorsFile::Mapping {
-  void* address = nullptr;
-  size_t size = 0;
-  Mapping(void* a, size_t s) : address(a), size(s) {}
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() { ::munmap(address, size); }
-};
-
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile file;
   file.path_ = path;
 
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open ", path, ": ", os_reason(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail("cannot open ", path, ": ", os_reason(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("cannot open ", path, ": not a regular file");
-  }
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-  if (file_size < 8) {
-    ::close(fd);
-    fail(path, ": file is ", file_size, " bytes, too short for the 8-byte header length");
-  }
-  void* address = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // the mapping stays valid without the descriptor
-  if (address == MAP_FAILED) fail("cannot map ", path, ": ", os_reason(map_errno));
-  file.mapping_ = std::make_shared<const Mapping>(address, file_size);
-  const uint8_t* bytes = static_cast<const uint8_t*>(address);
+  file.mapping_ = std::make_shared<const MappedFile>(path);
+  const uint64_t file_size = file.mapping_->size();
+  if (file_size < 8) fail(path, ": file is ", file_size, " bytes, too short for the 8-byte header length");
+  const uint8_t* bytes = file.mapping_->data();
 
   const uint64_t header_size = load_le<uint64_t>(bytes);
   if (header_size > kMaxHeaderBytes)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/mapped_file.h"
 
 namespace memoe {
 
@@ -66,11 +67,10 @@ class SafetensorsFile {
   std::span<const uint8_t> raw_bytes(const std::string& name) const;
 
  private:
-  struct Mapping;
   SafetensorsFile() = default;
 
   std::string path_;
-  std::shared_ptr<const Mapping> mapping_;
+  std::shared_ptr<const MappedFile> mapping_;
   const uint8_t* data_ = nullptr;  // start of the data buffer inside mapping_
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "io/mapped_file.h"
+
 namespace memoe {
 
 inline constexpr const char* kTokenFormat = "memoe-tokens-v1";
@@ -73,26 +75,6 @@ class TokenShardWriter {
   std::map<std::string, std::unique_ptr<OpenShard>> open_;
   std::vector<uint32_t> scratch_;  // one document converted to uint32
   bool finished_ = false;
-};
-
-// A read-only memory map of one file; pages load on demand, so memory does
-// not grow with the file's size.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path);
-  ~MappedFile();
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-
-  const unsigned char* data() const { return data_; }
-  size_t size() const { return size_; }
-  // Drops this process's mapping of [offset, offset + length) (the kernel
-  // keeps the page cache), so a full scan does not inflate resident memory.
-  void release(size_t offset, size_t length) const;
-
- private:
-  const unsigned char* data_ = nullptr;
-  size_t size_ = 0;
 };
 
 // One split of a data directory as a single token stream over mapped shards.

@@ -51,7 +51,7 @@ struct EngramCache {
 };
 
 // Where an Engram layer's rows come from when this process does not hold
-// the whole table: a sharded-table run (dist/engram_shard.h) fetches them
+// the whole table: a sharded-table run (parallel/engram_shard.h) fetches them
 // from the ranks that own them. The layer never knows ranks.
 class EngramRowSource {
  public:

@@ -32,7 +32,7 @@ struct MoEParams {
   void visit(const std::string& prefix, const ParamVisitor& f);
 };
 
-// What an expert-parallel dispatch (dist/expert_parallel.h) keeps between
+// What an expert-parallel dispatch (parallel/expert_parallel.h) keeps between
 // the passes: the rows it was sent, its experts' activations over them, and
 // the outputs it got back for this process's own rows.
 struct RemoteExpertCache {
@@ -60,7 +60,7 @@ struct MoECache {
 
 // Where the routed experts run over their grouped rows. Without one they
 // run here, in this process (which must hold them all); an expert-parallel
-// run injects one (dist/expert_parallel.h) that sends each expert's rows to
+// run injects one (parallel/expert_parallel.h) that sends each expert's rows to
 // the rank holding it and its outputs back: the layer never knows ranks.
 // `layer` names the layer (its index in the model) to the dispatch.
 class ExpertDispatch {

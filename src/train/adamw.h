@@ -7,7 +7,7 @@
 // it keeps moments for those elements only and updates only them. One
 // process owns every parameter whole; under ZeRO-1 each data-parallel rank
 // owns one shard and the updated weights are gathered afterwards
-// (dist/data_parallel.h). The arithmetic is element-wise, so a shard's
+// (parallel/data_parallel.h). The arithmetic is element-wise, so a shard's
 // update is bit for bit the whole update's restricted to the shard.
 #pragma once
 #include <vector>

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "dist/expert_parallel.h"
+#include "parallel/expert_parallel.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_set.h"

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "model/model.h"
 #include "train/adamw.h"
 

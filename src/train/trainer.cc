@@ -14,10 +14,10 @@
 #include <omp.h>
 
 #include "core/error.h"
-#include "dist/data_parallel.h"
-#include "dist/engram_shard.h"
-#include "dist/expert_parallel.h"
-#include "dist/pipeline.h"
+#include "parallel/data_parallel.h"
+#include "parallel/engram_shard.h"
+#include "parallel/expert_parallel.h"
+#include "parallel/pipeline.h"
 #include "io/atomic_file.h"
 #include "io/token_map.h"
 #include "io/token_shards.h"
@@ -425,7 +425,7 @@ TrainResult train_loop(Run& run, const TrainLimits& limits) {
   // One process without accumulation: the backward pass writes the step's
   // gradient itself. Otherwise each micro-batch's gradient goes to `micro`
   // and GradientSum adds them up over micro-batches and ranks in one fixed
-  // order (dist/data_parallel.h).
+  // order (parallel/data_parallel.h).
   const bool direct = group.size() == 1 && o.grad_accum == 1;
   ModelParams micro_buffer = direct ? ModelParams{} : model.make_gradients();
   ModelParams& micro_grads = direct ? grads : micro_buffer;

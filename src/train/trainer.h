@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "kernels/linear.h"
 
 namespace memoe {
@@ -23,14 +23,14 @@ struct TrainOptions {
   std::string init_from;
   int64_t batch = 8;          // sequences per micro-batch, over all data-parallel ranks together
   int64_t dp = 1;             // data-parallel ranks; each takes batch / dp sequences of every micro-batch
-  int64_t pp = 1;             // pipeline stages (dist/pipeline.h): the world is pp x dp ranks
+  int64_t pp = 1;             // pipeline stages (parallel/pipeline.h): the world is pp x dp ranks
   std::string pp_layers;      // layers per stage ("2,1"); empty: balanced by pp_balance's costs
   // What balances the stages: "measured" (rank 0 times each layer's forward
   // and backward over a micro-batch before the run starts) or "flops" (the
   // planner's FLOPs per layer: the same split on every machine).
   std::string pp_balance = "measured";
-  int64_t ep = 1;             // expert-parallel ranks: routed experts split over groups of ep ranks (dist/expert_parallel.h)
-  bool engram_shard = false;  // each rank holds only its rows of the Engram tables (dist/engram_shard.h)
+  int64_t ep = 1;             // expert-parallel ranks: routed experts split over groups of ep ranks (parallel/expert_parallel.h)
+  bool engram_shard = false;  // each rank holds only its rows of the Engram tables (parallel/engram_shard.h)
   int64_t zero = 0;           // 1: ZeRO-1, the optimizer moments sharded over the data-parallel ranks
   bool overlap = true;        // gradient buckets sent while the backward pass still runs
   double bucket_mb = 8;       // MiB of fp32 gradient per bucket

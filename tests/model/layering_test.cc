@@ -35,11 +35,11 @@ TEST(Layering, ModelHasNoThreadingSimdOrBlas) {
 
 TEST(Layering, LowerFoldersDoNotIncludeHigherOnes) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> rules = {
-      {"core", {"kernels/", "io/", "model/", "dist/", "train/", "eval/", "serve/", "cli/"}},
-      {"kernels", {"io/", "model/", "dist/", "train/", "eval/", "serve/", "cli/"}},
-      {"io", {"model/", "dist/", "train/", "eval/", "serve/", "cli/"}},
-      {"model", {"dist/", "train/", "eval/", "serve/", "cli/"}},
-      {"dist", {"train/", "eval/", "serve/", "cli/"}},
+      {"core", {"kernels/", "io/", "model/", "parallel/", "train/", "eval/", "serve/", "cli/"}},
+      {"kernels", {"io/", "model/", "parallel/", "train/", "eval/", "serve/", "cli/"}},
+      {"io", {"model/", "parallel/", "train/", "eval/", "serve/", "cli/"}},
+      {"model", {"parallel/", "train/", "eval/", "serve/", "cli/"}},
+      {"parallel", {"train/", "eval/", "serve/", "cli/"}},
       {"train", {"eval/", "serve/", "cli/"}},
   };
   for (const auto& [folder, forbidden] : rules)
@@ -49,11 +49,20 @@ TEST(Layering, LowerFoldersDoNotIncludeHigherOnes) {
             << "src/" << folder << "/" << name << " includes " << higher;
 }
 
-// Ranks are dist/'s business: MPI appears nowhere else.
-TEST(Layering, OnlyDistKnowsMpi) {
+// Ranks are parallel/'s business: MPI appears nowhere else.
+TEST(Layering, OnlyParallelKnowsMpi) {
   for (const char* folder : {"core", "kernels", "io", "model", "train", "eval", "serve", "cli"})
     for (const auto& [name, text] : sources(folder))
       EXPECT_EQ(text.find("mpi.h"), std::string::npos) << "src/" << folder << "/" << name << " includes mpi.h";
+}
+
+// One memory-mapping helper (io/mapped_file.h) for every file memoe maps.
+TEST(Layering, OnlyMappedFileMapsFiles) {
+  for (const char* folder : {"core", "kernels", "io", "model", "parallel", "train", "eval", "serve", "cli"})
+    for (const auto& [name, text] : sources(folder))
+      if (std::string(folder) + "/" + name != "io/mapped_file.cc")
+        EXPECT_EQ(text.find("::mmap("), std::string::npos) << "src/" << folder << "/" << name << " maps a file itself";
+  EXPECT_FALSE(fs::exists(fs::path(MEMOE_SOURCE_DIR) / "src" / "dist")) << "src/dist is src/parallel";
 }
 
 }  // namespace

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "model/model.h"
 
 namespace memoe {

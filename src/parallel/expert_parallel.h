@@ -12,7 +12,7 @@
 // shape it has in data-parallel training, and each source's gradient of
 // the expert is kept apart; the step's sum adds them over the micro-batches
 // in order and within each over the source ranks in rank order, exactly as
-// dist/data_parallel.h sums every other gradient. The layouts therefore
+// parallel/data_parallel.h sums every other gradient. The layouts therefore
 // agree bit for bit with data parallel and with one process. The price:
 // with D = ranks / E > 1 groups the running sum of a shard's gradient
 // passes from group to group (D hops a micro-batch, each the size of the
@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "model/model.h"
 
 namespace memoe {

@@ -1,4 +1,4 @@
-// Sharded Engram tables (dist/engram_shard.h) over MPI against one process
+// Sharded Engram tables (parallel/engram_shard.h) over MPI against one process
 // on the same global batch, 1 thread a rank: each rank holds its rows of
 // every table and fetches the rows a pass reads from their owners; the
 // rows are exact copies and the row gradients are summed in data

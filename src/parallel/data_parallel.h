@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "model/model.h"
 
 namespace memoe {
@@ -23,9 +23,9 @@ struct DataParallelOptions {
   // last bucket, the embedding's end, may hold fewer).
   int64_t bucket_values = int64_t(2) << 20;
   // The routed experts' gradients are summed elsewhere (expert parallel:
-  // dist/expert_parallel.h) and stay out of the buckets.
+  // parallel/expert_parallel.h) and stay out of the buckets.
   bool experts_apart = false;
-  // Each rank holds only its rows of every Engram table (dist/engram_shard.h):
+  // Each rank holds only its rows of every Engram table (parallel/engram_shard.h):
   // its optimizer owns those rows, ZeRO-1 or not, and no rank gathers
   // another's updated rows.
   bool tables_sharded = false;

@@ -1,4 +1,4 @@
-#include "dist/expert_parallel.h"
+#include "parallel/expert_parallel.h"
 
 #include <algorithm>
 #include <chrono>

@@ -1,7 +1,7 @@
 // The planner's figures against hand computations from the formulas of
 // docs/distributed.md, on the tiny preset (3 layers: layer 0 dense, 1 and 2
 // MoE with 8 experts of width 16, top 2; Engram at layer 1; d = 32).
-#include "dist/plan.h"
+#include "parallel/plan.h"
 
 #include <gtest/gtest.h>
 

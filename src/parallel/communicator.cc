@@ -1,4 +1,4 @@
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 
 // The C API only: not the deprecated C++ bindings mpi.h would pull in.
 #define OMPI_SKIP_MPICXX 1

@@ -1,4 +1,4 @@
-#include "dist/pipeline.h"
+#include "parallel/pipeline.h"
 
 #include <algorithm>
 #include <chrono>

@@ -3,7 +3,7 @@
 // --batch B --dp R` against one process taking the same sequences as R
 // micro-batches of B/R (`--batch B/R --grad-accum R`). Rank r reads windows
 // r·B/R .. of every global micro-batch, and the gradients, losses and loads
-// are summed in one fixed order on every layout (dist/data_parallel.h), so
+// are summed in one fixed order on every layout (parallel/data_parallel.h), so
 // the runs agree bit for bit: losses, gradient norms and every parameter
 // after 20 steps; the held-out loss (summed over the ranks' shares) to
 // 1e-12. The tiny preset has MoE layers with the router's bias update and

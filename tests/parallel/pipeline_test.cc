@@ -1,4 +1,4 @@
-// Pipeline-parallel training (dist/pipeline.h): the 1F1B schedule and the
+// Pipeline-parallel training (parallel/pipeline.h): the 1F1B schedule and the
 // stage balance by hand, then PP x DP, PP x EP, PP 4 and tied embeddings
 // over MPI against one process on the same global batch (1 thread a rank,
 // 20 steps): every stage sums in one process's order, the norm's addends
@@ -7,7 +7,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "dist/pipeline.h"
+#include "parallel/pipeline.h"
 #include "parallel_runs.h"
 
 namespace memoe {

@@ -1,4 +1,4 @@
-#include "dist/engram_shard.h"
+#include "parallel/engram_shard.h"
 
 #include <algorithm>
 #include <chrono>

@@ -1,4 +1,4 @@
-// Expert-parallel training over MPI (dist/expert_parallel.h) against one
+// Expert-parallel training over MPI (parallel/expert_parallel.h) against one
 // process on the same global batch, 1 thread a rank. An owner runs each
 // expert over each source rank's rows apart and the step's sums keep data
 // parallel's order, so every layout agrees bit for bit: losses, gradient

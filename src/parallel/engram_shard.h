@@ -7,7 +7,7 @@
 // non-blocking all-to-all while the layers below the Engram layer run; the
 // layer gathers from that fetched table (model/engram.h's EngramRowSource).
 //
-// Row gradients travel as in data parallel (dist/data_parallel.h: every
+// Row gradients travel as in data parallel (parallel/data_parallel.h: every
 // rank's (row, gradient) pairs merged in rank order on every rank), so the
 // clipping norm keeps its bits; each owner then applies the lazy Adam
 // update to its own rows and the others drop them. A rank holds its rows in
@@ -17,7 +17,7 @@
 #include <memory>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "model/model.h"
 
 namespace memoe {

@@ -1,4 +1,4 @@
-#include "dist/plan.h"
+#include "parallel/plan.h"
 
 #include <algorithm>
 #include <cmath>
