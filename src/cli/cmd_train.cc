@@ -9,7 +9,7 @@
 #include "cli/commands.h"
 #include "cli/precision_option.h"
 #include "core/error.h"
-#include "dist/communicator.h"
+#include "parallel/communicator.h"
 #include "eval/plot.h"
 #include "train/trainer.h"
 
@@ -100,9 +100,10 @@ void run(Options& o, Communicator& world) {
   if (!world.is_root()) return;
   draw_loss_curve(run_dir);
   if (r.stopped_by_budget) std::printf("stopped by the time budget\n");
-  std::printf("trained %lld steps: loss %.4f, held-out loss %.4f (perplexity %.2f)\ncheckpoint %s\nloss curve %s/loss.png\n",
-              (long long)r.step, r.last_loss, r.last_val_loss, std::exp(r.last_val_loss), r.last_checkpoint.c_str(),
-              run_dir.c_str());
+  std::printf("trained %lld steps: loss %.4f; held-out loss %.4f (perplexity %.2f) over %lld tokens, %s\n"
+              "checkpoint %s\nloss curve %s/loss.png\n",
+              (long long)r.step, r.last_loss, r.last_val.loss, r.last_val.perplexity, (long long)r.last_val.tokens,
+              heldout_scope(r.last_val, "val", r.last_val_seq_len).c_str(), r.last_checkpoint.c_str(), run_dir.c_str());
 }
 
 }  // namespace
@@ -137,7 +138,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--clip", t.clip, "global gradient-norm clip (0 = off)")->capture_default_str();
   cmd->add_option("--seed", t.seed, "seed of the init and of the data order")->capture_default_str();
   cmd->add_option("--eval-every", t.eval_every, "steps between held-out evaluations")->capture_default_str();
-  cmd->add_option("--eval-windows", t.eval_windows, "held-out windows per evaluation")->capture_default_str();
+  cmd->add_option("--eval-windows", t.eval_windows,
+                  "held-out windows per periodic evaluation (the split's first ones; 0 = every window)")
+      ->capture_default_str();
+  cmd->add_option("--final-eval-windows", t.final_eval_windows,
+                  "held-out windows of the run's last evaluation (0 = the whole split, what memoe eval measures)")
+      ->capture_default_str();
   cmd->add_option("--checkpoint-every", t.checkpoint_every, "steps between checkpoints")->capture_default_str();
   cmd->add_option("--keep-last", t.keep_last, "checkpoints to keep")->capture_default_str();
   cmd->add_option("--log-every", t.log_every, "steps between progress lines (non-terminal)")->capture_default_str();

@@ -49,7 +49,17 @@ HeldoutResult heldout_result(const HeldoutSums& sums) {
 
 HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows,
                            ModelState& state) {
-  return heldout_result(heldout_sums(model, data, batch, 0, heldout_windows(data, max_windows), state));
+  const int64_t windows = heldout_windows(data, max_windows);
+  HeldoutResult r = heldout_result(heldout_sums(model, data, batch, 0, windows, state));
+  r.windows = windows;
+  r.whole_split = windows == data.eval_window_count();
+  return r;
+}
+
+std::string heldout_scope(const HeldoutResult& r, const std::string& split, int64_t seq_len) {
+  const std::string windows = std::to_string(r.windows) + " windows of " + std::to_string(seq_len) + " tokens";
+  return r.whole_split ? "the whole " + split + " split, " + windows
+                       : "the first " + windows + " of the " + split + " split";
 }
 
 }  // namespace memoe

@@ -2,6 +2,7 @@
 // split, in order (the same windows every time, so evaluations compare).
 #pragma once
 #include <functional>
+#include <string>
 
 #include "model/model.h"
 #include "train/data_loader.h"
@@ -11,8 +12,15 @@ namespace memoe {
 struct HeldoutResult {
   double loss = 0;
   double perplexity = 0;
-  int64_t tokens = 0;
+  int64_t tokens = 0;       // the targets scored
+  int64_t windows = 0;      // of seq_len tokens each, from the split's first on
+  bool whole_split = false; // every window of the split
 };
+// What an evaluation covered, for the lines people read: "the whole val
+// split, 169 windows of 256 tokens" or "the first 32 windows of 256 tokens
+// of the val split". The trainer's last evaluation and `memoe eval`
+// both read the whole split by default, so their figures are one measurement.
+std::string heldout_scope(const HeldoutResult& r, const std::string& split, int64_t seq_len);
 
 // max_windows <= 0 means every window of the split. `scratch` holds the
 // activations (pass the training loop's, so evaluation allocates no second set).

@@ -63,7 +63,8 @@ json options_to_json(const TrainOptions& o) {
           {"weight_decay", o.weight_decay}, {"beta1", o.beta1},
           {"beta2", o.beta2},       {"clip", o.clip},
           {"seed", o.seed},         {"eval_every", o.eval_every},
-          {"eval_windows", o.eval_windows}, {"checkpoint_every", o.checkpoint_every},
+          {"eval_windows", o.eval_windows}, {"final_eval_windows", o.final_eval_windows},
+          {"checkpoint_every", o.checkpoint_every},
           {"keep_last", o.keep_last}, {"log_every", o.log_every},
           {"precision", precision_name(o.precision)}, {"dp", o.dp}, {"pp", o.pp}, {"pp_layers", o.pp_layers}, {"pp_balance", o.pp_balance}, {"ep", o.ep}, {"engram_shard", o.engram_shard},
           {"zero", o.zero},         {"overlap", o.overlap},
@@ -91,6 +92,7 @@ TrainOptions options_from_json(const json& j) {
   o.seed = j.at("seed");
   o.eval_every = j.at("eval_every");
   o.eval_windows = j.at("eval_windows");
+  o.final_eval_windows = j.value("final_eval_windows", int64_t{0});  // runs from before the option: the whole split
   o.checkpoint_every = j.at("checkpoint_every");
   o.keep_last = j.at("keep_last");
   o.log_every = j.at("log_every");
@@ -131,6 +133,7 @@ void check_options(const TrainOptions& o) {
   MEMOE_CHECK(o.warmup >= 0, "--warmup must be >= 0");
   MEMOE_CHECK(o.checkpoint_every >= 1, "--checkpoint-every must be >= 1");
   MEMOE_CHECK(o.keep_last >= 1, "--keep-last must be >= 1");
+  MEMOE_CHECK(o.final_eval_windows >= 0, "--final-eval-windows must be >= 0 (0: the whole held-out split)");
   MEMOE_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "AdamW betas must be in [0, 1)");
 }
 
@@ -368,343 +371,468 @@ void print_memory(const Run& run, ModelParams& grads, ModelParams& micro, const 
   }
 }
 
-TrainResult train_loop(Run& run, const TrainLimits& limits) {
-  const TrainOptions& o = run.o;
-  Communicator& world = *run.world;
-  // The data-parallel ranks of this rank's stage (the world without --pp).
-  Communicator& group = run.group();
-  Pipeline& pipeline = *run.pipeline;
-  const bool root = world.is_root();
-  // This rank's share of every micro-batch: windows first_window ..
-  // first_window + local_batch - 1 of the global one.
-  const int64_t local_batch = o.batch / o.dp, first_window = int64_t(group.rank()) * local_batch;
-  Model& model = run.model;
-  const ModelConfig& cfg = model.config;
-  const TokenDataMeta meta = read_token_meta(o.data);
-  MEMOE_CHECK(meta.vocab_size <= cfg.vocab_size, o.data, ": data vocabulary (", meta.vocab_size,
-              ") is larger than the model's vocab_size (", cfg.vocab_size, ")");
-  DataLoader train(o.data, "train", o.seq_len, o.seed);
-  DataLoader val(o.data, "val", o.seq_len, o.seed);
-  train.set_cursor(run.state.data_cursor);
+// What one step did, for its metrics and the progress line.
+struct StepOutcome {
+  double loss = 0, grad_norm = 0, lr = 0, seconds = 0;
+  std::vector<std::vector<int64_t>> loads;  // each MoE layer's expert loads over the global batch
+  std::vector<double> gate_sum;             // each Engram layer's gate sum over the global batch
+};
 
-  AdamWConfig acfg;
-  acfg.beta1 = o.beta1;
-  acfg.beta2 = o.beta2;
-  acfg.weight_decay = o.weight_decay;
-  ModelParams grads = model.make_gradients();
-  DataParallelOptions dp_options;
-  dp_options.zero = o.zero == 1;
-  dp_options.overlap = o.overlap;
-  dp_options.bucket_values = std::max<int64_t>(1, int64_t(o.bucket_mb * double(1 << 20) / sizeof(float)));
-  dp_options.experts_apart = run.experts != nullptr;
-  dp_options.tables_sharded = run.tables != nullptr;
-  ShardedEngramTables* tables = run.tables.get();
-  ExpertParallel* experts = run.experts.get();
-  GradientSum gradient_sum(group, model, grads, dp_options);
-  const bool sharded = dp_options.zero && group.size() > 1;
-  AdamW opt(model, acfg, gradient_sum.owned_slices());
-  const std::string last = latest_checkpoint(run.dir);
-  if (run.state.step > 0) load_optimizer_state(last, model, opt);
-  world.set_collective_timeout(limits.collective_timeout_s);
+// A run's training loop: what it holds between steps, and the pieces one
+// iteration is made of (run() reads as their sequence).
+class TrainLoop {
+ public:
+  TrainLoop(Run& run, const TrainLimits& limits);
+  TrainResult run();
 
-  const int threads = omp_get_max_threads();
-  model.params.set_precision(o.precision);
-  const double sgemm = measure_sgemm_gflops(1024, 3);
-  const double flops_per_token = count_params(cfg, o.seq_len).train_flops_per_token;
-  if (root) {
-    std::fprintf(stderr, "%s\n", precision_line(o.precision).c_str());
-    std::fprintf(stderr, "machine: sgemm %.0f GFLOP/s on %d threads%s; model: %.1f MFLOP per training token\n",
-                 sgemm, threads,
-                 o.dp > 1 ? (" per rank, " + std::to_string(o.dp) + " data-parallel ranks").c_str() : "",
-                 flops_per_token / 1e6);
+ private:
+  void read_micro_batches();
+  StepOutcome step();
+  json step_record(const StepOutcome& s) const;
+  void apply_time_budget(double step_seconds);
+  HeldoutResult evaluate(int64_t max_windows);
+  void print_progress(const StepOutcome& s, const json& rec, bool last_step) const;
+  void checkpoint();
+  double seconds_since_start() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
-  LrSchedule schedule{o.lr, o.warmup, o.decay_steps, o.min_lr_ratio};
-  const bool budgeted = limits.time_budget_s > 0;
-  bool fit_to_budget = budgeted && run.state.step == 0;  // only a fresh run's schedule is re-planned
-  StepClock clock;
+  // The seconds an evaluation of `windows` held-out windows takes: the
+  // periodic ones' measured time, else a guess from the step time (a
+  // forward pass is about a third of a training step).
+  double eval_seconds(int64_t windows) const;
+
+  Run& run_;
+  const TrainLimits& limits_;
+  const TrainOptions& o;  // run_.o, whose steps the time budget may shrink
+  Communicator& world_;
+  Communicator& group_;  // the data-parallel ranks of this rank's stage (the world without --pp)
+  Pipeline& pipeline_;
+  Model& model_;
+  const bool root_;
+  // This rank's share of every micro-batch: windows first_window_ ..
+  // first_window_ + local_batch_ - 1 of the global one.
+  const int64_t local_batch_, first_window_;
+  DataLoader train_, val_;
+  ModelParams grads_;
+  GradientSum gradient_sum_;
+  AdamW opt_;
+  ShardedEngramTables* tables_;
+  ExpertParallel* experts_;
+  const bool sharded_;  // ZeRO-1 over several ranks
   // One process without accumulation: the backward pass writes the step's
   // gradient itself. Otherwise each micro-batch's gradient goes to `micro`
   // and GradientSum adds them up over micro-batches and ranks in one fixed
   // order (parallel/data_parallel.h).
-  const bool direct = group.size() == 1 && o.grad_accum == 1;
-  ModelParams micro_buffer = direct ? ModelParams{} : model.make_gradients();
-  ModelParams& micro_grads = direct ? grads : micro_buffer;
-  print_memory(run, grads, micro_buffer, opt, gradient_sum);
-  std::vector<Batch> batches(size_t(o.grad_accum));
-  std::vector<PipeMicro> micros(size_t(o.grad_accum));
-  std::vector<int64_t> windows(size_t(local_batch * (o.seq_len + 1)));
-  std::ofstream metrics;
-  if (root) {
-    metrics.open(metrics_path(run.dir), std::ios::app);
-    MEMOE_CHECK(metrics, "cannot write ", metrics_path(run.dir));
+  const bool direct_;
+  ModelParams micro_buffer_;
+  ModelParams& micro_grads_;
+  LrSchedule schedule_;
+  StepClock clock_;
+  const bool budgeted_;
+  bool fit_to_budget_;  // only a fresh run's schedule is re-planned
+  double sgemm_ = 0, flops_per_token_ = 0;
+  std::vector<Batch> batches_;
+  std::vector<PipeMicro> micros_;
+  std::vector<int64_t> windows_;
+  std::ofstream metrics_;
+  const bool tty_;
+  const std::string tok_file_;
+  TrainResult result_;
+  std::chrono::steady_clock::time_point start_;
+  int64_t first_step_ = 0;
+};
+
+ModelParams make_gradients_checked(Run& run) {
+  const TokenDataMeta meta = read_token_meta(run.o.data);
+  MEMOE_CHECK(meta.vocab_size <= run.model.config.vocab_size, run.o.data, ": data vocabulary (", meta.vocab_size,
+              ") is larger than the model's vocab_size (", run.model.config.vocab_size, ")");
+  return run.model.make_gradients();
+}
+
+DataParallelOptions data_parallel_options(const Run& run) {
+  DataParallelOptions d;
+  d.zero = run.o.zero == 1;
+  d.overlap = run.o.overlap;
+  d.bucket_values = std::max<int64_t>(1, int64_t(run.o.bucket_mb * double(1 << 20) / sizeof(float)));
+  d.experts_apart = run.experts != nullptr;
+  d.tables_sharded = run.tables != nullptr;
+  return d;
+}
+
+AdamWConfig adamw_config(const TrainOptions& o) {
+  AdamWConfig a;
+  a.beta1 = o.beta1;
+  a.beta2 = o.beta2;
+  a.weight_decay = o.weight_decay;
+  return a;
+}
+
+TrainLoop::TrainLoop(Run& run, const TrainLimits& limits)
+    : run_(run),
+      limits_(limits),
+      o(run.o),
+      world_(*run.world),
+      group_(run.group()),
+      pipeline_(*run.pipeline),
+      model_(run.model),
+      root_(run.world->is_root()),
+      local_batch_(run.o.batch / run.o.dp),
+      first_window_(int64_t(run.group().rank()) * local_batch_),
+      train_(run.o.data, "train", run.o.seq_len, run.o.seed),
+      val_(run.o.data, "val", run.o.seq_len, run.o.seed),
+      grads_(make_gradients_checked(run)),
+      gradient_sum_(group_, model_, grads_, data_parallel_options(run)),
+      opt_(model_, adamw_config(run.o), gradient_sum_.owned_slices()),
+      tables_(run.tables.get()),
+      experts_(run.experts.get()),
+      sharded_(run.o.zero == 1 && group_.size() > 1),
+      direct_(group_.size() == 1 && run.o.grad_accum == 1),
+      micro_buffer_(direct_ ? ModelParams{} : model_.make_gradients()),
+      micro_grads_(direct_ ? grads_ : micro_buffer_),
+      schedule_{run.o.lr, run.o.warmup, run.o.decay_steps, run.o.min_lr_ratio},
+      budgeted_(limits.time_budget_s > 0),
+      fit_to_budget_(budgeted_ && run.state.step == 0),
+      batches_(size_t(run.o.grad_accum)),
+      micros_(size_t(run.o.grad_accum)),
+      windows_(size_t(local_batch_ * (run.o.seq_len + 1))),
+      tty_(isatty(STDERR_FILENO)),
+      tok_file_(tokenizer_file(run.o)) {
+  train_.set_cursor(run.state.data_cursor);
+  const std::string last = latest_checkpoint(run.dir);
+  if (run.state.step > 0) load_optimizer_state(last, model_, opt_);
+  world_.set_collective_timeout(limits.collective_timeout_s);
+
+  const int threads = omp_get_max_threads();
+  model_.params.set_precision(o.precision);
+  sgemm_ = measure_sgemm_gflops(1024, 3);
+  flops_per_token_ = count_params(model_.config, o.seq_len).train_flops_per_token;
+  if (root_) {
+    std::fprintf(stderr, "%s\n", precision_line(o.precision).c_str());
+    std::fprintf(stderr, "machine: sgemm %.0f GFLOP/s on %d threads%s; model: %.1f MFLOP per training token\n",
+                 sgemm_, threads,
+                 o.dp > 1 ? (" per rank, " + std::to_string(o.dp) + " data-parallel ranks").c_str() : "",
+                 flops_per_token_ / 1e6);
   }
-  const bool tty = isatty(STDERR_FILENO);
-  const std::string tok_file = tokenizer_file(o);
-  TrainResult result;
-  result.step = run.state.step;
-  result.last_checkpoint = last;
+  print_memory(run, grads_, micro_buffer_, opt_, gradient_sum_);
+  if (root_) {
+    metrics_.open(metrics_path(run.dir), std::ios::app);
+    MEMOE_CHECK(metrics_, "cannot write ", metrics_path(run.dir));
+  }
+  result_.step = run.state.step;
+  result_.last_checkpoint = last;
+}
 
-  const auto t_start = std::chrono::steady_clock::now();
-  auto seconds_since_start = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+// This rank's windows of the step's micro-batches, in order.
+void TrainLoop::read_micro_batches() {
+  for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+    train_.next_batch_part(o.batch, first_window_, local_batch_, windows_.data());
+    Batch& b = batches_[size_t(micro)];
+    b.from_windows(windows_.data(), local_batch_, o.seq_len);
+    micros_[size_t(micro)] = {b.ids.data(), b.targets.data(), local_batch_, o.seq_len};
+  }
+}
+
+// One optimizer step: the micro-batches through the pipeline, their
+// gradients summed in one order, the norm, clipping, AdamW, the router
+// biases; the run's state advanced.
+StepOutcome TrainLoop::step() {
+  const int64_t step = run_.state.step;
+  const ModelConfig& cfg = model_.config;
+  const auto t0 = std::chrono::steady_clock::now();
+  gradient_sum_.begin_step();
+  if (experts_) experts_->begin_step(grads_);
+  if (tables_) tables_->reset_counters();
+  pipeline_.reset_counters();
+  const size_t L = model_.params.layers.size();
+  StepOutcome s;
+  s.loads.resize(L);
+  for (size_t l = 0; l < L; ++l)
+    if (cfg.is_moe_layer(int(l))) s.loads[l].assign(size_t(cfg.n_routed_experts), 0);
+  s.gate_sum.assign(L, 0.0);
+  auto stop = [&](const std::string& why) {
+    fail("step ", step + 1, ": ", why, "; training stopped without saving; last good checkpoint: ",
+         result_.last_checkpoint.empty() ? std::string("none") : result_.last_checkpoint);
   };
-  const int64_t first_step = run.state.step;
-  while (run.state.step < run.o.steps) {
-    const int64_t step = run.state.step;
-    const auto t0 = std::chrono::steady_clock::now();
-    gradient_sum.begin_step();
-    if (experts) experts->begin_step(grads);
-    if (tables) tables->reset_counters();
-    pipeline.reset_counters();
-    const size_t L = model.params.layers.size();
-    std::vector<std::vector<int64_t>> loads(L);
-    for (size_t l = 0; l < L; ++l)
-      if (cfg.is_moe_layer(int(l))) loads[l].assign(size_t(cfg.n_routed_experts), 0);
-    std::vector<double> gate_sum(L, 0.0);
-    double loss = 0, gnorm = 0;
-    auto stop = [&](const std::string& why) {
-      fail("step ", step + 1, ": ", why, "; training stopped without saving; last good checkpoint: ",
-           result.last_checkpoint.empty() ? std::string("none") : result.last_checkpoint);
+  try {
+    read_micro_batches();
+    // Each micro-batch's sums: each Engram layer's gate sum and the loss (a
+    // mean over the rank's tokens, as its stage sees it); every rank's added
+    // after the step in micro-batch order, within each in rank order.
+    std::vector<double> sums(size_t(o.grad_accum) * (L + 1), 0.0);
+    PipeHooks hooks;
+    hooks.before_forward = [&](int micro) {
+      world_.set_activity("the forward pass of step " + std::to_string(step + 1));
+      // Sharded tables: the rows this micro-batch reads, asked for now.
+      if (tables_) tables_->prefetch(model_, batches_[size_t(micro)].ids.data(), local_batch_, o.seq_len);
     };
-    try {
-      for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-        train.next_batch_part(o.batch, first_window, local_batch, windows.data());
-        Batch& b = batches[size_t(micro)];
-        b.from_windows(windows.data(), local_batch, o.seq_len);
-        micros[size_t(micro)] = {b.ids.data(), b.targets.data(), local_batch, o.seq_len};
+    hooks.after_forward = [&](int micro, const ModelState& st) {
+      for (int l = pipeline_.first_layer(); l < pipeline_.last_layer(); ++l) {
+        const auto& load = st.layers[size_t(l)].moe.expert_load;
+        if (model_.params.layers[size_t(l)].is_moe)
+          for (size_t e = 0; e < load.size(); ++e) s.loads[size_t(l)][e] += load[e];
+        const Tensor& alpha = st.layers[size_t(l)].engram.alpha;
+        double& g = sums[size_t(micro) * (L + 1) + size_t(l)];
+        for (int64_t i = 0; i < alpha.numel(); ++i) g += alpha[i];
       }
-      // Each micro-batch's sums: each Engram layer's gate sum and the loss (a
-      // mean over the rank's tokens, as its stage sees it); every rank's added
-      // after the step in micro-batch order, within each in rank order.
-      std::vector<double> sums(size_t(o.grad_accum) * (L + 1), 0.0);
-      PipeHooks hooks;
-      hooks.before_forward = [&](int micro) {
-        world.set_activity("the forward pass of step " + std::to_string(step + 1));
-        // Sharded tables: the rows this micro-batch reads, asked for now.
-        if (tables) tables->prefetch(model, batches[size_t(micro)].ids.data(), local_batch, o.seq_len);
-      };
-      hooks.after_forward = [&](int micro, const ModelState& st) {
-        for (int l = pipeline.first_layer(); l < pipeline.last_layer(); ++l) {
-          const auto& load = st.layers[size_t(l)].moe.expert_load;
-          if (model.params.layers[size_t(l)].is_moe)
-            for (size_t e = 0; e < load.size(); ++e) loads[size_t(l)][e] += load[e];
-          const Tensor& alpha = st.layers[size_t(l)].engram.alpha;
-          double& g = sums[size_t(micro) * (L + 1) + size_t(l)];
-          for (int64_t i = 0; i < alpha.numel(); ++i) g += alpha[i];
-        }
-      };
-      hooks.before_backward = [&](int) {
-        world.set_activity("the backward pass of step " + std::to_string(step + 1));
-        micro_grads.zero();
-      };
-      if (!direct) hooks.on_ready = [&](int part) { gradient_sum.on_backward_progress(micro_grads, part); };
-      hooks.after_backward = [&](int) {
-        world.set_activity("the gradient exchange of step " + std::to_string(step + 1));
-        if (!direct) gradient_sum.add(micro_grads);
-        if (experts) experts->add(grads);
-      };
-      const std::vector<double> losses = pipeline.train_step(micros, micro_grads, hooks);
-      for (size_t micro = 0; micro < losses.size(); ++micro) sums[micro * (L + 1) + L] = losses[micro];
-      world.set_activity("the loss sums of step " + std::to_string(step + 1));
-      const std::vector<double> all = world.all_gather(sums);
-      for (size_t micro = 0; micro < size_t(o.grad_accum); ++micro)
-        for (int r = 0; r < world.size(); ++r) {
-          const double* x = all.data() + size_t(r) * sums.size() + micro * (L + 1);
-          for (size_t l = 0; l < L; ++l) gate_sum[l] += x[l];
-          loss += x[L];
-        }
-    } catch (const Error& e) {
-      stop(e.what());  // e.g. the router refusing non-finite activations
-    }
-    sum_loads(world, loads);
-    // The mean over the micro-batches and ranks (each holds as many tokens).
-    loss /= double(o.grad_accum * o.dp);
-    if (experts) experts->finish(grads);
-    if (!direct) gradient_sum.finish(float(1.0 / double(o.grad_accum * o.dp)));
-    GradientNormTerms terms;
-    GradientNormTerms* stage_terms = o.pp > 1 ? &terms : nullptr;
-    gnorm = sharded   ? gradient_sum.sharded_global_norm(stage_terms)
-            : experts ? experts->global_norm(grads, stage_terms)
-                      : gradient_global_norm(grads, stage_terms);
-    if (o.pp > 1) {
-      // Each stage's addends cover its own parameters (the tied embedding
-      // once, on the first stage), added over the stages in one process's
-      // order: every dense tensor in visit order, then the table rows.
-      world.set_activity("the gradient norm of step " + std::to_string(step + 1));
-      const std::vector<double> dense = run.pipe_group->all_gather(terms.dense);
-      const std::vector<double> rows = run.pipe_group->all_gather(terms.rows);
-      double squares = 0.0;
-      for (double x : dense) squares += x;
-      for (double x : rows) squares += x;
-      gnorm = std::sqrt(squares);
-    }
-    if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
-      std::ostringstream why;
-      why << (!std::isfinite(loss) ? "loss" : "gradient norm") << " is not finite (loss " << loss
-          << ", gradient norm " << gnorm << ")";
-      stop(why.str());
-    }
-    if (o.clip > 0 && gnorm > o.clip) scale_gradients(grads, float(o.clip / gnorm));
-    const double lr = schedule.at(step);
-    opt.step(model, grads, lr);
-    world.set_activity("the weight gather of step " + std::to_string(step + 1));
-    gradient_sum.gather_parameters(model.params);  // ZeRO-1: every rank's updated shard
-    update_router_biases(model, loads);
-    world.set_activity("the tied embedding's update of step " + std::to_string(step + 1));
-    pipeline.sync_tied_embedding(model.params);
-    model.params.refresh_bf16_copies();
-    run.state.step = step + 1;
-    run.state.data_cursor = train.cursor();
-    run.state.tokens_seen += o.batch * o.seq_len * o.grad_accum;
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tps = double(o.batch * o.seq_len * o.grad_accum) / dt;
-    const double gflops = tps * flops_per_token / 1e9;
+    };
+    hooks.before_backward = [&](int) {
+      world_.set_activity("the backward pass of step " + std::to_string(step + 1));
+      micro_grads_.zero();
+    };
+    if (!direct_) hooks.on_ready = [&](int part) { gradient_sum_.on_backward_progress(micro_grads_, part); };
+    hooks.after_backward = [&](int) {
+      world_.set_activity("the gradient exchange of step " + std::to_string(step + 1));
+      if (!direct_) gradient_sum_.add(micro_grads_);
+      if (experts_) experts_->add(grads_);
+    };
+    const std::vector<double> losses = pipeline_.train_step(micros_, micro_grads_, hooks);
+    for (size_t micro = 0; micro < losses.size(); ++micro) sums[micro * (L + 1) + L] = losses[micro];
+    world_.set_activity("the loss sums of step " + std::to_string(step + 1));
+    const std::vector<double> all = world_.all_gather(sums);
+    for (size_t micro = 0; micro < size_t(o.grad_accum); ++micro)
+      for (int r = 0; r < world_.size(); ++r) {
+        const double* x = all.data() + size_t(r) * sums.size() + micro * (L + 1);
+        for (size_t l = 0; l < L; ++l) s.gate_sum[l] += x[l];
+        s.loss += x[L];
+      }
+  } catch (const Error& e) {
+    stop(e.what());  // e.g. the router refusing non-finite activations
+  }
+  sum_loads(world_, s.loads);
+  // The mean over the micro-batches and ranks (each holds as many tokens).
+  s.loss /= double(o.grad_accum * o.dp);
+  if (experts_) experts_->finish(grads_);
+  if (!direct_) gradient_sum_.finish(float(1.0 / double(o.grad_accum * o.dp)));
+  GradientNormTerms terms;
+  GradientNormTerms* stage_terms = o.pp > 1 ? &terms : nullptr;
+  s.grad_norm = sharded_   ? gradient_sum_.sharded_global_norm(stage_terms)
+                : experts_ ? experts_->global_norm(grads_, stage_terms)
+                           : gradient_global_norm(grads_, stage_terms);
+  if (o.pp > 1) {
+    // Each stage's addends cover its own parameters (the tied embedding
+    // once, on the first stage), added over the stages in one process's
+    // order: every dense tensor in visit order, then the table rows.
+    world_.set_activity("the gradient norm of step " + std::to_string(step + 1));
+    const std::vector<double> dense = run_.pipe_group->all_gather(terms.dense);
+    const std::vector<double> rows = run_.pipe_group->all_gather(terms.rows);
+    double squares = 0.0;
+    for (double x : dense) squares += x;
+    for (double x : rows) squares += x;
+    s.grad_norm = std::sqrt(squares);
+  }
+  if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm)) {
+    std::ostringstream why;
+    why << (!std::isfinite(s.loss) ? "loss" : "gradient norm") << " is not finite (loss " << s.loss
+        << ", gradient norm " << s.grad_norm << ")";
+    stop(why.str());
+  }
+  if (o.clip > 0 && s.grad_norm > o.clip) scale_gradients(grads_, float(o.clip / s.grad_norm));
+  s.lr = schedule_.at(step);
+  opt_.step(model_, grads_, s.lr);
+  world_.set_activity("the weight gather of step " + std::to_string(step + 1));
+  gradient_sum_.gather_parameters(model_.params);  // ZeRO-1: every rank's updated shard
+  update_router_biases(model_, s.loads);
+  world_.set_activity("the tied embedding's update of step " + std::to_string(step + 1));
+  pipeline_.sync_tied_embedding(model_.params);
+  model_.params.refresh_bf16_copies();
+  run_.state.step = step + 1;
+  run_.state.data_cursor = train_.cursor();
+  run_.state.tokens_seen += o.batch * o.seq_len * o.grad_accum;
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
 
-    json rec = {{"step", run.state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
-                {"tokens_per_s", tps}, {"gflops", gflops}, {"tokens", run.state.tokens_seen}};
-    if (world.size() > 1) rec["comm_wait_s"] = gradient_sum.wait_seconds();  // rank 0's wait on the exchange
-    if (experts) {  // rank 0's: the token all-to-alls (their waits included) and the expert-gradient chain
-      rec["expert_exchange_s"] = experts->exchange_seconds();
-      rec["expert_chain_s"] = experts->chain_seconds();
-      rec["expert_sent_bytes"] = experts->sent_bytes();
+// The step's line of metrics.jsonl (without its evaluation).
+json TrainLoop::step_record(const StepOutcome& s) const {
+  const double tps = double(o.batch * o.seq_len * o.grad_accum) / s.seconds;
+  json rec = {{"step", run_.state.step}, {"loss", s.loss},         {"lr", s.lr},
+              {"grad_norm", s.grad_norm}, {"tokens_per_s", tps}, {"gflops", tps * flops_per_token_ / 1e9},
+              {"tokens", run_.state.tokens_seen}};
+  if (world_.size() > 1) rec["comm_wait_s"] = gradient_sum_.wait_seconds();  // rank 0's wait on the exchange
+  if (experts_) {  // rank 0's: the token all-to-alls (their waits included) and the expert-gradient chain
+    rec["expert_exchange_s"] = experts_->exchange_seconds();
+    rec["expert_chain_s"] = experts_->chain_seconds();
+    rec["expert_sent_bytes"] = experts_->sent_bytes();
+  }
+  if (tables_) {  // rank 0's: waiting for fetched table rows, and the rows it sent
+    rec["engram_fetch_wait_s"] = tables_->wait_seconds();
+    rec["engram_sent_bytes"] = tables_->sent_bytes();
+  }
+  if (o.pp > 1) {
+    // Each stage's idle share of the pipeline's span (the longest
+    // stage's schedule: every stage starts it together, after the last
+    // step's collectives): the bubble plus transfers not hidden. Busy is
+    // the stage's schedule less its waits on neighbours (the passes and
+    // what the hooks do: the micro-batch gradient sums). From each
+    // stage's first rank.
+    const std::vector<double> times = world_.all_gather(
+        std::vector<double>{pipeline_.schedule_seconds() - pipeline_.wait_seconds(), pipeline_.schedule_seconds()});
+    double span = 0;
+    for (size_t r = 0; r < times.size(); r += 2) span = std::max(span, times[r + 1]);
+    json idle = json::array();
+    for (int st = 0; st < o.pp; ++st) idle.push_back(1.0 - times[size_t(st * o.dp) * 2] / span);
+    rec["pipeline_idle"] = idle;
+    rec["pipeline_span_s"] = span;
+    rec["pipeline_sent_bytes"] = pipeline_.sent_bytes();
+    rec["pipeline_ideal_bubble"] = ideal_bubble(int(o.pp), int(o.grad_accum));
+  }
+  rec["step_s"] = s.seconds;
+  if (run_.state.step == first_step_ + 1) rec["sgemm_gflops"] = sgemm_;
+  json load_ratio = json::object(), gates = json::object();
+  for (size_t l = 0; l < s.loads.size(); ++l) {
+    if (!s.loads[l].empty()) {
+      int64_t mx = 0, sum = 0;
+      for (int64_t c : s.loads[l]) mx = std::max(mx, c), sum += c;
+      load_ratio[std::to_string(l)] = sum > 0 ? double(mx) * double(s.loads[l].size()) / double(sum) : 0.0;
     }
-    if (tables) {  // rank 0's: waiting for fetched table rows, and the rows it sent
-      rec["engram_fetch_wait_s"] = tables->wait_seconds();
-      rec["engram_sent_bytes"] = tables->sent_bytes();
-    }
-    if (o.pp > 1) {
-      // Each stage's idle share of the pipeline's span (the longest
-      // stage's schedule: every stage starts it together, after the last
-      // step's collectives): the bubble plus transfers not hidden. Busy is
-      // the stage's schedule less its waits on neighbours (the passes and
-      // what the hooks do: the micro-batch gradient sums). From each
-      // stage's first rank.
-      const std::vector<double> times = world.all_gather(
-          std::vector<double>{pipeline.schedule_seconds() - pipeline.wait_seconds(), pipeline.schedule_seconds()});
-      double span = 0;
-      for (size_t r = 0; r < times.size(); r += 2) span = std::max(span, times[r + 1]);
-      json idle = json::array();
-      for (int st = 0; st < o.pp; ++st) idle.push_back(1.0 - times[size_t(st * o.dp) * 2] / span);
-      rec["pipeline_idle"] = idle;
-      rec["pipeline_span_s"] = span;
-      rec["pipeline_sent_bytes"] = pipeline.sent_bytes();
-      rec["pipeline_ideal_bubble"] = ideal_bubble(int(o.pp), int(o.grad_accum));
-    }
-    rec["step_s"] = dt;
-    if (run.state.step == first_step + 1) rec["sgemm_gflops"] = sgemm;
-    json load_ratio = json::object(), gates = json::object();
-    for (size_t l = 0; l < loads.size(); ++l) {
-      if (!loads[l].empty()) {
-        int64_t mx = 0, sum = 0;
-        for (int64_t c : loads[l]) mx = std::max(mx, c), sum += c;
-        load_ratio[std::to_string(l)] = sum > 0 ? double(mx) * double(loads[l].size()) / double(sum) : 0.0;
-      }
-      if (cfg.engram && cfg.engram->has_layer(int(l)))
-        gates[std::to_string(l)] = gate_sum[l] / double(o.batch * o.seq_len * o.grad_accum);
-    }
-    rec["expert_load_max_over_mean"] = load_ratio;
-    rec["engram_gate_mean"] = gates;
+    if (model_.config.engram && model_.config.engram->has_layer(int(l)))
+      gates[std::to_string(l)] = s.gate_sum[l] / double(o.batch * o.seq_len * o.grad_accum);
+  }
+  rec["expert_load_max_over_mean"] = load_ratio;
+  rec["engram_gate_mean"] = gates;
+  return rec;
+}
 
-    // The time budget: once a few steps are timed, a fresh run's schedule
-    // shrinks to the steps that fit (keeping room for the evaluations and
-    // the final checkpoint); any run stops when one more step would not fit.
-    const double eval_guess = clock.per_step() * double(o.eval_windows) / double(3 * o.batch * o.grad_accum);
-    clock.record_step(dt);
-    if (budgeted && clock.ready()) {
-      const double step_s = clock.per_step(), eval_s = clock.per_eval(eval_guess);
-      const double per_step = step_s + (o.eval_every > 0 ? eval_s / double(o.eval_every) : 0.0);
-      const double room = limits.time_budget_s - seconds_since_start() - eval_s - 1.0;
-      if (fit_to_budget) {
-        fit_to_budget = false;
-        const int64_t fit = run.state.step + std::max<int64_t>(0, int64_t(room / per_step));
-        if (fit < o.steps) {
-          if (run.o.decay_steps == run.o.steps) run.o.decay_steps = std::max<int64_t>(1, fit);
-          run.o.steps = std::max<int64_t>(run.state.step, fit);
-          schedule.total_steps = run.o.decay_steps;
-          write_options(run);
-          std::fprintf(stderr, "%stime budget %.0f s: %lld steps fit at %.2f s/step; the schedule now ends there\n",
-                       tty ? "\r\033[K" : "", limits.time_budget_s, (long long)run.o.steps, step_s);
-        }
-      } else if (run.state.step < o.steps && room < per_step) {
-        result.stopped_by_budget = true;
+double TrainLoop::eval_seconds(int64_t windows) const {
+  const double periodic = double(heldout_windows(val_, o.eval_windows));  // what the clock's evaluations read
+  const double guess = clock_.per_step() * periodic / double(3 * o.batch * o.grad_accum);
+  return clock_.per_eval(guess) * double(windows) / periodic;
+}
+
+// The time budget: once a few steps are timed, a fresh run's schedule
+// shrinks to the steps that fit (keeping room for the evaluations and the
+// final evaluation and checkpoint); any run stops when one more step would
+// not fit.
+void TrainLoop::apply_time_budget(double step_seconds) {
+  const double final_eval_s = budgeted_ ? eval_seconds(heldout_windows(val_, o.final_eval_windows)) : 0.0;
+  const double eval_s = budgeted_ ? eval_seconds(heldout_windows(val_, o.eval_windows)) : 0.0;
+  clock_.record_step(step_seconds);
+  if (budgeted_ && clock_.ready()) {
+    const double step_s = clock_.per_step();
+    const double per_step = step_s + (o.eval_every > 0 ? eval_s / double(o.eval_every) : 0.0);
+    const double room = limits_.time_budget_s - seconds_since_start() - final_eval_s - 1.0;
+    if (fit_to_budget_) {
+      fit_to_budget_ = false;
+      const int64_t fit = run_.state.step + std::max<int64_t>(0, int64_t(room / per_step));
+      if (fit < o.steps) {
+        if (run_.o.decay_steps == run_.o.steps) run_.o.decay_steps = std::max<int64_t>(1, fit);
+        run_.o.steps = std::max<int64_t>(run_.state.step, fit);
+        schedule_.total_steps = run_.o.decay_steps;
+        write_options(run_);
+        std::fprintf(stderr, "%stime budget %.0f s: %lld steps fit at %.2f s/step; the schedule now ends there\n",
+                     tty_ ? "\r\033[K" : "", limits_.time_budget_s, (long long)run_.o.steps, step_s);
       }
+    } else if (run_.state.step < o.steps && room < per_step) {
+      result_.stopped_by_budget = true;
     }
-    if (budgeted && world.size() > 1) {
-      // Rank 0's clock decides for all, so every rank stops after the same step.
-      int64_t decision[3] = {result.stopped_by_budget ? 1 : 0, run.o.steps, run.o.decay_steps};
-      world.broadcast(decision, 3);
-      result.stopped_by_budget = decision[0] != 0;
-      run.o.steps = decision[1];
-      run.o.decay_steps = decision[2];
-      schedule.total_steps = run.o.decay_steps;
-    }
-    const bool last_step = run.state.step >= o.steps || result.stopped_by_budget;
-    if ((o.eval_every > 0 && run.state.step % o.eval_every == 0) || last_step) {
+  }
+  if (budgeted_ && world_.size() > 1) {
+    // Rank 0's clock decides for all, so every rank stops after the same step.
+    int64_t decision[3] = {result_.stopped_by_budget ? 1 : 0, run_.o.steps, run_.o.decay_steps};
+    world_.broadcast(decision, 3);
+    result_.stopped_by_budget = decision[0] != 0;
+    run_.o.steps = decision[1];
+    run_.o.decay_steps = decision[2];
+    schedule_.total_steps = run_.o.decay_steps;
+  }
+}
+
+// The held-out loss over the split's first max_windows windows (<= 0: all of
+// them). Each data-parallel rank evaluates a contiguous share of the windows
+// (with --pp, through its pipe: the last stage's losses count).
+HeldoutResult TrainLoop::evaluate(int64_t max_windows) {
+  world_.set_activity("the evaluation after step " + std::to_string(run_.state.step));
+  const int64_t windows_in_all = heldout_windows(val_, max_windows);
+  const int R = group_.size(), me = group_.rank();
+  const int64_t from = windows_in_all * me / R, to = windows_in_all * (me + 1) / R;
+  HeldoutSums sums = heldout_sums(val_, local_batch_, from, to - from,
+                                  [&](const int64_t* ids, const int64_t* targets, int64_t b, int64_t len) {
+                                    return pipeline_.forward_loss({ids, targets, b, len});
+                                  });
+  if (!pipeline_.is_last()) sums = HeldoutSums{};
+  if (experts_ || tables_) {
+    // Every rank runs as many forward passes as the one with the most
+    // batches: the others join its exchanges with no rows.
+    auto passes = [&](int r) {
+      const int64_t n = windows_in_all * (r + 1) / R - windows_in_all * r / R;
+      return (n + local_batch_ - 1) / local_batch_;
+    };
+    int64_t most = 0;
+    for (int r = 0; r < R; ++r) most = std::max(most, passes(r));
+    for (int64_t i = passes(me); i < most; ++i) idle_forward(run_);
+  }
+  world_.sum(&sums.loss_sum, 1);
+  world_.sum(&sums.tokens, 1);
+  HeldoutResult h = heldout_result(sums);
+  h.windows = windows_in_all;
+  h.whole_split = windows_in_all == val_.eval_window_count();
+  return h;
+}
+
+void TrainLoop::print_progress(const StepOutcome& s, const json& rec, bool last_step) const {
+  const bool evaluated = rec.contains("val_loss");
+  if (!root_ || !(tty_ || run_.state.step % std::max<int64_t>(1, o.log_every) == 0 || last_step || evaluated)) return;
+  const double eta = seconds_since_start() / double(run_.state.step - first_step_) * double(o.steps - run_.state.step);
+  char comm[48] = "";
+  if (world_.size() > 1)
+    std::snprintf(comm, sizeof comm, " | waiting on gradients %.0f%%", 100.0 * gradient_sum_.wait_seconds() / s.seconds);
+  char val[96] = "";
+  if (evaluated)
+    std::snprintf(val, sizeof val, " | val %.4f over %lld tokens%s", rec["val_loss"].get<double>(),
+                  (long long)rec["val_tokens"].get<int64_t>(),
+                  rec["val_whole_split"].get<bool>() ? " (the whole split)" : "");
+  std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s, %.0f GFLOP/s%s | ETA %s%s%s",
+               tty_ ? "\r\033[K" : "", (long long)run_.state.step, (long long)o.steps, s.loss, s.lr,
+               rec["tokens_per_s"].get<double>(), rec["gflops"].get<double>(), comm, format_eta(eta).c_str(), val,
+               tty_ && !last_step && !evaluated ? "" : "\n");
+  std::fflush(stderr);
+}
+
+void TrainLoop::checkpoint() {
+  world_.set_activity("the checkpoint of step " + std::to_string(run_.state.step));
+  result_.last_checkpoint = save_checkpoint(run_.dir, model_, opt_, run_.state, tok_file_, o.keep_last, world_,
+                                            sharded_ ? MomentsLayout::sharded : MomentsLayout::replicated,
+                                            limits_.checkpoint_timeout_s, int(o.ep), tables_ != nullptr, &group_);
+}
+
+TrainResult TrainLoop::run() {
+  start_ = std::chrono::steady_clock::now();
+  first_step_ = run_.state.step;
+  while (run_.state.step < o.steps) {
+    const StepOutcome s = step();
+    json rec = step_record(s);
+    apply_time_budget(s.seconds);
+    const bool last_step = run_.state.step >= o.steps || result_.stopped_by_budget;
+    // Periodic evaluations read the split's first eval_windows windows; the
+    // last one reads final_eval_windows (the whole split by default: what
+    // `memoe eval` measures).
+    if ((o.eval_every > 0 && run_.state.step % o.eval_every == 0) || last_step) {
       const auto e0 = std::chrono::steady_clock::now();
-      // Each data-parallel rank evaluates a contiguous share of the windows
-      // (with --pp, through its pipe: the last stage's losses count).
-      world.set_activity("the evaluation after step " + std::to_string(run.state.step));
-      const int64_t windows_in_all = heldout_windows(val, o.eval_windows);
-      const int R = group.size(), me = group.rank();
-      const int64_t from = windows_in_all * me / R, to = windows_in_all * (me + 1) / R;
-      HeldoutSums sums = heldout_sums(val, local_batch, from, to - from,
-                                      [&](const int64_t* ids, const int64_t* targets, int64_t b, int64_t len) {
-                                        return pipeline.forward_loss({ids, targets, b, len});
-                                      });
-      if (!pipeline.is_last()) sums = HeldoutSums{};
-      if (experts || tables) {
-        // Every rank runs as many forward passes as the one with the most
-        // batches: the others join its exchanges with no rows.
-        auto passes = [&](int r) {
-          const int64_t n = windows_in_all * (r + 1) / R - windows_in_all * r / R;
-          return (n + local_batch - 1) / local_batch;
-        };
-        int64_t most = 0;
-        for (int r = 0; r < R; ++r) most = std::max(most, passes(r));
-        for (int64_t i = passes(me); i < most; ++i) idle_forward(run);
-      }
-      world.sum(&sums.loss_sum, 1);
-      world.sum(&sums.tokens, 1);
-      const HeldoutResult h = heldout_result(sums);
-      clock.record_eval(std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count());
+      const HeldoutResult h = evaluate(last_step ? o.final_eval_windows : o.eval_windows);
+      if (!last_step) clock_.record_eval(std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count());
       rec["val_loss"] = h.loss;
       rec["val_ppl"] = h.perplexity;
-      result.last_val_loss = h.loss;
+      rec["val_tokens"] = h.tokens;
+      rec["val_whole_split"] = h.whole_split;
+      result_.last_val = h;
+      result_.last_val_seq_len = o.seq_len;
     }
-    if (root) metrics << rec.dump() << "\n" << std::flush;
-    result.last_loss = loss;
-    result.step = run.state.step;
-
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    const double eta = elapsed / double(run.state.step - first_step) * double(o.steps - run.state.step);
-    if (root &&
-        (tty || run.state.step % std::max<int64_t>(1, o.log_every) == 0 || last_step || rec.contains("val_loss"))) {
-      char comm[48] = "";
-      if (world.size() > 1)
-        std::snprintf(comm, sizeof comm, " | waiting on gradients %.0f%%", 100.0 * gradient_sum.wait_seconds() / dt);
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s, %.0f GFLOP/s%s | ETA %s%s%s",
-                   tty ? "\r\033[K" : "", (long long)run.state.step, (long long)o.steps, loss, lr, tps, gflops, comm,
-                   format_eta(eta).c_str(),
-                   rec.contains("val_loss") ? (" | val " + std::to_string(rec["val_loss"].get<double>())).c_str() : "",
-                   tty && !last_step && !rec.contains("val_loss") ? "" : "\n");
-      std::fflush(stderr);
-    }
-    if (run.state.step % o.checkpoint_every == 0 || last_step) {
-      world.set_activity("the checkpoint of step " + std::to_string(run.state.step));
-      result.last_checkpoint = save_checkpoint(run.dir, model, opt, run.state, tok_file, o.keep_last, world,
-                                               sharded ? MomentsLayout::sharded : MomentsLayout::replicated,
-                                               limits.checkpoint_timeout_s, int(o.ep), tables != nullptr,
-                                               &group);
-    }
-    if (result.stopped_by_budget) {
-      if (root)
+    if (root_) metrics_ << rec.dump() << "\n" << std::flush;
+    result_.last_loss = s.loss;
+    result_.step = run_.state.step;
+    print_progress(s, rec, last_step);
+    if (run_.state.step % o.checkpoint_every == 0 || last_step) checkpoint();
+    if (result_.stopped_by_budget) {
+      if (root_)
         std::fprintf(stderr, "time budget %.0f s reached after step %lld of %lld; --resume %s continues the run\n",
-                     limits.time_budget_s, (long long)run.state.step, (long long)o.steps, run.dir.c_str());
+                     limits_.time_budget_s, (long long)run_.state.step, (long long)o.steps, run_.dir.c_str());
       break;
     }
   }
-  return result;
+  return result_;
 }
+
+TrainResult train_loop(Run& run, const TrainLimits& limits) { return TrainLoop(run, limits).run(); }
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 
 #include "parallel/communicator.h"
 #include "kernels/linear.h"
+#include "train/evaluate.h"
 
 namespace memoe {
 
@@ -46,7 +47,8 @@ struct TrainOptions {
   double clip = 1.0;          // global gradient norm; <= 0 turns clipping off
   uint64_t seed = 0;
   int64_t eval_every = 100;   // steps; 0 = only at the end
-  int64_t eval_windows = 32;  // held-out windows per evaluation
+  int64_t eval_windows = 32;  // held-out windows per periodic evaluation (the first ones, the same each time)
+  int64_t final_eval_windows = 0;  // of the run's last evaluation; 0 = the whole held-out split, as `memoe eval`
   int64_t checkpoint_every = 100;
   int64_t keep_last = 3;
   int64_t log_every = 10;     // progress lines when stderr is not a terminal
@@ -75,7 +77,8 @@ struct TrainResult {
   bool stopped_by_budget = false;  // the time budget ended the run before its last step
   std::string last_checkpoint;     // directory of the newest checkpoint
   double last_loss = 0;
-  double last_val_loss = 0;
+  HeldoutResult last_val;          // the last evaluation (the whole held-out split by default)
+  int64_t last_val_seq_len = 0;    // its windows' length
 };
 
 // Starts a run in run_dir (which must not hold one already). With a world

@@ -173,25 +173,31 @@ TEST_F(Train, KilledRunOnTwoThreadsResumesWithTheOneThreadLosses) {
 // The per-step losses, written as text, must not depend on the thread count,
 // bit for bit. 3 threads oversubscribe a 2-core machine, which changes
 // nothing but the speed.
+// In fp32 and in bf16 (gemm_bf16's fixed tiles of single-threaded
+// primitives: oneDNN planning for several threads split K between them).
 TEST_F(Train, LossesDoNotDependOnTheThreadCount) {
   const std::string config = threaded_config();
-  const std::string args = "train --config " + config + " --data " + path("data") +
-                           " --steps 6 --batch 8 --seq 128 --warmup 2 --lr 3e-3 --eval-every 3 --eval-windows 8" +
-                           " --checkpoint-every 100 --precision fp32 --out ";
-  std::map<int64_t, std::string> want;
-  for (int threads : {1, 2, 3}) {
-    const std::string out = path("run" + std::to_string(threads));
-    std::string err;
-    ASSERT_EQ(run(args + out, &err, threads), 0) << err;
-    const auto got = losses(out);
-    ASSERT_EQ(got.size(), 6u);
-    if (threads == 1) {
-      want = got;
-      continue;
+  for (const std::string precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    const std::string args = "train --config " + config + " --data " + path("data") +
+                             " --steps 6 --batch 8 --seq 128 --warmup 2 --lr 3e-3 --eval-every 3 --eval-windows 8" +
+                             " --checkpoint-every 100 --precision " + precision + " --out ";
+    std::map<int64_t, std::string> want;
+    for (int threads : {1, 2, 3}) {
+      const std::string out = path(precision + "-run" + std::to_string(threads));
+      std::string err;
+      ASSERT_EQ(run(args + out, &err, threads), 0) << err;
+      const auto got = losses(out);
+      ASSERT_EQ(got.size(), 6u);
+      if (threads == 1) {
+        want = got;
+        continue;
+      }
+      for (const auto& [step, loss] : want)
+        EXPECT_EQ(got.at(step), loss) << "step " << step << ", " << threads << " threads";
+      // Gradient norms, held-out losses, expert loads and gate means too.
+      EXPECT_EQ(metrics_without_timing(out), metrics_without_timing(path(precision + "-run1"))) << threads << " threads";
     }
-    for (const auto& [step, loss] : want) EXPECT_EQ(got.at(step), loss) << "step " << step << ", " << threads << " threads";
-    // Gradient norms, held-out losses, expert loads and gate means too.
-    EXPECT_EQ(metrics_without_timing(out), metrics_without_timing(path("run1"))) << threads << " threads";
   }
 }
 
@@ -428,6 +434,41 @@ TEST_F(Train, TimeBudgetStopsCleanlyAndFitsTheSchedule) {
                 &err),
             0);
   EXPECT_NE(err.find("--time-budget '4x' is not a duration"), std::string::npos) << err;
+}
+
+// The run's last evaluation is the measurement `memoe eval` makes (the
+// whole held-out split), however few windows the periodic ones read; each
+// line says what it covered.
+TEST_F(Train, LastEvaluationIsWhatMemoeEvalMeasures) {
+  std::string err;
+  std::string args = train_args(path("run"), 10);
+  args.replace(args.find("--eval-every 0"), 14, "--eval-every 5");
+  ASSERT_EQ(run(args, &err), 0) << err;
+  std::ifstream in(path("run") + "/metrics.jsonl");
+  std::vector<nlohmann::json> evals;
+  std::string line;
+  while (std::getline(in, line))
+    if (auto j = nlohmann::json::parse(line); j.contains("val_loss")) evals.push_back(j);
+  ASSERT_EQ(evals.size(), 2u);
+  EXPECT_EQ(evals[0].at("val_tokens").get<int64_t>(), 4 * 32);  // --eval-windows 4 at step 5
+  EXPECT_FALSE(evals[0].at("val_whole_split").get<bool>());
+  EXPECT_TRUE(evals[1].at("val_whole_split").get<bool>());
+  const int64_t tokens = evals[1].at("val_tokens").get<int64_t>();
+  EXPECT_GT(tokens, 4 * 32);
+  EXPECT_NE(err.find("over " + std::to_string(tokens) + " tokens (the whole split)"), std::string::npos) << err;
+
+  const testing::CliResult e =
+      memoe("eval --model " + path("run") + "/checkpoints/latest --data " + path("data") + " --seq 32 --batch 4");
+  ASSERT_EQ(e.status, 0) << e.err;
+  long long eval_tokens = 0;
+  double eval_loss = 0;
+  ASSERT_EQ(std::sscanf(e.out.c_str(), "val split: %lld tokens, loss %lf nats/token", &eval_tokens, &eval_loss), 2)
+      << e.out;
+  EXPECT_EQ(eval_tokens, tokens);
+  EXPECT_NEAR(eval_loss, evals[1].at("val_loss").get<double>(), 5e-5);  // printed to 4 decimals
+  EXPECT_NE(e.out.find("(the whole val split, " + std::to_string(tokens / 32) + " windows of 32 tokens)"),
+            std::string::npos)
+      << e.out;
 }
 
 TEST(LrSchedule, WarmsUpThenDecaysToTheFloor) {
