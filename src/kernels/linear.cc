@@ -23,14 +23,12 @@ namespace {
 // from its single-threaded one, and its AVX2 (Haswell) kernels compute the
 // edge tiles of a thread's share in another order, so 1 and 2 threads gave
 // different bits even at K = 64 (ThreadCount.BlasProductsAreBitwiseTheSame).
-// Products of more than kThreadedProduct multiply-adds run their blocks on
-// the thread team; smaller ones run on the calling thread alone, because
-// waking a sleeping team cost more than they take (a 1-row product of
-// 768 x 768 on 2 threads). OpenBLAS (the OpenMP build) runs single-threaded
+// Products of more than kThreadedMultiplyAdds (linear.h) run their blocks
+// on the thread team; smaller ones run on the calling thread alone (a 1-row
+// product of 768 x 768 on 2 threads). OpenBLAS (the OpenMP build) runs single-threaded
 // inside an active parallel region and when omp_get_max_threads() is 1,
 // which the serial path arranges for its call.
 constexpr int64_t kBlock = 256;
-constexpr double kThreadedProduct = double(1 << 22);
 
 // Runs fn with omp_get_max_threads() == 1 on this thread (a per-task
 // setting, so other threads are untouched).
@@ -71,7 +69,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
                   c + first, int(ldc));
     }
   };
-  if (double(m) * double(n) * double(k) > kThreadedProduct && !omp_in_parallel()) {
+  if (double(m) * double(n) * double(k) > kThreadedMultiplyAdds && !omp_in_parallel()) {
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) block(blk);
   } else {

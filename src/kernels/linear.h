@@ -51,6 +51,11 @@ void linear_forward(ActivationMatrix x, WeightMatrix w, const float* bias, int64
 void linear_backward(ActivationMatrix dy, ActivationMatrix x, WeightMatrix w, int64_t n, int64_t in, int64_t out,
                      float* dx, float* dw, float* dbias);
 
+// Products of more multiply-adds than this run their fixed blocks on the
+// thread team; smaller ones on the calling thread alone, because waking a
+// sleeping team costs more than they take (gemm and gemm_bf16 alike).
+inline constexpr double kThreadedMultiplyAdds = double(1 << 22);
+
 // General C[m, n] = alpha * op(A) @ op(B) + beta * C with leading dimensions, row-major.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);

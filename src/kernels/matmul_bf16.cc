@@ -41,15 +41,31 @@ uint32_t float_bits(float x) {
   return u;
 }
 
-// A product's shape, transposes, leading dimensions, scalars and the OpenMP
-// thread count: oneDNN fixes its blocking and thread split when a primitive
-// is created, so a primitive made for 2 threads is not reused on 3.
+// A product's shape, transposes, leading dimensions and scalars. Every
+// primitive is made for one thread (see SingleThreaded), so the thread
+// count is no part of the key.
 struct ShapeKey {
   int64_t m, n, k, lda, ldb, ldc;
   bool trans_a, trans_b;
   uint32_t alpha_bits, beta_bits;
-  int threads;
   auto operator<=>(const ShapeKey&) const = default;
+};
+
+// oneDNN fixes a primitive's blocking and thread split when it is made, from
+// omp_get_max_threads(): with several threads it may split K between them
+// (seen for 64 x 64 x 4096 products and for gemm:jit), and the bits then
+// depend on the thread count. Primitives are made while this thread's count
+// is 1, so each runs on the thread that calls it; gemm_bf16 threads over
+// fixed tiles of C itself.
+class SingleThreaded {
+ public:
+  SingleThreaded() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~SingleThreaded() { omp_set_num_threads(saved_); }
+  SingleThreaded(const SingleThreaded&) = delete;
+  SingleThreaded& operator=(const SingleThreaded&) = delete;
+
+ private:
+  int saved_;
 };
 
 // oneDNN's CPU engine and the matmul primitives made on it. It lives as a
@@ -74,7 +90,8 @@ struct ShapeKey {
 // differently (on AMX), so a choice that depended on the shapes seen before
 // (as it once did: exact for a family's first two shapes) made a resumed
 // run, or a rank of a data-parallel one, differ in the last bits from the
-// run it continues or replaces.
+// run it continues or replaces. gemm_bf16 pads a tile's rows to a multiple
+// of 16 where K is one, so K alone decides (onednn_tile below).
 class OnednnCache {
  public:
   static constexpr size_t kMaxPrimitives = 512;  // a bound, should shapes keep coming
@@ -85,7 +102,7 @@ class OnednnCache {
     // AVX512-BF16); below that (AVX2, or ONEDNN_MAX_CPU_ISA=AVX2) it creates
     // none, and products are converted to fp32 instead (see below).
     try {
-      describe(ShapeKey{8, 8, 8, 8, 8, 8, false, false, 0, 0, 1}, 1.0f, 0.0f);
+      describe(ShapeKey{8, 8, 8, 8, 8, 8, false, false, 0, 0}, 1.0f, 0.0f);
       has_bf16_ = true;
     } catch (const dnnl::error&) {
       has_bf16_ = false;
@@ -108,6 +125,7 @@ class OnednnCache {
   }
 
   dnnl::matmul::primitive_desc describe(const ShapeKey& key, float alpha, float beta) const {
+    const SingleThreaded one_thread;
     const auto md = memory_descs(key);
     dnnl::primitive_attr attr;
     // Routed experts run their products on several threads at once, each
@@ -140,7 +158,10 @@ class OnednnCache {
     // Made outside the lock (creation may take a millisecond); two threads
     // racing on a new shape both make it and one copy is kept.
     Entry made{describe(make, alpha, beta), {}};
-    made.matmul = dnnl::matmul(made.pd);
+    {
+      const SingleThreaded one_thread;
+      made.matmul = dnnl::matmul(made.pd);
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     if (primitives_.size() >= kMaxPrimitives) primitives_.clear();
     return primitives_.emplace(make, std::move(made)).first->second;
@@ -165,8 +186,7 @@ OnednnCache& onednn() {
 
 ShapeKey key_of(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, int64_t lda, int64_t ldb,
                 float beta, int64_t ldc) {
-  return ShapeKey{m, n, k, lda, ldb, ldc, trans_a, trans_b, float_bits(alpha), float_bits(beta),
-                  omp_get_max_threads()};
+  return ShapeKey{m, n, k, lda, ldb, ldc, trans_a, trans_b, float_bits(alpha), float_bits(beta)};
 }
 
 // rows x width bf16 at leading dimension ld, widened to fp32 (same layout).
@@ -174,6 +194,85 @@ std::vector<float> widened(const uint16_t* x, int64_t rows, int64_t width, int64
   std::vector<float> y(size_t(rows * ld));
   for (int64_t i = 0; i < rows; ++i) from_bf16(x + i * ld, width, y.data() + i * ld);
   return y;
+}
+
+// One oneDNN call on the calling thread: C[m, n] = alpha op(A) op(B) + beta C.
+void onednn_call(const ShapeKey& key, float alpha, float beta, const uint16_t* a, const uint16_t* b, float* c) {
+  OnednnCache& cache = onednn();
+  const OnednnCache::Entry entry = cache.get(key, alpha, beta);
+  // oneDNN takes non-const handles; it only reads src and weights.
+  // The product's own shape (a family primitive leaves m and k to run time).
+  const auto md = OnednnCache::memory_descs(key);
+  const dnnl::memory a_mem(md[0], cache.engine(), const_cast<uint16_t*>(a));
+  const dnnl::memory b_mem(md[1], cache.engine(), const_cast<uint16_t*>(b));
+  const dnnl::memory c_mem(md[2], cache.engine(), c);
+  thread_local std::vector<uint8_t> scratchpad;  // per thread: see set_scratchpad_mode above
+  const dnnl::memory::desc pad_md = entry.pd.scratchpad_desc();
+  if (scratchpad.size() < pad_md.get_size()) scratchpad.resize(pad_md.get_size());
+  const dnnl::memory pad_mem(pad_md, cache.engine(), scratchpad.data());
+  dnnl::stream stream(cache.engine());
+  entry.matmul.execute(stream, {{DNNL_ARG_SRC, a_mem},
+                                {DNNL_ARG_WEIGHTS, b_mem},
+                                {DNNL_ARG_DST, c_mem},
+                                {DNNL_ARG_SCRATCHPAD, pad_mem}});
+  stream.wait();
+}
+
+// C is cut into tiles of kTileRows x kTileCols by shape alone, each one
+// single-threaded call over the whole K, threaded over the tiles: an
+// element's sum then has one order whatever the thread count. A row's bits
+// do not depend on how many rows the product has either (a rank holding
+// fewer sequences, an evaluation batch of another size), as long as every
+// tile runs the same kind of primitive: with K a multiple of 16 an exact
+// one, whose rows are the same for any row count (checked for 16 to 4096;
+// tests/kernels/matmul_bf16_test.cc), and a last tile of other than a
+// multiple of 16 rows is padded with zero rows up to one, which also bounds
+// the primitives a routed expert's varying row counts make to 16 a shape.
+// With K not a multiple of 16 every tile runs the run-time-shaped primitive,
+// whose rows do not depend on the row count either.
+constexpr int64_t kTileRows = 256, kTileCols = 512;
+
+int64_t round_up_16(int64_t x) { return (x + 15) / 16 * 16; }
+
+// Rows [i0, i0 + rows) and columns [j0, j0 + cols) of C.
+void onednn_tile(bool trans_a, bool trans_b, int64_t i0, int64_t rows, int64_t j0, int64_t cols, int64_t k,
+                 float alpha, const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c,
+                 int64_t ldc) {
+  const uint16_t* a_tile = trans_a ? a + i0 : a + i0 * lda;
+  const uint16_t* b_tile = trans_b ? b + j0 * ldb : b + j0;
+  float* c_tile = c + i0 * ldc + j0;
+  const bool exact = k % OnednnCache::kExactMultiple == 0;
+  // Only op(A) = A is padded: its rows are a product's tokens, whose count
+  // varies. With A stored transposed (dW = dY^T X) the rows are a weight's
+  // outputs, fixed by the model; padding them into a buffer of another
+  // leading dimension changed their bits (k = 1040).
+  const int64_t padded = trans_a ? rows : round_up_16(rows);
+  if (!exact || padded == rows) {
+    onednn_call(key_of(trans_a, trans_b, rows, cols, k, alpha, lda, ldb, beta, ldc), alpha, beta, a_tile, b_tile,
+                c_tile);
+    return;
+  }
+  // A's rows and C's, padded with zero rows of A (whose results are
+  // dropped), at the product's own leading dimensions: the primitive is the
+  // one a whole tile of `padded` rows gets.
+  thread_local std::vector<uint16_t> a_pad;
+  thread_local std::vector<float> c_pad;
+  a_pad.resize(size_t((padded - 1) * lda + k));
+  c_pad.resize(size_t((padded - 1) * ldc + cols));
+  for (int64_t i = 0; i < padded; ++i) {
+    if (i < rows) {
+      std::memcpy(a_pad.data() + i * lda, a_tile + i * lda, size_t(k) * sizeof(uint16_t));
+    } else {
+      std::memset(a_pad.data() + i * lda, 0, size_t(k) * sizeof(uint16_t));
+    }
+  }
+  if (beta != 0.0f)
+    for (int64_t i = 0; i < rows; ++i)
+      std::memcpy(c_pad.data() + i * ldc, c_tile + i * ldc, size_t(cols) * sizeof(float));
+  onednn_call(key_of(false, trans_b, padded, cols, k, alpha, lda, ldb, beta, ldc), alpha, beta, a_pad.data(), b_tile,
+              c_pad.data());
+  for (int64_t i = 0; i < rows; ++i)
+    std::memcpy(c_tile + i * ldc, c_pad.data() + i * ldc, size_t(cols) * sizeof(float));
 }
 
 void onednn_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
@@ -187,28 +286,29 @@ void onednn_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
     gemm(trans_a, trans_b, m, n, k, alpha, a32.data(), lda, b32.data(), ldb, beta, c, ldc);
     return;
   }
-  try {
-    const ShapeKey key = key_of(trans_a, trans_b, m, n, k, alpha, lda, ldb, beta, ldc);
-    const OnednnCache::Entry entry = cache.get(key, alpha, beta);
-    // oneDNN takes non-const handles; it only reads src and weights.
-    // The product's own shape (a family primitive leaves m and k to run time).
-    const auto md = OnednnCache::memory_descs(key);
-    const dnnl::memory a_mem(md[0], cache.engine(), const_cast<uint16_t*>(a));
-    const dnnl::memory b_mem(md[1], cache.engine(), const_cast<uint16_t*>(b));
-    const dnnl::memory c_mem(md[2], cache.engine(), c);
-    thread_local std::vector<uint8_t> scratchpad;  // per thread: see set_scratchpad_mode above
-    const dnnl::memory::desc pad_md = entry.pd.scratchpad_desc();
-    if (scratchpad.size() < pad_md.get_size()) scratchpad.resize(pad_md.get_size());
-    const dnnl::memory pad_mem(pad_md, cache.engine(), scratchpad.data());
-    dnnl::stream stream(cache.engine());
-    entry.matmul.execute(stream, {{DNNL_ARG_SRC, a_mem},
-                                  {DNNL_ARG_WEIGHTS, b_mem},
-                                  {DNNL_ARG_DST, c_mem},
-                                  {DNNL_ARG_SCRATCHPAD, pad_mem}});
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    fail("oneDNN bf16 matmul ", m, "x", n, "x", k, " failed: ", e.what());
+  const int64_t row_tiles = (m + kTileRows - 1) / kTileRows, col_tiles = (n + kTileCols - 1) / kTileCols;
+  const int64_t tiles = row_tiles * col_tiles;
+  // An error inside the parallel region is kept and raised after it.
+  std::string error;
+  auto tile = [&](int64_t t) {
+    const int64_t i0 = t / col_tiles * kTileRows, j0 = t % col_tiles * kTileCols;
+    try {
+      onednn_tile(trans_a, trans_b, i0, std::min(kTileRows, m - i0), j0, std::min(kTileCols, n - j0), k, alpha, a,
+                  lda, b, ldb, beta, c, ldc);
+    } catch (const dnnl::error& e) {
+#pragma omp critical(memoe_onednn_error)
+      if (error.empty()) error = e.what();
+    }
+  };
+  // Small products stay on the calling thread (waking the others costs more).
+  const bool threaded = tiles > 1 && double(m) * double(n) * double(k) > kThreadedMultiplyAdds && !omp_in_parallel();
+  if (threaded) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tiles; ++t) tile(t);
+  } else {
+    for (int64_t t = 0; t < tiles; ++t) tile(t);
   }
+  if (!error.empty()) fail("oneDNN bf16 matmul ", m, "x", n, "x", k, " failed: ", error);
 }
 
 // cblas_sbgemm, looked up at run time: cblas.h declares it, but OpenBLAS

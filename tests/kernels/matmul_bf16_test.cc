@@ -215,9 +215,10 @@ TEST(MatmulBf16, FewRowProductsMatchTheReference) {
 
 TEST(MatmulBf16, VaryingRowCountsShareOnePrimitive) {
   // A routed expert's products: forward (m rows varies), dx (m), dW (k):
-  // twelve row counts per family must all be right, and all but those with
-  // m and k multiples of 16 (64 and 512 here, exact shapes) reuse one
-  // run-time-shaped primitive.
+  // twelve row counts per family must all be right. Where K is a multiple
+  // of 16 the tiles' rows are padded to one (exact primitives: at most one
+  // per multiple of 16 up to the 256-row tile); where it is not, one
+  // run-time-shaped primitive serves every row count.
   const int64_t cached = onednn_cached_primitives();
   uint32_t seed = 300;
   for (int64_t rows : {40, 41, 97, 1, 130, 64, 333, 7, 250, 512, 3, 129}) {
@@ -227,7 +228,9 @@ TEST(MatmulBf16, VaryingRowCountsShareOnePrimitive) {
   }
   const int64_t made = onednn_cached_primitives() - cached;
   if (cached > 0 || made > 0) {
-    EXPECT_LE(made, 3 * 3) << "two exact shapes and one family primitive per product, in any order";
+    // Forward and dx: rows padded to 16, 48, 64, 112, 144, 256 and the 80-row
+    // tail of 333 (7 each); dW: the exact k = 64 and 512 and one family.
+    EXPECT_LE(made, 7 + 7 + 3) << "one primitive per padded row count, and one family for odd K";
   }
 }
 
@@ -330,20 +333,67 @@ TEST(MatmulBf16, ReportsTheIsaItRunsOn) {
 namespace memoe {
 namespace {
 
+// gemm_bf16's bits are a function of the product alone: the same on 1, 2
+// and 3 threads for every kind of shape a model makes (deep and narrow like
+// a weight gradient, where oneDNN would split K between threads when it
+// plans for several: exact 64 x 64 x 4096 and run-time-shaped 16 x 16 x 8192
+// both did; K not a multiple of 16; wide ones), each transposition.
 TEST(MatmulBf16, ThreadCountDoesNotChangeTheBits) {
-  // A deep, narrow product (like a weight gradient) is where a library would
-  // split K between threads; a wide one is split over M and N only. Both of
-  // shapes a model repeats (m and k multiples of 16, an exact primitive):
-  // the run-time-shaped primitive of the others (gemm:jit) does split K.
-  for (const auto& s : {std::array<int64_t, 3>{32, 40, 6000}, std::array<int64_t, 3>{304, 200, 256}}) {
-    const std::vector<uint16_t> a = bf16_of(random_vector(s[0] * s[2], 1)), b = bf16_of(random_vector(s[2] * s[1], 2));
-    memoe::testing::expect_same_bits_for_thread_counts("oneDNN bf16 product", [&] {
-      std::vector<float> c(size_t(s[0] * s[1]));
-      gemm_bf16_with(Bf16Library::onednn, true, false, s[0], s[1], s[2], 1.0f, a.data(), s[0], b.data(), s[1], 0.0f,
-                     c.data(), s[1]);
-      return c;
-    });
+  struct Shape {
+    bool ta, tb;
+    int64_t m, n, k;
+  };
+  for (const Shape& s : {Shape{true, false, 32, 40, 6000}, Shape{true, false, 304, 200, 256},
+                         Shape{true, false, 64, 64, 4096}, Shape{false, false, 16, 16, 8192},
+                         Shape{false, true, 300, 256, 40}, Shape{false, true, 1000, 700, 96},
+                         Shape{false, false, 520, 96, 1030}}) {
+    const std::vector<uint16_t> a = bf16_of(random_vector(s.m * s.k, 1)), b = bf16_of(random_vector(s.k * s.n, 2));
+    const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
+    memoe::testing::expect_same_bits_for_thread_counts(
+        "bf16 product " + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k), [&] {
+          std::vector<float> c(size_t(s.m * s.n), 0.5f);
+          gemm_bf16(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda, b.data(), ldb, 1.0f, c.data(), s.n);
+          return c;
+        });
   }
+}
+
+// A row of C = A op(B) has the same bits whatever rows surround it (a
+// data-parallel rank holding fewer sequences, an evaluation batch of another
+// size): the product of every row count from 5 (above the few-row loop) to
+// 600 gives rows 0..4 the bits of the 4096-row product, on 1 and 2 threads,
+// for K a multiple of 16 (exact primitives) and not (run-time-shaped ones).
+// A stored transposed (dW = dY^T X) has weight outputs for rows, fixed by
+// the model: those tiles are not padded, and their rows are only checked
+// where they are multiples of 16.
+//
+// Below AVX-512 the inputs are widened to the fp32 gemm, whose OpenBLAS
+// kernels order a block's edge rows differently: there a row's bits do
+// depend on the row count (which the data-parallel tests allow for), so
+// this holds for oneDNN's products only.
+TEST(MatmulBf16, ARowsBitsDoNotDependOnTheRowCount) {
+  if (onednn_impl_name(false, true, 64, 64, 64).rfind("fp32 gemm", 0) == 0) GTEST_SKIP() << "bf16 widened to fp32";
+  for (const bool trans_a : {false, true})
+    for (const int64_t k : {256, 40, 1040}) {
+      const int64_t n = 96, full = 4096;
+      const std::vector<uint16_t> a = bf16_of(random_vector(full * k, 3)), b = bf16_of(random_vector(n * k, 4));
+      // op(A)'s first `m` rows: a prefix of the rows, or of the columns when
+      // stored transposed (then at the full product's leading dimension).
+      auto product = [&](int64_t m) {
+        std::vector<float> c(size_t(m * n));
+        gemm_bf16(trans_a, true, m, n, k, 1.0f, a.data(), trans_a ? full : k, b.data(), k, 0.0f, c.data(), n);
+        c.resize(size_t(5 * n));
+        return c;
+      };
+      const std::vector<float> want = product(full);
+      for (const int threads : {1, 2})
+        for (const int64_t m : {5, 16, 17, 40, 255, 256, 257, 300, 600}) {
+          if (trans_a && m % 16 != 0 && k % 16 == 0) continue;
+          const std::vector<float> got = memoe::testing::with_threads(threads, [&] { return product(m); });
+          EXPECT_EQ(memoe::testing::first_difference(want, got), -1)
+              << m << " rows, k " << k << (trans_a ? ", A transposed" : "") << ", " << threads << " threads";
+        }
+    }
 }
 
 }  // namespace
