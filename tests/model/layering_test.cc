@@ -60,8 +60,9 @@ TEST(Layering, OnlyParallelKnowsMpi) {
 TEST(Layering, OnlyMappedFileMapsFiles) {
   for (const char* folder : {"core", "kernels", "io", "model", "parallel", "train", "eval", "serve", "cli"})
     for (const auto& [name, text] : sources(folder))
-      if (std::string(folder) + "/" + name != "io/mapped_file.cc")
+      if (std::string(folder) + "/" + name != "io/mapped_file.cc") {
         EXPECT_EQ(text.find("::mmap("), std::string::npos) << "src/" << folder << "/" << name << " maps a file itself";
+      }
   EXPECT_FALSE(fs::exists(fs::path(MEMOE_SOURCE_DIR) / "src" / "dist")) << "src/dist is src/parallel";
 }
 
