@@ -12,7 +12,6 @@ namespace memoe {
 namespace {
 
 using attention_tiles::exp_nonpositive;
-using attention_tiles::tile_product;
 
 // Query and key block size. 64 x 64 score tiles (16 KiB) plus the K/V tiles
 // stay in L1/L2 for head dims up to 192.
@@ -118,6 +117,7 @@ struct Scratch {
 
 // One (batch, head, query block): stream over key blocks keeping a running
 // max m and sum l per query, rescaling the output accumulator as m grows.
+template <class T>
 void forward_query_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block, const float* q,
                          const float* k, const float* v, float* out, float* lse) {
   const int64_t q0 = q_block * kBlock;
@@ -136,7 +136,7 @@ void forward_query_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, in
   const int64_t last_query = q0 + nq - 1;
   for (int64_t k0 = 0; k0 <= last_query; k0 += kBlock) {  // blocks past the diagonal are fully masked
     const int64_t nk = std::min(kBlock, last_query + 1 - k0);
-    tile_product(nk, kBlock, g.qk_dim, k + g.k_at(b, kv_head, k0), g.k_stride(), 1, w.qk_t.data(), kBlock, st,
+    T::tile_product(nk, kBlock, g.qk_dim, k + g.k_at(b, kv_head, k0), g.k_stride(), 1, w.qk_t.data(), kBlock, st,
                  kBlock, false);
     for (int64_t j = 0; j < nk; ++j)
       std::fill(st + j * kBlock, st + j * kBlock + first_visible_query(q0, k0, j),
@@ -164,7 +164,7 @@ void forward_query_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, in
       float* acc_row = acc + i * g.v_dim;
       for (int64_t d = 0; d < g.v_dim; ++d) acc_row[d] *= rescale[i];
     }
-    tile_product(nq, g.v_dim, nk, st, 1, kBlock, v + g.v_at(b, kv_head, k0), g.v_stride(), acc, g.v_dim,
+    T::tile_product(nq, g.v_dim, nk, st, 1, kBlock, v + g.v_at(b, kv_head, k0), g.v_stride(), acc, g.v_dim,
                  true);
   }
 
@@ -185,8 +185,7 @@ void row_statistics(const Geometry& g, int64_t b, int64_t h, int64_t q0, int64_t
   for (int64_t i = 0; i < nq; ++i) {
     const float* o_row = out + g.o_at(b, h, q0 + i);
     const float* do_row = dout + g.o_at(b, h, q0 + i);
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
+    float sum = 0.0f;  // in order, not vectorised: the same bits at any vector width
     for (int64_t d = 0; d < g.v_dim; ++d) sum += o_row[d] * do_row[d];
     delta[i] = sum;
     lse_rows[i] = lse[g.lse_at(b, h, q0 + i)];
@@ -206,6 +205,7 @@ inline SoftmaxGrad softmax_grad(float score, float dp, float row_lse, float row_
 
 // dq for one (batch, head, query block): dq += scale * dS K over key blocks,
 // with tiles in [key x query] orientation.
+template <class T>
 void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block, const float* q,
                        const float* k, const float* v, const float* out, const float* lse, const float* dout,
                        float* dq) {
@@ -226,8 +226,8 @@ void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int6
   for (int64_t k0 = 0; k0 <= last_query; k0 += kBlock) {
     const int64_t nk = std::min(kBlock, last_query + 1 - k0);
     const float* k_tile = k + g.k_at(b, kv_head, k0);
-    tile_product(nk, kBlock, g.qk_dim, k_tile, g.k_stride(), 1, w.qk_t.data(), kBlock, st, kBlock, false);
-    tile_product(nk, kBlock, g.v_dim, v + g.v_at(b, kv_head, k0), g.v_stride(), 1, w.v_t.data(), kBlock, dst,
+    T::tile_product(nk, kBlock, g.qk_dim, k_tile, g.k_stride(), 1, w.qk_t.data(), kBlock, st, kBlock, false);
+    T::tile_product(nk, kBlock, g.v_dim, v + g.v_at(b, kv_head, k0), g.v_stride(), 1, w.v_t.data(), kBlock, dst,
                  kBlock, false);
     for (int64_t j = 0; j < nk; ++j) {
       float* s_row = st + j * kBlock;
@@ -238,7 +238,7 @@ void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int6
       }
       std::fill(ds_row, ds_row + first_visible_query(q0, k0, j), 0.0f);
     }
-    tile_product(nq, g.qk_dim, nk, dst, 1, kBlock, k_tile, g.k_stride(), acc, g.qk_dim, true);
+    T::tile_product(nq, g.qk_dim, nk, dst, 1, kBlock, k_tile, g.k_stride(), acc, g.qk_dim, true);
   }
   for (int64_t i = 0; i < nq; ++i) {
     float* dq_row = dq + g.q_at(b, h, q0 + i);
@@ -250,6 +250,7 @@ void backward_dq_block(const Geometry& g, Scratch& w, int64_t b, int64_t h, int6
 // dk and dv for one (batch, kv head, key block), summed over every query
 // head of the group and every query block at or after the key block, so no
 // two tasks write the same rows. Tiles in [query x key] orientation.
+template <class T>
 void backward_dkv_block(const Geometry& g, Scratch& w, int64_t b, int64_t kv_head, int64_t k_block,
                         const float* q, const float* k, const float* v, const float* out, const float* lse,
                         const float* dout, float* dk, float* dv) {
@@ -273,8 +274,8 @@ void backward_dkv_block(const Geometry& g, Scratch& w, int64_t b, int64_t kv_hea
       const float* q_tile = q + g.q_at(b, h, q0);
       const float* do_tile = dout + g.o_at(b, h, q0);
       row_statistics(g, b, h, q0, nq, out, dout, lse, delta, lse_rows);
-      tile_product(nq, kBlock, g.qk_dim, q_tile, g.q_stride(), 1, w.qk_t.data(), kBlock, s, kBlock, false);
-      tile_product(nq, kBlock, g.v_dim, do_tile, g.o_stride(), 1, w.v_t.data(), kBlock, ds, kBlock, false);
+      T::tile_product(nq, kBlock, g.qk_dim, q_tile, g.q_stride(), 1, w.qk_t.data(), kBlock, s, kBlock, false);
+      T::tile_product(nq, kBlock, g.v_dim, do_tile, g.o_stride(), 1, w.v_t.data(), kBlock, ds, kBlock, false);
       for (int64_t i = 0; i < nq; ++i) {
         float* s_row = s + i * kBlock;
         float* ds_row = ds + i * kBlock;
@@ -288,8 +289,8 @@ void backward_dkv_block(const Geometry& g, Scratch& w, int64_t b, int64_t kv_hea
         std::fill(ds_row + visible, ds_row + nk, 0.0f);
       }
       // Transposed reads of P and dS: element (j, i) sits at i * kBlock + j.
-      tile_product(nk, g.v_dim, nq, s, 1, kBlock, do_tile, g.o_stride(), acc_v, g.v_dim, true);
-      tile_product(nk, g.qk_dim, nq, ds, 1, kBlock, q_tile, g.q_stride(), acc_k, g.qk_dim, true);
+      T::tile_product(nk, g.v_dim, nq, s, 1, kBlock, do_tile, g.o_stride(), acc_v, g.v_dim, true);
+      T::tile_product(nk, g.qk_dim, nq, ds, 1, kBlock, q_tile, g.q_stride(), acc_k, g.qk_dim, true);
     }
   }
   for (int64_t j = 0; j < nk; ++j) {
@@ -299,6 +300,51 @@ void backward_dkv_block(const Geometry& g, Scratch& w, int64_t b, int64_t kv_hea
     for (int64_t d = 0; d < g.v_dim; ++d) dv_row[d] += acc_v[j * g.v_dim + d];
   }
 }
+
+// The three block kernels at one vector width.
+struct BlockKernels {
+  void (*forward)(const Geometry&, Scratch&, int64_t, int64_t, int64_t, const float*, const float*, const float*,
+                  float*, float*);
+  void (*dq)(const Geometry&, Scratch&, int64_t, int64_t, int64_t, const float*, const float*, const float*,
+             const float*, const float*, const float*, float*);
+  void (*dkv)(const Geometry&, Scratch&, int64_t, int64_t, int64_t, const float*, const float*, const float*,
+              const float*, const float*, const float*, float*, float*);
+};
+
+using BuildTiles = attention_tiles::Tiles<attention_tiles::kBuildLanes>;
+constexpr BlockKernels kBuildKernels = {&forward_query_block<BuildTiles>, &backward_dq_block<BuildTiles>,
+                                        &backward_dkv_block<BuildTiles>};
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX512F__)
+// AVX-512 versions for a portable build, chosen at run time: each wrapper is
+// compiled for AVX-512 and inlines (flatten) the whole block kernel at 16
+// lanes into itself, so no AVX-512 instruction runs outside them.
+#define MEMOE_AVX512_KERNEL __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"), flatten))
+using Avx512Tiles = attention_tiles::Tiles<16, true>;  // compiled only inside AVX-512 functions
+MEMOE_AVX512_KERNEL void forward_avx512(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block,
+                                        const float* q, const float* k, const float* v, float* out, float* lse) {
+  forward_query_block<Avx512Tiles>(g, w, b, h, q_block, q, k, v, out, lse);
+}
+MEMOE_AVX512_KERNEL void dq_avx512(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block,
+                                   const float* q, const float* k, const float* v, const float* out,
+                                   const float* lse, const float* dout, float* dq) {
+  backward_dq_block<Avx512Tiles>(g, w, b, h, q_block, q, k, v, out, lse, dout, dq);
+}
+MEMOE_AVX512_KERNEL void dkv_avx512(const Geometry& g, Scratch& w, int64_t b, int64_t kv_head, int64_t k_block,
+                                    const float* q, const float* k, const float* v, const float* out,
+                                    const float* lse, const float* dout, float* dk, float* dv) {
+  backward_dkv_block<Avx512Tiles>(g, w, b, kv_head, k_block, q, k, v, out, lse, dout, dk, dv);
+}
+const BlockKernels& kernels() {
+  static const BlockKernels chosen = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                                             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
+                                         ? BlockKernels{&forward_avx512, &dq_avx512, &dkv_avx512}
+                                         : kBuildKernels;
+  return chosen;
+}
+#else
+const BlockKernels& kernels() { return kBuildKernels; }
+#endif
 
 }  // namespace
 
@@ -312,6 +358,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
   require_pointer(out, "out");
   require_pointer(lse, "lse");
   const Geometry g(s);
+  const BlockKernels& run = kernels();
   const int64_t n_tasks = s.batch * s.n_heads * g.n_blocks;
 #pragma omp parallel if (worth_threads(s))
   {
@@ -321,7 +368,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
     for (int64_t task = 0; task < n_tasks; ++task) {
       const int64_t q_block = g.n_blocks - 1 - task % g.n_blocks;
       const int64_t bh = task / g.n_blocks;
-      forward_query_block(g, w, bh / s.n_heads, bh % s.n_heads, q_block, q, k, v, out, lse);
+      run.forward(g, w, bh / s.n_heads, bh % s.n_heads, q_block, q, k, v, out, lse);
     }
   }
 }
@@ -341,6 +388,7 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   require_pointer(dk, "dk");
   require_pointer(dv, "dv");
   const Geometry g(s);
+  const BlockKernels& run = kernels();
   const int64_t n_dq_tasks = s.batch * s.n_heads * g.n_blocks;
   const int64_t n_dkv_tasks = s.batch * s.n_kv_heads * g.n_blocks;
   // Two passes, each writing disjoint rows: dq by query block, then dk/dv by
@@ -352,14 +400,13 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
     for (int64_t task = 0; task < n_dq_tasks; ++task) {
       const int64_t q_block = g.n_blocks - 1 - task % g.n_blocks;  // heaviest first
       const int64_t bh = task / g.n_blocks;
-      backward_dq_block(g, w, bh / s.n_heads, bh % s.n_heads, q_block, q, k, v, out, lse, dout, dq);
+      run.dq(g, w, bh / s.n_heads, bh % s.n_heads, q_block, q, k, v, out, lse, dout, dq);
     }
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < n_dkv_tasks; ++task) {
       const int64_t k_block = task % g.n_blocks;  // early key blocks meet the most queries
       const int64_t bg = task / g.n_blocks;
-      backward_dkv_block(g, w, bg / s.n_kv_heads, bg % s.n_kv_heads, k_block, q, k, v, out, lse, dout, dk,
-                         dv);
+      run.dkv(g, w, bg / s.n_kv_heads, bg % s.n_kv_heads, k_block, q, k, v, out, lse, dout, dk, dv);
     }
   }
 }

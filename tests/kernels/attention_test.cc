@@ -341,23 +341,31 @@ TEST(AttentionTiles, ExpIsAccurateOverTheSoftmaxRange) {
   EXPECT_TRUE(std::isnan(attention_tiles::exp_nonpositive(std::numeric_limits<float>::quiet_NaN())));
 }
 
-TEST(AttentionTiles, ProductMatchesNaiveForRaggedSizes) {
+// Every vector width (4, 8 and 16 lanes: GCC lowers the wider ones where
+// the build lacks them) against a plain sum, and bit for bit against each
+// other: a portable build's AVX-512 kernels give what its own do.
+TEST(AttentionTiles, ProductMatchesNaiveForRaggedSizesAtEveryWidth) {
   std::mt19937 rng(51);
   for (int64_t m : {1, 3, 4, 9})
     for (int64_t n : {1, 7, 16, 65, 70})
-      for (int64_t depth : {1, 5}) {
+      for (int64_t depth : {1, 5, 64}) {
         // A read transposed (row stride 1, column stride m) to cover that path too.
         const Vec a = random_vec(m * depth, rng), b = random_vec(depth * (n + 2), rng);
-        Vec c = random_vec(m * (n + 1), rng);
-        const Vec c0 = c;
-        attention_tiles::tile_product(m, n, depth, a.data(), 1, m, b.data(), n + 2, c.data(), n + 1, true);
+        const Vec c0 = random_vec(m * (n + 1), rng);
+        Vec c4 = c0, c8 = c0, c16 = c0;
+        attention_tiles::Tiles<4>::tile_product(m, n, depth, a.data(), 1, m, b.data(), n + 2, c4.data(), n + 1, true);
+        attention_tiles::Tiles<8>::tile_product(m, n, depth, a.data(), 1, m, b.data(), n + 2, c8.data(), n + 1, true);
+        attention_tiles::Tiles<16>::tile_product(m, n, depth, a.data(), 1, m, b.data(), n + 2, c16.data(), n + 1,
+                                                 true);
         for (int64_t i = 0; i < m; ++i)
           for (int64_t j = 0; j <= n; ++j) {
             double want = c0[i * (n + 1) + j];
             if (j < n)
               for (int64_t k = 0; k < depth; ++k) want += double(a[k * m + i]) * b[k * (n + 2) + j];
-            ASSERT_NEAR(c[i * (n + 1) + j], want, 1e-5) << m << "x" << n << "x" << depth;
+            ASSERT_NEAR(c8[i * (n + 1) + j], want, 1e-5 * std::max(1.0, std::fabs(want))) << m << "x" << n << "x" << depth;
           }
+        EXPECT_EQ(c4, c8) << m << "x" << n << "x" << depth;
+        EXPECT_EQ(c16, c8) << m << "x" << n << "x" << depth;
       }
 }
 
