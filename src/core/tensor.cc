@@ -1,8 +1,20 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+
+#include <cstdint>
+
 #include "core/error.h"
 
 namespace memoe {
+
+void Tensor::advise_huge_pages() {
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  if (data_.empty()) return;
+  const uintptr_t at = reinterpret_cast<uintptr_t>(data_.data());
+  const uintptr_t begin = (at + kHuge - 1) & ~(kHuge - 1), end = (at + data_.size() * sizeof(float)) & ~(kHuge - 1);
+  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
 
 Tensor Tensor::view_f32(std::vector<int64_t> shape, const float* values, std::shared_ptr<const void> owner) {
   Tensor t = shaped_view(std::move(shape), std::move(owner));

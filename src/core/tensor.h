@@ -83,6 +83,12 @@ class Tensor {
   void resize(std::vector<int64_t> shape) {
     *this = Tensor(std::move(shape));
   }
+  // Asks the kernel to back this tensor's fp32 values with huge pages (2 MiB,
+  // transparent; Debian's default mode grants them to regions that ask), for
+  // a large table read at random rows: in 4 KiB pages nearly every row of an
+  // Engram table of 1 GiB misses the TLB. Call it before the values are
+  // written; best effort (without transparent huge pages nothing changes).
+  void advise_huge_pages();
   // Makes the shape `shape`, reusing the storage (contents unspecified) when
   // it already has it: for activation buffers that every step overwrites.
   void ensure(const std::vector<int64_t>& shape) {

@@ -6,8 +6,11 @@
 #include <unordered_set>
 #include <utility>
 
+#include <omp.h>
+
 #include "core/error.h"
 #include "core/numpy_random.h"
+#include "kernels/prefetch.h"
 
 namespace memoe {
 namespace {
@@ -177,10 +180,17 @@ void engram_gather(WeightMatrix table, int64_t row_width, const int64_t* rows, i
               "]");
   if (n_tokens == 0 || rows_per_token == 0) return;
   MEMOE_CHECK((table.f32 || table.bf16) && rows != nullptr && out != nullptr, "engram_gather: null pointer");
-#pragma omp parallel for schedule(static) if (n_tokens * rows_per_token * row_width > 65536)
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    for (int64_t j = 0; j < rows_per_token; ++j) {
-      const int64_t slot = t * rows_per_token + j;
+  // Rows lie at random in a table that may be far larger than the caches:
+  // each is asked for kGatherAhead slots before it is copied, so several
+  // memory reads are in flight at once instead of one at a time.
+  const int64_t slots = n_tokens * rows_per_token;
+  const size_t row_bytes = size_t(row_width) * (table.f32 ? sizeof(float) : sizeof(uint16_t));
+#pragma omp parallel if (slots * row_width > 65536)
+  {
+    const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t begin = slots * me / threads, end = slots * (me + 1) / threads;
+    for (int64_t slot = begin; slot < end; ++slot) {
+      if (slot + kGatherAhead < end) prefetch_bytes(table.address(rows[slot + kGatherAhead] * row_width), row_bytes);
       table.copy_row(rows[slot] * row_width, row_width, out + slot * row_width);
     }
   }

@@ -26,6 +26,10 @@ struct WeightMatrix {
 
   // Value i as fp32.
   float at(int64_t i) const { return f32 ? f32[i] : bf16_to_float(bf16[i]); }
+  // Where element `first` lies (for reading ahead).
+  const void* address(int64_t first) const {
+    return f32 ? static_cast<const void*>(f32 + first) : static_cast<const void*>(bf16 + first);
+  }
   // out[0..width) = the row starting at element `first`, as fp32.
   void copy_row(int64_t first, int64_t width, float* out) const {
     if (f32) {

@@ -23,7 +23,10 @@ int64_t EngramHash::table_rows() const { return std::accumulate(primes.begin(), 
 void EngramParams::allocate(const ModelConfig& cfg, int64_t table_rows, bool with_table) {
   const EngramConfig& e = *cfg.engram;
   const int64_t d = cfg.hidden_size, E = e.embed_dim();
-  if (with_table) embedding.resize({table_rows, e.head_dim()});
+  if (with_table) {
+    embedding.resize({table_rows, e.head_dim()});
+    embedding.advise_huge_pages();  // rows are read at random: fewer TLB misses
+  }
   embedding_grad.row_width = e.head_dim();
   value_proj.resize({d, E});
   value_bias.resize({d});

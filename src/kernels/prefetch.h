@@ -1,0 +1,28 @@
+// Read-ahead into the caches for loops whose addresses are known before
+// they are read: an Engram table's rows (spread at random over a table far
+// larger than the caches) and their optimizer moments. Hints only: results
+// never change, only when the memory arrives.
+#pragma once
+#include <cstddef>
+
+namespace memoe {
+
+inline constexpr size_t kCacheLine = 64;
+
+// Asks for each 64-byte line of [p, p + bytes), to be read (or written).
+inline void prefetch_bytes(const void* p, size_t bytes, bool for_write = false) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t at = 0; at < bytes; at += kCacheLine) {
+    if (for_write) {
+      __builtin_prefetch(c + at, 1, 3);
+    } else {
+      __builtin_prefetch(c + at, 0, 3);
+    }
+  }
+}
+
+// How many rows ahead a gather over random rows asks for its next ones: about
+// a DRAM latency's worth of row copies, so that many reads overlap.
+inline constexpr int64_t kGatherAhead = 16;
+
+}  // namespace memoe
