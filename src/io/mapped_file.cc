@@ -46,7 +46,7 @@ void MappedFile::release(size_t offset, size_t length) const {
   if (!data_ || offset >= size_) return;
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   const size_t begin = offset / page * page;
-  const size_t end = std::min(size_, offset + length);
+  const size_t end = offset + std::min(length, size_ - offset);  // no overflow past the file
   // Best effort: on failure the pages simply stay mapped.
   (void)::madvise(const_cast<unsigned char*>(data_) + begin, end - begin, MADV_DONTNEED);
 }

@@ -320,7 +320,14 @@ constexpr BlockKernels kBuildKernels = {&forward_query_block<BuildTiles>, &backw
 // compiled for AVX-512 and inlines (flatten) the whole block kernel at 16
 // lanes into itself, so no AVX-512 instruction runs outside them.
 #define MEMOE_AVX512_KERNEL __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"), flatten))
-using Avx512Tiles = attention_tiles::Tiles<16, true>;  // compiled only inside AVX-512 functions
+// Compiled only inside the AVX-512 functions below, so a row of B may be
+// pinned to a 512-bit register; clang checks that operand against the
+// template's own (AVX2) target before inlining, so there it goes without.
+#if defined(__clang__)
+using Avx512Tiles = attention_tiles::Tiles<16, false>;
+#else
+using Avx512Tiles = attention_tiles::Tiles<16, true>;
+#endif
 MEMOE_AVX512_KERNEL void forward_avx512(const Geometry& g, Scratch& w, int64_t b, int64_t h, int64_t q_block,
                                         const float* q, const float* k, const float* v, float* out, float* lse) {
   forward_query_block<Avx512Tiles>(g, w, b, h, q_block, q, k, v, out, lse);

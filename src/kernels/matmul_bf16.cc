@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -211,6 +212,10 @@ void onednn_call(const ShapeKey& key, float alpha, float beta, const uint16_t* a
   if (scratchpad.size() < pad_md.get_size()) scratchpad.resize(pad_md.get_size());
   const dnnl::memory pad_mem(pad_md, cache.engine(), scratchpad.data());
   dnnl::stream stream(cache.engine());
+  // gemm:jit primitives read the thread count again when they run: on the
+  // calling thread alone here too (a product of one tile runs outside the
+  // tile loop's parallel region).
+  const SingleThreaded one_thread;
   entry.matmul.execute(stream, {{DNNL_ARG_SRC, a_mem},
                                 {DNNL_ARG_WEIGHTS, b_mem},
                                 {DNNL_ARG_DST, c_mem},
@@ -288,8 +293,9 @@ void onednn_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
   }
   const int64_t row_tiles = (m + kTileRows - 1) / kTileRows, col_tiles = (n + kTileCols - 1) / kTileCols;
   const int64_t tiles = row_tiles * col_tiles;
-  // An error inside the parallel region is kept and raised after it.
+  // An error inside the parallel region is kept (the first) and raised after it.
   std::string error;
+  std::exception_ptr other;
   auto tile = [&](int64_t t) {
     const int64_t i0 = t / col_tiles * kTileRows, j0 = t % col_tiles * kTileCols;
     try {
@@ -297,7 +303,10 @@ void onednn_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
                   lda, b, ldb, beta, c, ldc);
     } catch (const dnnl::error& e) {
 #pragma omp critical(memoe_onednn_error)
-      if (error.empty()) error = e.what();
+      if (error.empty() && !other) error = e.what();
+    } catch (...) {  // bad_alloc from a buffer
+#pragma omp critical(memoe_onednn_error)
+      if (error.empty() && !other) other = std::current_exception();
     }
   };
   // Small products stay on the calling thread (waking the others costs more).
@@ -308,6 +317,7 @@ void onednn_gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
   } else {
     for (int64_t t = 0; t < tiles; ++t) tile(t);
   }
+  if (other) std::rethrow_exception(other);
   if (!error.empty()) fail("oneDNN bf16 matmul ", m, "x", n, "x", k, " failed: ", error);
 }
 

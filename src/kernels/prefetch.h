@@ -4,6 +4,7 @@
 // never change, only when the memory arrives.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace memoe {
 
@@ -11,12 +12,13 @@ inline constexpr size_t kCacheLine = 64;
 
 // Asks for each 64-byte line of [p, p + bytes), to be read (or written).
 inline void prefetch_bytes(const void* p, size_t bytes, bool for_write = false) {
-  const char* c = static_cast<const char*>(p);
-  for (size_t at = 0; at < bytes; at += kCacheLine) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(kCacheLine - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + bytes;
+  for (uintptr_t at = first; at < end; at += kCacheLine) {
     if (for_write) {
-      __builtin_prefetch(c + at, 1, 3);
+      __builtin_prefetch(reinterpret_cast<const void*>(at), 1, 3);
     } else {
-      __builtin_prefetch(c + at, 0, 3);
+      __builtin_prefetch(reinterpret_cast<const void*>(at), 0, 3);
     }
   }
 }

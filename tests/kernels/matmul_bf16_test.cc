@@ -346,7 +346,8 @@ TEST(MatmulBf16, ThreadCountDoesNotChangeTheBits) {
   for (const Shape& s : {Shape{true, false, 32, 40, 6000}, Shape{true, false, 304, 200, 256},
                          Shape{true, false, 64, 64, 4096}, Shape{false, false, 16, 16, 8192},
                          Shape{false, true, 300, 256, 40}, Shape{false, true, 1000, 700, 96},
-                         Shape{false, false, 520, 96, 1030}}) {
+                         Shape{false, false, 520, 96, 1030}, Shape{true, false, 40, 40, 6000},
+                         Shape{false, false, 64, 64, 4100}}) {
     const std::vector<uint16_t> a = bf16_of(random_vector(s.m * s.k, 1)), b = bf16_of(random_vector(s.k * s.n, 2));
     const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
     memoe::testing::expect_same_bits_for_thread_counts(
