@@ -12,7 +12,7 @@
 // A mismatch prints the first position and both values; the exit status is
 // non-zero on any mismatch.
 //   node check_llama_cpp.mjs --memoe BIN --model DIR --gguf FILE --prompt 3,17,40 [--steps 32] [--tol 1e-4]
-//     [--threads 1] [--precision fp32|bf16 (memoe's)] [--text "a string"]...
+//     [--threads 1] [--precision fp32|bf16 (memoe's)] [--also-precision bf16|fp32] [--text "a string"]...
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -94,11 +94,32 @@ if (ours.length < args.steps && generated.finish !== "stop") fail(`memoe generat
 // greedy choice and log-probabilities at every position llama.cpp decoded.
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "memoe-gguf-"));
 const ids = prompt.concat(theirs.slice(0, theirs.length - 1));
-memoe("logits", "--model", args.model, "--ids", ids.join(","), "--out", path.join(tmp, "logits.npy"), "--precision",
-  args.precision);
-const { shape, data } = readNpy(path.join(tmp, "logits.npy"));
+const logitsAt = (precision) => {
+  memoe("logits", "--model", args.model, "--ids", ids.join(","), "--out", path.join(tmp, `${precision}.npy`),
+    "--precision", precision);
+  return readNpy(path.join(tmp, `${precision}.npy`));
+};
+const { shape, data } = logitsAt(args.precision);
+// --also-precision P: memoe's logits in P as well. At a near-tie of the
+// router, rounding alone may route a token to the other expert, and the two
+// memoe precisions then give two answers, each right for its routing; a
+// low-precision llama.cpp may side with either, so a position's difference
+// is the smaller of the two.
+const also = args["also-precision"] ? logitsAt(args["also-precision"]).data : null;
 fs.rmSync(tmp, { recursive: true, force: true });
 const V = shape[2];
+// The largest difference between memoe's log-probabilities lp of its likely
+// tokens (at least 1 %, at most 5) and llama.cpp's at decoded token i.
+const likelyDiff = (lp, i, pos) => {
+  let d = 0, at = "";
+  for (const [x, t] of lp.map((x, t) => [x, t]).sort((a, b) => b[0] - a[0]).slice(0, 5)) {
+    if (x < Math.log(0.01)) break;
+    const y = Math.log(probabilities[i].get(t) ?? 0);
+    if (!(Math.abs(x - y) <= d)) (d = Math.abs(x - y)), (at = `position ${pos + 1}, token ${t}: memoe ${x.toFixed(6)}, llama.cpp ${y.toFixed(6)}`);
+  }
+  return [d, at];
+};
+let settledByAlso = 0;
 // A position where memoe's two most likely tokens are closer than the
 // tolerance is a near-tie: either is a greedy choice there (rounding of the
 // weights alone may swap them). Everywhere else the tokens must agree.
@@ -117,13 +138,12 @@ for (let i = 0; i < theirs.length; i++) {
       `llama.cpp ${theirs[i]} (memoe gives it ${lp[theirs[i]].toFixed(4)})`);
     break;
   }
-  // The log-probabilities of memoe's likely tokens (at least 1 %, at most 5).
-  for (const [x, t] of top.slice(0, 5)) {
-    if (x < Math.log(0.01)) break;
-    const y = Math.log(probabilities[i].get(t) ?? 0);
-    const diff = Math.abs(x - y);
-    if (!(diff <= worst)) (worst = diff), (worstAt = `position ${pos + 1}, token ${t}: memoe ${x.toFixed(6)}, llama.cpp ${y.toFixed(6)}`);
+  let [diff, at] = likelyDiff(lp, i, pos);
+  if (also && diff > args.tol) {
+    const [d2, at2] = likelyDiff(logSoftmax(also.subarray(pos * V, (pos + 1) * V)), i, pos);
+    if (d2 < diff) (diff = d2), (at = `${at2} (memoe in ${args["also-precision"]})`), settledByAlso++;
   }
+  if (!(diff <= worst)) (worst = diff), (worstAt = at);
 }
 // memoe's own greedy decoding (through its KV cache) up to the first near-tie.
 for (let i = 0; i < Math.min(firstTie, ours.length); i++)
@@ -135,7 +155,7 @@ if (!(worst <= args.tol)) fail(`log-probability differs by ${worst.toExponential
 const compared = theirs.length;
 console.log(`${path.basename(args.gguf)}: ${args.text.length} strings tokenized alike, ${alike} of ${compared} greedy tokens ` +
   `alike${ties ? ` and ${ties} near-ties` : ""}, largest log-probability difference ${worst.toExponential(3)} ` +
-  `(tolerance ${args.tol})`);
+  `(tolerance ${args.tol})${settledByAlso ? `; ${settledByAlso} positions closer to memoe in ${args["also-precision"]}` : ""}`);
 await context.dispose();
 await model.dispose();
 process.exit(failures ? 1 : 0);

@@ -46,6 +46,10 @@ declare -A tolerance=([f32]=1e-4 [f16]=0.02 [bf16]=0.35 [q8_0]=0.35)
 # memoe's precision to compare with: bf16 products round weights and
 # activations to bf16 as llama.cpp's bf16 products do.
 declare -A precision=([f32]=fp32 [bf16]=bf16 [f16]=fp32 [q8_0]=fp32)
+# And, at the loose tolerances, the other precision too: at a near-tie of a
+# router the two memoe precisions may route differently, llama.cpp with
+# either (check_llama_cpp.mjs --also-precision).
+declare -A also=([f32]="" [f16]="" [bf16]="--also-precision fp32" [q8_0]="--also-precision bf16")
 prompt=$("$MEMOE" tokenizer encode --tokenizer "$WORK/tok" --text "$(sed -n 2p "$WORK/corpus.txt")
 ")
 status=0
@@ -59,7 +63,7 @@ for name in "${!configs[@]}"; do
     gguf="$WORK/$name-$dtype.gguf"
     "$MEMOE" export gguf --model "$run/checkpoints/latest" --out "$gguf" --dtype "$dtype" >/dev/null
     node "$HERE/check_llama_cpp.mjs" --memoe "$MEMOE" --model "$run/checkpoints/latest" --gguf "$gguf" \
-      --prompt "$prompt" --steps 32 --tol "${tolerance[$dtype]}" --precision "${precision[$dtype]}" \
+      --prompt "$prompt" --steps 32 --tol "${tolerance[$dtype]}" --precision "${precision[$dtype]}" ${also[$dtype]} \
       --text "the cat slowly sees the dog." --text "every bird never carries a stone" \
       --text "Unseen: zebra 42, ÷ ünïcödé!" --text "two  spaces and a
 newline" || status=1

@@ -18,32 +18,19 @@ namespace fs = std::filesystem;
 class DataParallel : public testing::ParallelRuns {};
 
 TEST_F(DataParallel, TwoRanksTrainLikeOneProcessOnTheGlobalBatch) {
-  for (const std::string precision : kPrecisions) {
-    SCOPED_TRACE(precision);
-    const std::string p = " --precision " + precision, one_dir = path("one-" + precision), two_dir = path("two-" + precision);
-    const testing::CliResult one = one_process(train_args(one_dir, "--batch 2 --grad-accum 2" + p));
-    ASSERT_EQ(one.status, 0) << one.err;
-    const testing::CliResult two = mpi(2, train_args(two_dir, "--batch 4 --dp 2" + p));
-    ASSERT_EQ(two.status, 0) << two.err;
-    expect_same_run(one_dir, two_dir);
-    // The layout is the run's: train.json records it; rank 0 alone reports.
-    std::ifstream in(two_dir + "/train.json");
-    EXPECT_EQ(nlohmann::json::parse(in).at("dp"), 2);
-    EXPECT_EQ(std::count(two.out.begin(), two.out.end(), '\n'), std::count(one.out.begin(), one.out.end(), '\n'))
-        << two.out;
-  }
+  expect_layout_trains_like_one_process(
+      "--batch 2 --grad-accum 2", 2, "--batch 4 --dp 2",
+      [](const testing::CliResult& one, const testing::CliResult& two, const std::string& dir) {
+        // The layout is the run's: train.json records it; rank 0 alone reports.
+        std::ifstream in(dir + "/train.json");
+        EXPECT_EQ(nlohmann::json::parse(in).at("dp"), 2);
+        EXPECT_EQ(std::count(two.out.begin(), two.out.end(), '\n'), std::count(one.out.begin(), one.out.end(), '\n'))
+            << two.out;
+      });
 }
 
 TEST_F(DataParallel, FourRanksWithGradientAccumulation) {
-  for (const std::string precision : kPrecisions) {
-    SCOPED_TRACE(precision);
-    const std::string p = " --precision " + precision, one_dir = path("one-" + precision), four_dir = path("four-" + precision);
-    const testing::CliResult one = one_process(train_args(one_dir, "--batch 1 --grad-accum 8" + p));
-    ASSERT_EQ(one.status, 0) << one.err;
-    const testing::CliResult four = mpi(4, train_args(four_dir, "--batch 4 --dp 4 --grad-accum 2" + p));
-    ASSERT_EQ(four.status, 0) << four.err;
-    expect_same_run(one_dir, four_dir);
-  }
+  expect_layout_trains_like_one_process("--batch 1 --grad-accum 8", 4, "--batch 4 --dp 4 --grad-accum 2");
 }
 
 TEST_F(DataParallel, ALayoutThatDoesNotFitIsRefusedBeforeTraining) {

@@ -27,18 +27,12 @@ TEST_F(ExpertParallelRuns, TwoByTwoTrainsLikeOneProcessAcrossMicroBatches) {
   // gradient sums pass between the groups every micro-batch. 7 held-out
   // windows over 4 ranks: rank 0 evaluates 1, the others 2, so rank 0
   // joins its group's second evaluation pass with no rows of its own.
-  for (const std::string precision : kPrecisions) {
-    SCOPED_TRACE(precision);
-    const std::string p = " --precision " + precision, one_dir = path("one-" + precision), ep_dir = path("ep-" + precision);
-    const testing::CliResult one = one_process(train_args(one_dir, "--batch 1 --grad-accum 8 --eval-windows 7" + p));
-    ASSERT_EQ(one.status, 0) << one.err;
-    const testing::CliResult ep =
-        mpi(4, train_args(ep_dir, "--batch 4 --dp 4 --ep 2 --grad-accum 2 --eval-windows 7" + p));
-    ASSERT_EQ(ep.status, 0) << ep.err;
-    expect_same_run(one_dir, ep_dir);
-    std::ifstream in(ep_dir + "/train.json");
-    EXPECT_EQ(nlohmann::json::parse(in).at("ep"), 2);
-  }
+  expect_layout_trains_like_one_process(
+      "--batch 1 --grad-accum 8 --eval-windows 7", 4, "--batch 4 --dp 4 --ep 2 --grad-accum 2 --eval-windows 7",
+      [](const testing::CliResult&, const testing::CliResult&, const std::string& dir) {
+        std::ifstream in(dir + "/train.json");
+        EXPECT_EQ(nlohmann::json::parse(in).at("ep"), 2);
+      });
 }
 
 TEST_F(ExpertParallelRuns, OneGroupOfFourTrainsLikeOneProcessAndHoldsAQuarterOfTheExperts) {

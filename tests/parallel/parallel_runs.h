@@ -15,6 +15,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -52,6 +53,24 @@ class ParallelRuns : public CliTest {
   // fp32 and in bf16.
   CliResult one_process(const std::string& args) { return memoe(args, 2); }
   static constexpr const char* kPrecisions[] = {"fp32", "bf16"};
+  // In fp32 and in bf16: one process with `one_args` against `ranks` ranks
+  // with `layout_args`, the same run bit for bit (expect_same_run); `more`
+  // checks what else a test wants of the parallel run's result and directory.
+  void expect_layout_trains_like_one_process(
+      const std::string& one_args, int ranks, const std::string& layout_args,
+      const std::function<void(const CliResult& one, const CliResult& parallel, const std::string& dir)>& more = {}) {
+    for (const std::string precision : kPrecisions) {
+      SCOPED_TRACE(precision);
+      const std::string p = " --precision " + precision, one_dir = path("one-" + precision),
+                        dir = path("parallel-" + precision);
+      const CliResult one = one_process(train_args(one_dir, one_args + p));
+      ASSERT_EQ(one.status, 0) << one.err;
+      const CliResult parallel = mpi(ranks, train_args(dir, layout_args + p));
+      ASSERT_EQ(parallel.status, 0) << parallel.err;
+      expect_same_run(one_dir, dir);
+      if (more) more(one, parallel, dir);
+    }
+  }
   // `memoe ARGS` on `ranks` MPI ranks of one thread each. In the sanitized
   // build the ranks run without the leak check: OpenMPI keeps its runtime's
   // state past MPI_Finalize in plugins it has unloaded by exit, which

@@ -127,17 +127,11 @@ TEST_F(PipelineRuns, TwoStagesByTwoReplicasTrainLikeOneProcess) {
 
 TEST_F(PipelineRuns, TwoStagesWithExpertParallelTrainLikeOneProcess) {
   // PP 2 x EP 2 on 4 ranks: each stage's two ranks split its MoE layers' experts.
-  for (const std::string precision : kPrecisions) {
-    SCOPED_TRACE(precision);
-    const std::string p = " --precision " + precision, one_dir = path("one-" + precision), pp_dir = path("pp-" + precision);
-    const testing::CliResult one = one_process(train_args(one_dir, "--batch 2 --grad-accum 4" + p));
-    ASSERT_EQ(one.status, 0) << one.err;
-    const testing::CliResult pp =
-        mpi(4, train_args(pp_dir, "--batch 4 --pp 2 --dp 2 --ep 2 --grad-accum 2 --pp-layers 1,2" + p));
-    ASSERT_EQ(pp.status, 0) << pp.err;
-    expect_same_run(one_dir, pp_dir);
-    EXPECT_NE(pp.err.find("pipeline: 2 stages of layers 0..0 | 1..2 (--pp-layers)"), std::string::npos) << pp.err;
-  }
+  expect_layout_trains_like_one_process(
+      "--batch 2 --grad-accum 4", 4, "--batch 4 --pp 2 --dp 2 --ep 2 --grad-accum 2 --pp-layers 1,2",
+      [](const testing::CliResult&, const testing::CliResult& pp, const std::string&) {
+        EXPECT_NE(pp.err.find("pipeline: 2 stages of layers 0..0 | 1..2 (--pp-layers)"), std::string::npos) << pp.err;
+      });
 }
 
 TEST_F(PipelineRuns, FourStagesTrainLikeOneProcess) {
