@@ -40,6 +40,7 @@ void ShardedEngramTables::keep_owned_rows(ModelParams& params) const {
     const int64_t rows = t.dim(0), D = t.dim(1);
     const int64_t begin = first_row(rows, world_.rank()), end = first_row(rows, world_.rank() + 1);
     Tensor owned(t.shape());
+    owned.advise_huge_pages();  // as EngramParams::allocate does; only the owned rows are ever touched
     std::memcpy(owned.data() + begin * D, t.data() + begin * D, size_t((end - begin) * D) * sizeof(float));
     t = std::move(owned);
   }
