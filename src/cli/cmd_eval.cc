@@ -63,7 +63,7 @@ void run(const Options& o) {
   ModelState scratch;
   const HeldoutResult r = heldout_loss(model, data, o.batch, o.windows, scratch);
   std::printf("%s split: %lld tokens, loss %.4f nats/token, perplexity %.2f (%s)\n", o.split.c_str(),
-              (long long)r.tokens, r.loss, r.perplexity, heldout_scope(r, o.split, o.seq_len).c_str());
+              (long long)r.tokens, r.loss, r.perplexity, heldout_scope(r, o.split).c_str());
   if (o.split == "val") {
     const UnigramResult u = unigram_baseline(o.data, r.tokens);
     std::printf("unigram baseline: loss %.4f, perplexity %.2f\n", u.loss, u.perplexity);

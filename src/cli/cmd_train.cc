@@ -103,7 +103,7 @@ void run(Options& o, Communicator& world) {
   std::printf("trained %lld steps: loss %.4f; held-out loss %.4f (perplexity %.2f) over %lld tokens, %s\n"
               "checkpoint %s\nloss curve %s/loss.png\n",
               (long long)r.step, r.last_loss, r.last_val.loss, r.last_val.perplexity, (long long)r.last_val.tokens,
-              heldout_scope(r.last_val, "val", r.last_val_seq_len).c_str(), r.last_checkpoint.c_str(), run_dir.c_str());
+              heldout_scope(r.last_val, "val").c_str(), r.last_checkpoint.c_str(), run_dir.c_str());
 }
 
 }  // namespace

@@ -237,7 +237,6 @@ void onednn_call(const ShapeKey& key, float alpha, float beta, const uint16_t* a
 // whose rows do not depend on the row count either.
 constexpr int64_t kTileRows = 256, kTileCols = 512;
 
-int64_t round_up_16(int64_t x) { return (x + 15) / 16 * 16; }
 
 // Rows [i0, i0 + rows) and columns [j0, j0 + cols) of C.
 void onednn_tile(bool trans_a, bool trans_b, int64_t i0, int64_t rows, int64_t j0, int64_t cols, int64_t k,
@@ -251,7 +250,8 @@ void onednn_tile(bool trans_a, bool trans_b, int64_t i0, int64_t rows, int64_t j
   // varies. With A stored transposed (dW = dY^T X) the rows are a weight's
   // outputs, fixed by the model; padding them into a buffer of another
   // leading dimension changed their bits (k = 1040).
-  const int64_t padded = trans_a ? rows : round_up_16(rows);
+  constexpr int64_t kPad = OnednnCache::kExactMultiple;
+  const int64_t padded = trans_a ? rows : (rows + kPad - 1) / kPad * kPad;
   if (!exact || padded == rows) {
     onednn_call(key_of(trans_a, trans_b, rows, cols, k, alpha, lda, ldb, beta, ldc), alpha, beta, a_tile, b_tile,
                 c_tile);

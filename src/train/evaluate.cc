@@ -39,25 +39,25 @@ HeldoutSums heldout_sums(const Model& model, const DataLoader& data, int64_t bat
                       });
 }
 
-HeldoutResult heldout_result(const HeldoutSums& sums) {
+HeldoutResult heldout_result(const HeldoutSums& sums, const DataLoader& data, int64_t windows) {
   HeldoutResult r;
   r.tokens = sums.tokens;
   r.loss = sums.loss_sum / double(std::max<int64_t>(1, sums.tokens));
   r.perplexity = std::exp(r.loss);
+  r.windows = windows;
+  r.seq_len = data.seq_len();
+  r.whole_split = windows == data.eval_window_count();
   return r;
 }
 
 HeldoutResult heldout_loss(const Model& model, const DataLoader& data, int64_t batch, int64_t max_windows,
                            ModelState& state) {
   const int64_t windows = heldout_windows(data, max_windows);
-  HeldoutResult r = heldout_result(heldout_sums(model, data, batch, 0, windows, state));
-  r.windows = windows;
-  r.whole_split = windows == data.eval_window_count();
-  return r;
+  return heldout_result(heldout_sums(model, data, batch, 0, windows, state), data, windows);
 }
 
-std::string heldout_scope(const HeldoutResult& r, const std::string& split, int64_t seq_len) {
-  const std::string windows = std::to_string(r.windows) + " windows of " + std::to_string(seq_len) + " tokens";
+std::string heldout_scope(const HeldoutResult& r, const std::string& split) {
+  const std::string windows = std::to_string(r.windows) + " windows of " + std::to_string(r.seq_len) + " tokens";
   return r.whole_split ? "the whole " + split + " split, " + windows
                        : "the first " + windows + " of the " + split + " split";
 }

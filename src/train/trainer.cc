@@ -763,10 +763,7 @@ HeldoutResult TrainLoop::evaluate(int64_t max_windows) {
   }
   world_.sum(&sums.loss_sum, 1);
   world_.sum(&sums.tokens, 1);
-  HeldoutResult h = heldout_result(sums);
-  h.windows = windows_in_all;
-  h.whole_split = windows_in_all == val_.eval_window_count();
-  return h;
+  return heldout_result(sums, val_, windows_in_all);
 }
 
 void TrainLoop::print_progress(const StepOutcome& s, const json& rec, bool last_step) const {
@@ -815,7 +812,6 @@ TrainResult TrainLoop::run() {
       rec["val_tokens"] = h.tokens;
       rec["val_whole_split"] = h.whole_split;
       result_.last_val = h;
-      result_.last_val_seq_len = o.seq_len;
     }
     if (root_) metrics_ << rec.dump() << "\n" << std::flush;
     result_.last_loss = s.loss;

@@ -78,7 +78,6 @@ struct TrainResult {
   std::string last_checkpoint;     // directory of the newest checkpoint
   double last_loss = 0;
   HeldoutResult last_val;          // the last evaluation (the whole held-out split by default)
-  int64_t last_val_seq_len = 0;    // its windows' length
 };
 
 // Starts a run in run_dir (which must not hold one already). With a world
