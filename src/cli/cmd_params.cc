@@ -72,12 +72,32 @@ void run(const Options& o) {
                         {"kv_cache_bytes_per_token", kv_cache_bytes_per_token(cfg) * cfg.num_hidden_layers},
                         {"activation_bytes_bf16_training", act_bf16},
                         {"training_step_bytes_bf16_training", step_bf16}};
+    if (cfg.is_v4()) {
+      const V4CacheBytes cache = v4_cache_bytes(cfg);
+      j["mtp_params"] = pc.mtp;
+      j["mtp_active_params"] = pc.mtp_active;
+      j["total_params_without_mtp"] = pc.total - pc.mtp;
+      j["active_params_without_mtp"] = pc.active - pc.mtp_active;
+      j["hash_routing_entries"] = pc.hash_routing_entries;
+      j["v4_window_cache_bytes"] = cache.window;
+      j["v4_cache_bytes_per_token"] = cache.per_token;
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
   std::printf("config                  %s\n", o.config.c_str());
   std::printf("total parameters        %s (%lld)\n", human(total, "", true).c_str(), (long long)pc.total);
   std::printf("active per token        %s (%lld)\n", human(double(pc.active), "", true).c_str(), (long long)pc.active);
+  if (cfg.is_v4()) {
+    // DeepSeek's published totals (284 B / 13 B for V4-Flash) leave the MTP
+    // blocks out; docs/v4.md compares them.
+    std::printf("  without the MTP blocks %s total (%lld), %s active (%lld); the MTP blocks: %s, %s active\n",
+                human(double(pc.total - pc.mtp), "", true).c_str(), (long long)(pc.total - pc.mtp),
+                human(double(pc.active - pc.mtp_active), "", true).c_str(), (long long)(pc.active - pc.mtp_active),
+                human(double(pc.mtp), "", true).c_str(), human(double(pc.mtp_active), "", true).c_str());
+    std::printf("  token-id routing       %lld tid2eid entries (fixed integers, not counted as parameters)\n",
+                (long long)pc.hash_routing_entries);
+  }
   std::printf("engram tables           %s\n", human(double(pc.engram_table), "", true).c_str());
   std::printf("embedding + lm_head     %s\n", human(double(pc.embedding), "", true).c_str());
   std::printf("forward FLOPs / token   %s  (context %lld, causal)\n", human(pc.forward_flops_per_token, "FLOP").c_str(),
@@ -88,7 +108,12 @@ void run(const Options& o) {
   std::printf("  gradients             %-14s %-14s\n", bytes(4 * total).c_str(), bytes(2 * total).c_str());
   std::printf("  AdamW state (m, v)    %-14s %-14s\n", bytes(8 * total).c_str(), bytes(4 * total).c_str());
   const double kv = double(kv_cache_bytes_per_token(cfg)) * cfg.num_hidden_layers;
-  if (cfg.attention == AttentionKind::MLA)
+  if (cfg.is_v4()) {
+    const V4CacheBytes cache = v4_cache_bytes(cfg);
+    std::printf("KV cache                %s fp32 of sliding-window rings (whatever the context) + %s per token\n"
+                "                        (compressed keys of the CSA/HCA layers)\n",
+                bytes(cache.window).c_str(), bytes(cache.per_token).c_str());
+  } else if (cfg.attention == AttentionKind::MLA)
     std::printf("KV cache per token      %s fp32 (absorbed MLA: latent + rotary key); expanded per-head k, v: %s\n",
                 bytes(kv).c_str(), bytes(double(kv_cache_bytes_per_token(cfg, true)) * cfg.num_hidden_layers).c_str());
   else

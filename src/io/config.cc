@@ -11,6 +11,8 @@
 #include <utility>
 
 #include "core/error.h"
+#include "io/config_keys.h"
+#include "io/config_v4.h"
 
 namespace memoe {
 
@@ -26,16 +28,19 @@ int64_t ModelConfig::qk_head_dim() const {
   return attention == AttentionKind::MLA ? qk_nope_head_dim + qk_rope_head_dim : head_dim;
 }
 int64_t ModelConfig::attn_v_dim() const { return attention == AttentionKind::MLA ? v_head_dim : head_dim; }
-int64_t ModelConfig::rope_dim() const { return attention == AttentionKind::MLA ? qk_rope_head_dim : head_dim; }
+int64_t ModelConfig::rope_dim() const { return attention == AttentionKind::GQA ? head_dim : qk_rope_head_dim; }
 
 double ModelConfig::softmax_scale() const {
   double scale = 1.0 / std::sqrt(double(qk_head_dim()));
-  if (yarn_active()) {
+  // V4 applies no YaRN mscale (its compressed layers' YaRN only moves frequencies).
+  if (yarn_active() && attention != AttentionKind::V4) {
     double mscale = 0.1 * rope_scaling->mscale_all_dim * std::log(rope_scaling->factor) + 1.0;
     scale *= mscale * mscale;
   }
   return scale;
 }
+
+using namespace config_detail;
 
 namespace {
 
@@ -66,114 +71,6 @@ constexpr int64_t kMaxEngramTables = 256;
 constexpr int64_t kMaxSeed = int64_t(1) << 62;           // engram.seed (plus 10007 x layer stays in int64)
 constexpr double kMaxParams = 1125899906842624.0;        // 2^50 ~ 1.1e15 parameters, ~1100x v4-1t's 1.0e12
 
-// ------------------------------------------------------------------ reading
-
-std::string shown(const json& v) {
-  std::string s = v.dump();
-  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
-}
-
-// JSON number -> integer type T (int or int64_t), or one line naming `name`.
-// An integral float (4.0, 1e3) is accepted as that integer, as before: tools
-// that write every number as a double produce such files. A non-integral one
-// (1.5), one outside T's range (1e20 for int64, 2^31 for int) or a non-number
-// (string, bool, null) is refused; nothing is truncated or wrapped.
-template <typename T>
-T to_integer(const json& v, const std::string& name, const std::string& where) {
-  static_assert(std::is_signed_v<T> && std::is_integral_v<T>);
-  using Lim = std::numeric_limits<T>;
-  const char* type = sizeof(T) == 8 ? "int64" : "int32";
-  if (v.is_number_unsigned()) {  // nlohmann keeps non-negative literals as uint64
-    const uint64_t u = v.get<uint64_t>();
-    MEMOE_CHECK(u <= uint64_t(Lim::max()), where, ": key '", name, "' = ", u, " is out of range for ", type);
-    return T(u);
-  }
-  if (v.is_number_integer()) {
-    const int64_t i = v.get<int64_t>();
-    MEMOE_CHECK(i >= int64_t(Lim::min()) && i <= int64_t(Lim::max()), where, ": key '", name, "' = ", i,
-                " is out of range for ", type);
-    return T(i);
-  }
-  MEMOE_CHECK(v.is_number_float(), where, ": key '", name, "' must be an integer, got ", shown(v));
-  const double d = v.get<double>();
-  MEMOE_CHECK(std::isfinite(d) && std::floor(d) == d, where, ": key '", name, "' must be an integer, got ", shown(v));
-  // [-2^k, 2^k) is exactly T's range, and both ends are exact doubles.
-  const double lo = double(Lim::min());
-  MEMOE_CHECK(d >= lo && d < -lo, where, ": key '", name, "' = ", shown(v), " is out of range for ", type);
-  return T(d);
-}
-
-// What a JSON null means for a numeric key.
-enum class Null { Refuse, Default };
-
-// Reads the keys of one JSON object (the config or a nested object, whose
-// keys errors name as "prefix.key"). A missing key keeps its default. A null
-// keeps the default for booleans and strings; for numbers it is refused
-// unless the caller gives it a meaning (Null::Default).
-class Keys {
- public:
-  Keys(const json& object, const std::string& where, std::string prefix = "")
-      : j_(object), where_(where), prefix_(std::move(prefix)) {}
-
-  template <typename T>
-  void get(const char* key, T& out, Null null = Null::Refuse) const {
-    auto it = j_.find(key);
-    if (it == j_.end()) return;
-    const std::string name = prefix_ + key;
-    if constexpr (std::is_same_v<T, bool>) {
-      if (it->is_null()) return;
-      MEMOE_CHECK(it->is_boolean(), where_, ": key '", name, "' must be a boolean, got ", shown(*it));
-      out = it->get<bool>();
-    } else if constexpr (std::is_same_v<T, std::string>) {
-      if (it->is_null()) return;
-      MEMOE_CHECK(it->is_string(), where_, ": key '", name, "' must be a string, got ", shown(*it));
-      out = it->get<std::string>();
-    } else {
-      if (it->is_null() && null == Null::Default) return;
-      if constexpr (std::is_integral_v<T>) {
-        out = to_integer<T>(*it, name, where_);
-      } else {
-        static_assert(std::is_same_v<T, double>);
-        // JSON has no NaN or inf, but an overflowing literal (1e400) parses as inf.
-        MEMOE_CHECK(it->is_number() && std::isfinite(it->get<double>()), where_, ": key '", name,
-                    "' must be a finite number, got ", shown(*it));
-        out = it->get<double>();
-      }
-    }
-  }
-
-  // A list of integers (engram.layer_ids, engram.table_sizes); must be present.
-  template <typename T>
-  std::vector<T> list(const char* key) const {
-    auto it = j_.find(key);
-    const std::string name = prefix_ + key;
-    MEMOE_CHECK(it != j_.end() && it->is_array(), where_, ": key '", name, "' must be a list");
-    std::vector<T> out;
-    for (const json& v : *it) out.push_back(to_integer<T>(v, name, where_));
-    return out;
-  }
-
-  bool has(const char* key) const { return j_.contains(key); }
-
- private:
-  const json& j_;
-  const std::string& where_;
-  std::string prefix_;
-};
-
-// ------------------------------------------------------------------ checks
-
-void check(bool ok, const std::string& key, const std::string& why) {
-  if (!ok) fail("config: ", key, " ", why);
-}
-
-void check_range(int64_t v, int64_t lo, int64_t hi, const std::string& key) {
-  check(v >= lo && v <= hi, key,
-        "= " + std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi));
-}
-
-void check_finite(double v, const std::string& key) { check(std::isfinite(v), key, "must be a finite number"); }
-
 // An overestimate of the parameter count (the exact one is model/param_count.cc,
 // above io), in double so that it cannot overflow: every matrix of attention,
 // the widest FFN a layer can have, the router, Engram. Called once every size is
@@ -181,7 +78,9 @@ void check_finite(double v, const std::string& key) { check(std::isfinite(v), ke
 double parameter_bound(const ModelConfig& c) {
   const double d = double(c.hidden_size), H = double(c.num_attention_heads);
   double attention;
-  if (c.attention == AttentionKind::GQA) {
+  if (c.attention == AttentionKind::V4) {
+    attention = v4_attention_bound(c);
+  } else if (c.attention == AttentionKind::GQA) {
     attention = 2 * d * H * double(c.head_dim) + 2 * d * double(c.num_key_value_heads) * double(c.head_dim);
   } else {
     const double dqk = double(c.qk_nope_head_dim + c.qk_rope_head_dim), dv = double(c.v_head_dim);
@@ -232,6 +131,51 @@ void validate_engram(const ModelConfig& c) {
 
 }  // namespace
 
+std::optional<YarnConfig> config_detail::read_yarn(const json& config, const std::string& origin, YarnSpelling spelling) {
+  auto it = config.find("rope_scaling");
+  if (it == config.end() || it->is_null()) return std::nullopt;
+  check(it->is_object(), "rope_scaling", "must be null or an object");
+  const Keys r(*it, origin, "rope_scaling.");
+  std::string type;
+  r.get("type", type);
+  if (type.empty()) r.get("rope_type", type);
+  check(type == "yarn", "rope_scaling.type", "must be \"yarn\" (the only scaling memoe implements)");
+  YarnConfig y;
+  if (spelling == YarnSpelling::DeepSeekV3) {
+    check(r.has("mscale_all_dim"), "rope_scaling.mscale_all_dim", "is required");
+    check(r.has("factor"), "rope_scaling.factor", "is required");
+  }
+  r.get("factor", y.factor);
+  r.get("original_max_position_embeddings", y.original_max_position_embeddings);
+  r.get("beta_fast", y.beta_fast);
+  r.get("beta_slow", y.beta_slow);
+  r.get("mscale_all_dim", y.mscale_all_dim);
+  if (spelling == YarnSpelling::DeepSeekV4)
+    check(y.mscale_all_dim == 0, "rope_scaling.mscale_all_dim",
+          "must be 0 or absent: V4 scales attention by head_dim^-0.5 with no YaRN mscale");
+  if (r.has("mscale")) {
+    double mscale = 0;
+    r.get("mscale", mscale);
+    check(mscale == y.mscale_all_dim, "rope_scaling.mscale", "must equal mscale_all_dim");
+  }
+  return y;
+}
+
+json config_detail::yarn_json(const std::optional<YarnConfig>& yarn, YarnSpelling spelling) {
+  if (!yarn) return nullptr;
+  const YarnConfig& y = *yarn;
+  json j = {{"type", "yarn"},
+            {"factor", y.factor},
+            {"original_max_position_embeddings", y.original_max_position_embeddings},
+            {"beta_fast", y.beta_fast},
+            {"beta_slow", y.beta_slow}};
+  if (spelling == YarnSpelling::DeepSeekV3) {
+    j["mscale"] = y.mscale_all_dim;
+    j["mscale_all_dim"] = y.mscale_all_dim;
+  }
+  return j;
+}
+
 void validate_config(const ModelConfig& c) {
   // Each size within its own limit first; the relations between them after.
   check_range(c.vocab_size, 1, kMaxVocab, "vocab_size");
@@ -264,7 +208,10 @@ void validate_config(const ModelConfig& c) {
   check(c.bias_update_speed >= 0, "bias_update_speed", "must be >= 0");
   check_finite(c.seq_aux_loss_alpha, "seq_aux_loss_alpha");
   check(c.seq_aux_loss_alpha >= 0, "seq_aux_loss_alpha", "must be >= 0");
-  check(c.hc_mult == 1, "hc_mult", "must be 1 (mHC, hc_mult > 1, is not implemented yet)");
+  if (c.v4)
+    validate_v4(c);
+  else
+    check(c.hc_mult == 1, "hc_mult", "must be 1 (mHC, hc_mult > 1, is part of the V4 configs: model_type \"deepseek_v4\")");
 
   if (c.first_k_dense_replace > 0) check(c.intermediate_size > 0, "intermediate_size", "must be positive");
   bool any_moe = c.first_k_dense_replace < c.num_hidden_layers;
@@ -287,7 +234,7 @@ void validate_config(const ModelConfig& c) {
     check(c.qk_nope_head_dim > 0, "qk_nope_head_dim", "must be positive");
     check(c.qk_rope_head_dim > 0 && c.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim", "must be positive and even");
     check(c.v_head_dim > 0, "v_head_dim", "must be positive");
-  } else {
+  } else if (c.attention == AttentionKind::GQA) {
     check(c.num_key_value_heads > 0 && c.num_attention_heads % c.num_key_value_heads == 0, "num_key_value_heads",
           "must divide num_attention_heads");
     check(c.head_dim > 0 && c.head_dim % 2 == 0, "head_dim", "must be positive and even");
@@ -320,6 +267,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
     fail(origin, ": not valid JSON (", e.what(), ")");
   }
   MEMOE_CHECK(j.is_object(), origin, ": config must be a JSON object");
+  if (is_v4_json(j, origin)) return parse_v4(j, origin);
   ModelConfig c;
   const Keys k(j, origin);
   k.get("vocab_size", c.vocab_size);
@@ -367,28 +315,7 @@ ModelConfig parse_config(const std::string& text, const std::string& origin) {
   k.get("bias_update_speed", c.bias_update_speed);
   k.get("seq_aux_loss_alpha", c.seq_aux_loss_alpha);
 
-  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
-    check(it->is_object(), "rope_scaling", "must be null or an object");
-    const Keys r(*it, origin, "rope_scaling.");
-    std::string type;
-    r.get("type", type);
-    if (type.empty()) r.get("rope_type", type);
-    check(type == "yarn", "rope_scaling.type", "must be \"yarn\" (the only scaling memoe implements)");
-    YarnConfig y;
-    check(r.has("mscale_all_dim"), "rope_scaling.mscale_all_dim", "is required");
-    check(r.has("factor"), "rope_scaling.factor", "is required");
-    r.get("factor", y.factor);
-    r.get("original_max_position_embeddings", y.original_max_position_embeddings);
-    r.get("beta_fast", y.beta_fast);
-    r.get("beta_slow", y.beta_slow);
-    r.get("mscale_all_dim", y.mscale_all_dim);
-    if (r.has("mscale")) {
-      double mscale = 0;
-      r.get("mscale", mscale);
-      check(mscale == y.mscale_all_dim, "rope_scaling.mscale", "must equal mscale_all_dim");
-    }
-    c.rope_scaling = y;
-  }
+  c.rope_scaling = read_yarn(j, origin, YarnSpelling::DeepSeekV3);
   if (auto it = j.find("engram"); it != j.end() && !it->is_null()) {
     check(it->is_object(), "engram", "must be null or an object");
     const Keys g(*it, origin, "engram.");
@@ -421,6 +348,7 @@ ModelConfig load_config(const std::string& path) {
 }
 
 std::string config_to_json(const ModelConfig& c) {
+  if (c.v4) return v4_to_json(c).dump(2) + "\n";
   json j;
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
@@ -447,18 +375,7 @@ std::string config_to_json(const ModelConfig& c) {
   j["v_head_dim"] = c.v_head_dim;
   j["rope_theta"] = c.rope_theta;
   j["max_position_embeddings"] = c.max_position_embeddings;
-  if (c.rope_scaling) {
-    const YarnConfig& y = *c.rope_scaling;
-    j["rope_scaling"] = {{"type", "yarn"},
-                         {"factor", y.factor},
-                         {"original_max_position_embeddings", y.original_max_position_embeddings},
-                         {"beta_fast", y.beta_fast},
-                         {"beta_slow", y.beta_slow},
-                         {"mscale", y.mscale_all_dim},
-                         {"mscale_all_dim", y.mscale_all_dim}};
-  } else {
-    j["rope_scaling"] = nullptr;
-  }
+  j["rope_scaling"] = yarn_json(c.rope_scaling, YarnSpelling::DeepSeekV3);
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["hc_mult"] = c.hc_mult;

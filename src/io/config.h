@@ -1,5 +1,6 @@
 // ModelConfig: config.json of spec §1 (HF DeepSeek-V3 keys plus attention,
-// hc_mult and engram), parsed, defaulted and validated in one place.
+// hc_mult and engram), or DeepSeek-V4's as released in either of its two
+// spellings (docs/v4.md), parsed, defaulted and validated in one place.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -33,8 +34,35 @@ struct EngramConfig {
   bool has_layer(int layer) const;
 };
 
-enum class AttentionKind { MLA, GQA };
-enum class ScoringFunc { Sigmoid, Softmax };
+// V4: DeepSeek-V4's attention (one shared key-value head, sliding window,
+// sink, grouped low-rank output; spec deepseek-v4.md §2).
+enum class AttentionKind { MLA, GQA, V4 };
+enum class ScoringFunc { Sigmoid, Softmax, SqrtSoftplus };
+
+// What DeepSeek-V4 adds to the shared keys (deepseek-v4.md §1-§4). Present
+// exactly when the config is a V4 one (model_type "deepseek_v4", or
+// DeepSeek's inference/config.json spelling).
+struct V4Config {
+  int64_t o_lora_rank = 1024;
+  int o_groups = 8;
+  int64_t sliding_window = 128;
+  // One entry per layer, then one per MTP block: 0 sliding window only,
+  // 4 CSA, 128 HCA. Always num_hidden_layers + num_nextn_predict_layers long
+  // once parsed (a file that lists only the backbone gives MTP blocks 0).
+  std::vector<int> compress_ratios;
+  double compress_rope_theta = 160000.0;
+  int hc_sinkhorn_iters = 20;
+  double hc_eps = 1e-6;
+  int num_hash_layers = 3;   // the first layers route by token id (tid2eid)
+  double swiglu_limit = 10;  // 0: no clamp
+  int num_nextn_predict_layers = 1;
+  int index_n_heads = 64;
+  int64_t index_head_dim = 128;
+  int index_topk = 512;
+
+  bool is_hash_layer(int layer) const { return layer < num_hash_layers; }
+  int compress_ratio(int layer) const { return compress_ratios.at(size_t(layer)); }
+};
 
 struct ModelConfig {
   int64_t vocab_size = 129280;
@@ -67,11 +95,13 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   int hc_mult = 1;
   std::optional<EngramConfig> engram;
+  std::optional<V4Config> v4;
   // Training-time knobs that travel with the model (not part of the math).
   double bias_update_speed = 1e-3;
   double seq_aux_loss_alpha = 0.0;
 
   bool is_moe_layer(int layer) const { return layer >= first_k_dense_replace && n_routed_experts > 0; }
+  bool is_v4() const { return v4.has_value(); }
   bool yarn_active() const { return rope_scaling && rope_scaling->factor > 1.0; }
   int64_t qk_head_dim() const;  // per-head q/k width
   int64_t attn_v_dim() const;   // per-head v width
@@ -82,7 +112,9 @@ struct ModelConfig {
 // Parses and validates; throws memoe::Error naming the offending key.
 ModelConfig parse_config(const std::string& json_text, const std::string& origin);
 ModelConfig load_config(const std::string& path);
-std::string config_to_json(const ModelConfig& cfg);  // inverse of parse_config
+// Inverse of parse_config. A V4 config is written in the Hugging Face
+// spelling (model_type "deepseek_v4"); every other one exactly as before.
+std::string config_to_json(const ModelConfig& cfg);
 void validate_config(const ModelConfig& cfg);
 
 }  // namespace memoe

@@ -70,6 +70,7 @@ std::vector<int64_t> cached_positions(const std::vector<AttentionKvCache*>& cach
 int64_t kv_cache_bytes_per_token(const ModelConfig& c, bool expanded_mla) {
   const int64_t f = int64_t(sizeof(float)), H = c.num_attention_heads;
   if (c.attention == AttentionKind::GQA) return f * 2 * c.num_key_value_heads * c.head_dim;
+  if (c.attention == AttentionKind::V4) return f * c.head_dim;  // one shared key (= value) per window slot
   if (expanded_mla) return f * H * (c.qk_head_dim() + c.v_head_dim);
   return f * (c.kv_lora_rank + c.qk_rope_head_dim);
 }

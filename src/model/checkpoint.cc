@@ -127,6 +127,7 @@ Model load_model(const std::string& path, const LoadOptions& options) {
   MEMOE_CHECK(std::filesystem::is_directory(dir), "model directory ", dir, " does not exist");
   Model m;
   m.config = load_config(dir + "/config.json");
+  require_engine_support(m.config);
   const ModelConfig& cfg = m.config;
   // model.safetensors, or the sharded form a data-parallel run writes.
   const SafetensorsSet f = SafetensorsSet::open(dir, "model");

@@ -13,7 +13,20 @@
 
 namespace memoe {
 
+void require_engine_support(const ModelConfig& cfg) {
+  if (!cfg.v4) return;
+  const std::vector<int>& ratios = cfg.v4->compress_ratios;
+  for (size_t i = 0; i < ratios.size(); ++i)
+    if (ratios[i] != 0)
+      fail("config: compress_ratios[", i, "] = ", ratios[i], ": compressed attention (",
+           ratios[i] == 4 ? "CSA, ratio 4" : "HCA, ratio 128",
+           ") is not implemented yet; memoe runs V4 models whose compress_ratios are all 0 (sliding-window attention)");
+  fail("config: DeepSeek-V4 models are parsed and counted (memoe params) but their blocks (mHC, V4 attention and "
+       "routing, MTP) are not in the engine yet");
+}
+
 void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& engram_rows, bool is_gradient) {
+  require_engine_support(cfg);
   const int64_t d = cfg.hidden_size, V = cfg.vocab_size;
   embed_tokens.resize({V, d});
   norm.resize({d});

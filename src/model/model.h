@@ -125,6 +125,10 @@ struct ModelState {
   double aux_loss = 0.0;                  // sequence-wise balance loss (0 unless enabled)
 };
 
+// Refuses, in one line, a config the engine cannot build yet (V4's
+// compressed attention). ModelParams::allocate calls it first.
+void require_engine_support(const ModelConfig& cfg);
+
 // The LM head's weight: lm_head, or embed_tokens when they are tied.
 const Tensor& lm_head_weight(const Model& m);
 

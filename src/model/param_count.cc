@@ -34,6 +34,7 @@ int64_t engram_dense_params(const ModelConfig& c) {
 }  // namespace
 
 ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
+  if (c.is_v4()) return count_v4_params(c, seq_len);
   const int64_t d = c.hidden_size, V = c.vocab_size;
   ParamCount pc;
   pc.embedding = V * d * (c.tie_word_embeddings ? 1 : 2);
@@ -97,6 +98,7 @@ ParamCount count_params(const ModelConfig& c, int64_t seq_len) {
 }
 
 double activation_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len, Precision precision) {
+  if (c.is_v4()) return v4_activation_bytes(c, batch, seq_len);
   const double N = double(batch) * double(seq_len), d = double(c.hidden_size), H = double(c.num_attention_heads);
   double attn;  // floats per token saved by one attention block
   if (c.attention == AttentionKind::MLA) {

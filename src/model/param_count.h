@@ -24,7 +24,25 @@ struct ParamCount {
   // is forward_flops_per_token): what balances pipeline stages.
   std::vector<double> layer_forward_flops;
   double head_forward_flops = 0;
+  // V4: the multi-token-prediction blocks' parameters (in total and active;
+  // DeepSeek's published totals leave them out) and the token-id routing
+  // tables (tid2eid: fixed integers, counted in neither).
+  int64_t mtp = 0, mtp_active = 0;
+  int64_t hash_routing_entries = 0;
 };
+
+// V4's decode cache in fp32 bytes, over every backbone layer: a ring of
+// sliding_window keys a layer (fixed, whatever the context) plus, on
+// compressed layers, one key per compress_ratio tokens (and the indexer's).
+struct V4CacheBytes {
+  double window = 0;     // the rings: independent of the context
+  double per_token = 0;  // compressed keys, per token of context
+};
+V4CacheBytes v4_cache_bytes(const ModelConfig& cfg);
+
+// The V4 branches of count_params and activation_bytes (param_count_v4.cc).
+ParamCount count_v4_params(const ModelConfig& cfg, int64_t seq_len);
+double v4_activation_bytes(const ModelConfig& cfg, int64_t batch, int64_t seq_len);
 
 // seq_len: training sequence length; attention FLOPs use its causal mean context.
 ParamCount count_params(const ModelConfig& cfg, int64_t seq_len);

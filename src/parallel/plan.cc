@@ -68,6 +68,7 @@ ModelShape shape_of(const ModelConfig& cfg, int64_t seq_len) {
 double layer_activations(const ModelConfig& cfg, int layer) {
   const double d = double(cfg.hidden_size), H = double(cfg.num_attention_heads);
   double a = 4 * d;  // residual in, normed input, attention output, residual out
+  a += 2 * double(cfg.hc_mult - 1) * d;  // V4's further residual streams, in and out
   if (cfg.attention == AttentionKind::MLA) {
     const double qk = double(cfg.qk_nope_head_dim + cfg.qk_rope_head_dim), v = double(cfg.v_head_dim);
     a += 2 * H * qk + 2 * H * v + double(cfg.kv_lora_rank + cfg.qk_rope_head_dim) + double(cfg.q_lora_rank);

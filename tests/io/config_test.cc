@@ -18,6 +18,7 @@
 
 #include "cli_runner.h"
 #include "core/error.h"
+#include "io/config_files.h"
 #include "io/test_files.h"
 #include "model/param_count.h"
 
@@ -26,20 +27,8 @@ namespace {
 
 using nlohmann::json;
 
-json preset_json(const std::string& name) {
-  return json::parse(io_testing::read_bytes(std::string(MEMOE_SOURCE_DIR) + "/configs/" + name + ".json"));
-}
-
-// parse_config's error for `j`; fails the test when it parses.
-std::string parse_error(const json& j) {
-  try {
-    parse_config(j.dump(), "cfg.json");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "parsed: " << j.dump();
-  return "";
-}
+using io_testing::parse_error;
+using io_testing::preset_json;
 
 json yarn() {
   return {{"type", "yarn"}, {"factor", 40}, {"original_max_position_embeddings", 64}, {"beta_fast", 32},
