@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "kernels/activation.h"
 #include "kernels/reduce.h"
 
@@ -54,7 +55,7 @@ void router_scores(const RouterSpec& spec, const float* logits, int64_t n, float
     const float* z = logits + t * E;
     float* st = s + t * E;
     bool finite = true;
-    if (spec.softmax) {
+    if (spec.scoring == RouterScoring::Softmax) {
       float zmax = z[0];
       for (int64_t e = 1; e < E; ++e) zmax = std::max(zmax, z[e]);
       double sum = 0.0;
@@ -67,6 +68,12 @@ void router_scores(const RouterSpec& spec, const float* logits, int64_t n, float
         st[e] *= inv;
         finite = finite && std::isfinite(st[e]);
       }
+    } else if (spec.scoring == RouterScoring::SqrtSoftplus) {
+      for (int64_t e = 0; e < E; ++e) {
+        // softplus(z) = max(z, 0) + log1p(exp(-|z|)), which never overflows.
+        st[e] = std::sqrt(std::max(z[e], 0.0f) + std::log1p(std::exp(-std::fabs(z[e]))));
+        finite = finite && std::isfinite(st[e]);
+      }
     } else {
       for (int64_t e = 0; e < E; ++e) {
         st[e] = sigmoidf(z[e]);
@@ -76,6 +83,61 @@ void router_scores(const RouterSpec& spec, const float* logits, int64_t n, float
     if (!finite) note_bad_row(first_bad, t);
   }
   if (first_bad.load() != kNoBadRow) fail("moe router: non-finite gate logits at token ", first_bad.load());
+}
+
+namespace {
+
+// w_j = s[idx_j], renormalised over the k chosen when asked, times the
+// scaling factor.
+void routing_weights(const RouterSpec& spec, const float* st, const int32_t* idx, float* w) {
+  double sum = 0.0;
+  for (int j = 0; j < spec.top_k; ++j) sum += st[idx[j]];
+  const double scale =
+      spec.norm_topk_prob ? spec.routed_scaling_factor / (sum + 1e-20) : double(spec.routed_scaling_factor);
+  for (int j = 0; j < spec.top_k; ++j) w[j] = float(double(st[idx[j]]) * scale);
+}
+
+}  // namespace
+
+void route_by_token(const RouterSpec& spec, const float* s, const int32_t* table, const int64_t* ids, int64_t n,
+                    int32_t* idx, float* w) {
+  const int k = spec.top_k;
+  const int64_t E = spec.n_experts;
+#pragma omp parallel for schedule(static) if (n > kParallelRows)
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy(table + ids[t] * k, table + (ids[t] + 1) * k, idx + t * k);
+    routing_weights(spec, s + t * E, idx + t * k, w + t * k);
+  }
+}
+
+std::vector<int32_t> balanced_token_routing(int64_t vocab, int k, int n_experts, uint64_t seed) {
+  MEMOE_CHECK(k >= 1 && k <= n_experts, "token routing: top-k ", k, " must be in 1..", n_experts);
+  Rng rng(seed);
+  auto shuffle = [&](std::vector<int64_t>& v) {
+    for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(rng.below(i))]);
+  };
+  std::vector<int64_t> order(static_cast<size_t>(vocab)), names(static_cast<size_t>(n_experts));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::iota(names.begin(), names.end(), int64_t{0});
+  shuffle(order);
+  shuffle(names);
+  std::vector<int32_t> table(size_t(vocab) * size_t(k));
+  for (int64_t t = 0; t < vocab; ++t)
+    for (int j = 0; j < k; ++j)
+      table[size_t(t * k + j)] = int32_t(names[size_t((order[size_t(t)] * k + j) % n_experts)]);
+  return table;
+}
+
+void check_token_routing(const int32_t* table, int64_t vocab, int k, int n_experts) {
+  for (int64_t t = 0; t < vocab; ++t) {
+    const int32_t* row = table + t * k;
+    for (int j = 0; j < k; ++j) {
+      MEMOE_CHECK(row[j] >= 0 && row[j] < n_experts, "tid2eid: token ", t, " routes to expert ", row[j],
+                  ", outside 0..", n_experts - 1);
+      for (int i = 0; i < j; ++i)
+        MEMOE_CHECK(row[i] != row[j], "tid2eid: token ", t, " lists expert ", row[j], " twice");
+    }
+  }
 }
 
 void route_top_k(const RouterSpec& spec, const float* s, const float* bias, int64_t n, int32_t* idx, float* w) {
@@ -130,14 +192,8 @@ void route_top_k(const RouterSpec& spec, const float* s, const float* bias, int6
         for (int e = 0; e < E; ++e) cand.push_back(e);
       }
       std::partial_sort(cand.begin(), cand.begin() + k, cand.end(), better(sel));
-      double sum = 0.0;
-      for (int j = 0; j < k; ++j) {
-        idx[t * k + j] = cand[j];
-        sum += st[cand[j]];
-      }
-      const double scale = spec.norm_topk_prob ? spec.routed_scaling_factor / (sum + 1e-20)
-                                               : double(spec.routed_scaling_factor);
-      for (int j = 0; j < k; ++j) w[t * k + j] = float(double(st[cand[j]]) * scale);
+      for (int j = 0; j < k; ++j) idx[t * k + j] = cand[j];
+      routing_weights(spec, st, idx + t * k, w + t * k);
     }
   }
   if (first_bad.load() != kNoBadRow)
@@ -223,10 +279,15 @@ void router_scores_backward(const RouterSpec& spec, const float* s, const float*
     const float* st = s + t * E;
     const float* dst = ds + t * E;
     float* dz = dlogits + t * E;
-    if (spec.softmax) {
+    if (spec.scoring == RouterScoring::Softmax) {
       double dot = 0.0;
       for (int64_t e = 0; e < E; ++e) dot += double(st[e]) * dst[e];
       for (int64_t e = 0; e < E; ++e) dz[e] += st[e] * float(dst[e] - dot);
+    } else if (spec.scoring == RouterScoring::SqrtSoftplus) {
+      // s = sqrt(softplus(z)): ds/dz = sigmoid(z) / (2 s), and sigmoid(z) =
+      // 1 - exp(-softplus(z)) = -expm1(-s^2): from s alone, and -> s/2 as s -> 0.
+      for (int64_t e = 0; e < E; ++e)
+        if (st[e] > 0.0f) dz[e] += dst[e] * (-std::expm1(-st[e] * st[e])) / (2.0f * st[e]);
     } else {
       for (int64_t e = 0; e < E; ++e) dz[e] += dst[e] * st[e] * (1.0f - st[e]);
     }

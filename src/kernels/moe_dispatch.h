@@ -11,12 +11,16 @@
 
 namespace memoe {
 
+// How router logits z become scores s: elementwise sigmoid (V3), softmax
+// over the experts (V2), or V4's sqrt(softplus(z)).
+enum class RouterScoring { Sigmoid, Softmax, SqrtSoftplus };
+
 struct RouterSpec {
   int n_experts = 0;       // E
   int top_k = 0;           // k experts per token
   int n_group = 1;         // expert groups; 1 = no group limit
   int topk_group = 1;      // groups kept per token
-  bool softmax = false;    // scoring: softmax over E, else elementwise sigmoid
+  RouterScoring scoring = RouterScoring::Sigmoid;
   bool norm_topk_prob = true;
   float routed_scaling_factor = 1.0f;
 };
@@ -25,8 +29,9 @@ struct RouterSpec {
 // kept groups); throws memoe::Error naming the problem.
 void check_router_spec(const RouterSpec& spec);
 
-// s[n, E] = sigmoid(logits) or softmax(logits) row by row. Throws if a score
-// is not finite (a NaN would make the top-k choice meaningless).
+// s[n, E] = sigmoid(logits), softmax(logits) row by row, or
+// sqrt(softplus(logits)). Throws if a score is not finite (a NaN would make
+// the top-k choice meaningless).
 void router_scores(const RouterSpec& spec, const float* logits, int64_t n, float* s);
 
 // For each of n tokens: chooses k experts by s + bias (group-limited when
@@ -34,6 +39,25 @@ void router_scores(const RouterSpec& spec, const float* logits, int64_t n, float
 // in descending order of s + bias to idx[n, k], and their weights (taken from
 // s, renormalised if asked, times the scaling factor) to w[n, k].
 void route_top_k(const RouterSpec& spec, const float* s, const float* bias, int64_t n, int32_t* idx, float* w);
+
+// V4's hash-routed layers: token t goes to the k experts of row ids[t] of a
+// fixed table [V, k] (tid2eid), whatever its scores; the weights are those
+// experts' scores, renormalised and scaled as in route_top_k. ids must be
+// in 0..V-1 and the table checked (check_token_routing).
+void route_by_token(const RouterSpec& spec, const float* s, const int32_t* table, const int64_t* ids, int64_t n,
+                    int32_t* idx, float* w);
+
+// A fixed token-id -> experts table [vocab, k] in which every expert is
+// used equally often (to within one row) and no row repeats an expert:
+// row t holds experts (r_t·k + j) mod E, j < k, for a shuffled order r of
+// the tokens, through a shuffled naming of the experts. Deterministic in
+// the seed.
+std::vector<int32_t> balanced_token_routing(int64_t vocab, int k, int n_experts, uint64_t seed);
+
+// Refuses, in one line naming the row, a table with an expert outside
+// 0..E-1 or a row that repeats an expert (DeepSeek's code would count such
+// an expert once, with one of its slots' weights, which one unspecified).
+void check_token_routing(const int32_t* table, int64_t vocab, int k, int n_experts);
 
 // The n*k (token, slot) pairs, pair p = token * k + slot, sorted by expert.
 struct ExpertGroups {

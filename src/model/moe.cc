@@ -105,7 +105,9 @@ RouterSpec router_spec(const ModelConfig& cfg) {
   spec.top_k = cfg.num_experts_per_tok;
   spec.n_group = cfg.n_group;
   spec.topk_group = cfg.topk_group;
-  spec.softmax = cfg.scoring_func == ScoringFunc::Softmax;
+  spec.scoring = cfg.scoring_func == ScoringFunc::Softmax        ? RouterScoring::Softmax
+                 : cfg.scoring_func == ScoringFunc::SqrtSoftplus ? RouterScoring::SqrtSoftplus
+                                                                 : RouterScoring::Sigmoid;
   spec.norm_topk_prob = cfg.norm_topk_prob;
   spec.routed_scaling_factor = float(cfg.routed_scaling_factor);
   return spec;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -54,6 +55,54 @@ TEST(SwiGluKernel, SwigluBackwardMatchesFiniteDifferences) {
   swiglu_backward(r.data(), a.data(), b.data(), n, da.data(), db.data());
   expect_gradient_matches("da", a.data(), n, da.data(), loss, 30);
   expect_gradient_matches("db", b.data(), n, db.data(), loss, 30);
+}
+
+TEST(SwiGluKernel, ClampedFollowsDeepSeeksExpert) {
+  // V4: h = silu(min(a, L)) * clamp(b, -L, L), L = swiglu_limit.
+  const float L = 2.0f;
+  const std::vector<float> a = {-3.0f, 1.0f, 2.5f, 7.0f, 0.5f}, b = {1.0f, -4.0f, 3.0f, 0.5f, 1.5f};
+  std::vector<float> h(5), hb(5);
+  swiglu_forward(a.data(), b.data(), 5, h.data(), L);
+  for (int i = 0; i < 5; ++i) {
+    const double g = std::min(double(a[size_t(i)]), 2.0), u = std::clamp(double(b[size_t(i)]), -2.0, 2.0);
+    EXPECT_NEAR(h[size_t(i)], plain_silu(g) * u, 1e-5) << i;
+  }
+  // The gate is clamped from above only: a large negative gate is kept.
+  EXPECT_NEAR(h[0], plain_silu(-3.0) * 1.0, 1e-6);
+  swiglu_forward(a.data(), b.data(), 5, hb.data());  // no limit: as before
+  EXPECT_NEAR(hb[3], plain_silu(7.0) * 0.5, 1e-5);
+}
+
+TEST(SwiGluKernel, ClampedBackwardMatchesFiniteDifferences) {
+  // Values on both sides of the limits (none within h of them), so the
+  // clamped ones must get exactly zero gradient.
+  const int64_t n = 40;
+  const float L = 1.0f;
+  std::vector<float> a = random_vector(n, 13, 1.5f), b = random_vector(n, 14, 1.5f), r = random_vector(n, 15);
+  for (float* v : {a.data(), b.data()})
+    for (int64_t i = 0; i < n; ++i)
+      if (std::fabs(std::fabs(v[i]) - L) < 0.05f) v[i] += 0.1f;
+  std::vector<float> h(static_cast<size_t>(n));
+  auto loss = [&] {
+    swiglu_forward(a.data(), b.data(), n, h.data(), L);
+    return weighted_sum(h.data(), r.data(), n);
+  };
+  std::vector<float> da(size_t(n), 0.0f), db(size_t(n), 0.0f);
+  swiglu_backward(r.data(), a.data(), b.data(), n, da.data(), db.data(), L);
+  int clamped = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (a[size_t(i)] > L) {
+      EXPECT_EQ(da[size_t(i)], 0.0f);
+      ++clamped;
+    }
+    if (std::fabs(b[size_t(i)]) > L) {
+      EXPECT_EQ(db[size_t(i)], 0.0f);
+      ++clamped;
+    }
+  }
+  EXPECT_GT(clamped, 5);
+  expect_gradient_matches("da (clamped)", a.data(), n, da.data(), loss, 40, 1e-2f);
+  expect_gradient_matches("db (clamped)", b.data(), n, db.data(), loss, 40, 1e-2f);
 }
 
 TEST(SwiGluKernel, SiluBackwardMatchesFiniteDifferences) {

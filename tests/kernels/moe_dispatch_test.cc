@@ -24,7 +24,7 @@ RouterSpec spec_of(int E, int k, int n_group = 1, int topk_group = 1, bool softm
   s.top_k = k;
   s.n_group = n_group;
   s.topk_group = topk_group;
-  s.softmax = softmax;
+  s.scoring = softmax ? RouterScoring::Softmax : RouterScoring::Sigmoid;
   s.norm_topk_prob = norm;
   s.routed_scaling_factor = scale;
   return s;
@@ -130,6 +130,89 @@ TEST(MoEDispatch, ScoresAreSigmoidOrSoftmax) {
   router_scores(spec_of(3, 1, 1, 1, true), z.data(), 1, s.data());
   double sum = std::exp(0.5) + std::exp(-1.0) + std::exp(2.0);
   for (int e = 0; e < 3; ++e) EXPECT_NEAR(s[e], std::exp(double(z[e])) / sum, 1e-6);
+}
+
+TEST(MoEDispatch, SqrtSoftplusScoresAndTheirGradient) {
+  // V4's scoring, including logits far out on both sides.
+  RouterSpec spec = spec_of(6, 2);
+  spec.scoring = RouterScoring::SqrtSoftplus;
+  std::vector<float> z = {0.5f, -1.0f, 2.0f, -60.0f, 40.0f, 0.0f};
+  std::vector<float> s(6);
+  router_scores(spec, z.data(), 1, s.data());
+  for (int e = 0; e < 6; ++e) {
+    const double zd = z[size_t(e)], want = std::sqrt(std::log1p(std::exp(zd)));
+    EXPECT_NEAR(s[size_t(e)], want, 1e-6 * (1 + want)) << e;
+  }
+  // ds/dz = sigmoid(z) / (2 s): against the formula, at every logit.
+  std::vector<float> ds(6, 1.0f), dz(6, 0.0f);
+  router_scores_backward(spec, s.data(), ds.data(), 1, dz.data());
+  for (int e = 0; e < 6; ++e) {
+    const double zd = z[size_t(e)], sd = std::sqrt(std::log1p(std::exp(zd)));
+    EXPECT_NEAR(dz[size_t(e)], 1.0 / (1.0 + std::exp(-zd)) / (2 * sd), 1e-5) << e;
+  }
+}
+
+TEST(MoEDispatch, SqrtSoftplusRoutingBackwardMatchesFiniteDifferences) {
+  for (bool norm : {true, false}) {
+    RouterSpec spec = spec_of(6, 3, 1, 1, false, norm, 1.5f);
+    spec.scoring = RouterScoring::SqrtSoftplus;
+    const int64_t n = 4;
+    std::vector<float> z = random_vector(n * 6, 21), r = random_vector(n * 3, 22), s(z.size()), w(size_t(n * 3));
+    std::vector<int32_t> idx(size_t(n * 3));
+    router_scores(spec, z.data(), n, s.data());
+    route_top_k(spec, s.data(), nullptr, n, idx.data(), w.data());
+    const std::vector<int32_t> chosen = idx;
+    std::vector<float> ds(s.size(), 0.0f), dz(s.size(), 0.0f);
+    route_weights_backward(spec, s.data(), idx.data(), r.data(), n, ds.data());
+    router_scores_backward(spec, s.data(), ds.data(), n, dz.data());
+    auto loss = [&]() {
+      router_scores(spec, z.data(), n, s.data());
+      route_top_k(spec, s.data(), nullptr, n, idx.data(), w.data());
+      EXPECT_EQ(idx, chosen) << "perturbation flipped a routing decision";
+      return weighted_sum(w.data(), r.data(), n * 3);
+    };
+    expect_gradient_matches(std::string("sqrtsoftplus dlogits norm=") + (norm ? "1" : "0"), z.data(), n * 6,
+                            dz.data(), loss, 24, 1e-3f);
+  }
+}
+
+TEST(MoEDispatch, TokenRoutingTakesTheTableRowAndTheScoresWeights) {
+  // Hash-routed layers: the experts come from tid2eid whatever the scores;
+  // the weights are those experts' scores, renormalised and scaled.
+  RouterSpec spec = spec_of(4, 2, 1, 1, false, true, 1.5f);
+  const std::vector<int32_t> table = {3, 0, 1, 2};  // token 0 -> {3, 0}, token 1 -> {1, 2}
+  const std::vector<int64_t> ids = {1, 0, 1};
+  const std::vector<float> s = {0.9f, 0.8f, 0.1f, 0.2f, 0.5f, 0.5f, 0.5f, 0.1f, 0.3f, 0.6f, 0.2f, 0.9f};
+  std::vector<int32_t> idx(6);
+  std::vector<float> w(6);
+  route_by_token(spec, s.data(), table.data(), ids.data(), 3, idx.data(), w.data());
+  EXPECT_EQ(idx, (std::vector<int32_t>{1, 2, 3, 0, 1, 2}));
+  EXPECT_NEAR(w[0], 1.5 * 0.8 / 0.9, 1e-6);  // the top scores (0.9 at expert 0) do not matter
+  EXPECT_NEAR(w[1], 1.5 * 0.1 / 0.9, 1e-6);
+  EXPECT_NEAR(w[2], 1.5 * 0.1 / 0.6, 1e-6);
+  EXPECT_NEAR(w[3], 1.5 * 0.5 / 0.6, 1e-6);
+}
+
+TEST(MoEDispatch, BalancedTokenRoutingUsesEveryExpertEquallyWithoutRepeats) {
+  for (auto [vocab, k, E] : {std::tuple<int64_t, int, int>{1000, 6, 16}, {8192, 2, 16}, {97, 3, 5}}) {
+    const std::vector<int32_t> table = balanced_token_routing(vocab, k, E, 3);
+    check_token_routing(table.data(), vocab, k, E);  // in range, no row repeats an expert
+    std::vector<int64_t> uses(size_t(E), 0);
+    for (int32_t e : table) ++uses[size_t(e)];
+    const auto [lo, hi] = std::minmax_element(uses.begin(), uses.end());
+    EXPECT_LE(*hi - *lo, 1) << vocab << " " << k << " " << E;
+    EXPECT_EQ(balanced_token_routing(vocab, k, E, 3), table);   // deterministic in the seed
+    EXPECT_NE(balanced_token_routing(vocab, k, E, 4), table);   // and a function of it
+  }
+  const std::vector<int32_t> repeat = {0, 1, 2, 2}, outside = {0, 1, 2, 9};
+  for (const auto& [table, what] : {std::pair{repeat, "lists expert 2 twice"}, {outside, "expert 9, outside 0..3"}}) {
+    try {
+      check_token_routing(table.data(), 2, 2, 4);
+      ADD_FAILURE() << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(MoEDispatch, GroupByExpertIsAStableCountingSort) {
