@@ -17,6 +17,16 @@ void AttentionParams::allocate(const ModelConfig& c) {
     kv_a_layernorm.resize({c.kv_lora_rank});
     kv_b_proj.resize({H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank});
     o_proj.resize({d, H * c.v_head_dim});
+  } else if (c.attention == AttentionKind::V4) {
+    const int64_t hd = c.head_dim, G = c.v4->o_groups, ol = c.v4->o_lora_rank;
+    q_a_proj.resize({c.q_lora_rank, d});
+    q_a_layernorm.resize({c.q_lora_rank});
+    q_b_proj.resize({H * hd, c.q_lora_rank});
+    wkv.resize({hd, d});
+    kv_norm.resize({hd});
+    wo_a.resize({G * ol, H * hd / G});
+    wo_b.resize({d, G * ol});
+    attn_sink.resize({H});
   } else {
     const int64_t hd = c.head_dim, KV = c.num_key_value_heads;
     q_proj.resize({H * hd, d});
@@ -31,6 +41,17 @@ void AttentionParams::visit(const std::string& prefix, const ParamVisitor& f) {
     if (!t.empty()) f(prefix + name + ".weight", t, role);
   };
   using namespace param_role;
+  if (!wkv.empty()) {  // V4, in the release's names (deepseek-v4.md §6.1)
+    visit_if("wq_a", q_a_proj, kMatrix);
+    visit_if("q_norm", q_a_layernorm, kNormScale);
+    visit_if("wq_b", q_b_proj, kMatrix);
+    visit_if("wkv", wkv, kMatrix);
+    visit_if("kv_norm", kv_norm, kNormScale);
+    visit_if("wo_a", wo_a, kMatrix);
+    visit_if("wo_b", wo_b, kOutputMatrix);
+    f(prefix + "attn_sink", attn_sink, kBias);  // a logit per head: starts at 0, no decay
+    return;
+  }
   visit_if("q_proj", q_proj, kMatrix);
   visit_if("q_a_proj", q_a_proj, kMatrix);
   visit_if("q_a_layernorm", q_a_layernorm, kNormScale);
@@ -47,6 +68,8 @@ void attention_block_forward(const ModelConfig& cfg, const RopeTable& rope, cons
                              int64_t batch, int64_t seq_len, AttentionCache& cache, float* y) {
   if (cfg.attention == AttentionKind::MLA)
     mla_forward(cfg, rope, p, x, batch, seq_len, cache, y);
+  else if (cfg.attention == AttentionKind::V4)
+    v4_attention_forward(cfg, rope, p, x, batch, seq_len, cache, y);
   else
     gqa_forward(cfg, rope, p, x, batch, seq_len, cache, y);
 }
@@ -80,6 +103,8 @@ void attention_block_backward(const ModelConfig& cfg, const RopeTable& rope, con
                               AttentionParams& grads, float* dx) {
   if (cfg.attention == AttentionKind::MLA)
     mla_backward(cfg, rope, p, x, cache, dy, batch, seq_len, grads, dx);
+  else if (cfg.attention == AttentionKind::V4)
+    v4_attention_backward(cfg, rope, p, x, cache, dy, batch, seq_len, grads, dx);
   else
     gqa_backward(cfg, rope, p, x, cache, dy, batch, seq_len, grads, dx);
 }

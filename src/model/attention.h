@@ -1,6 +1,7 @@
-// Self-attention block: MLA (spec §3, expanded form) or GQA, chosen by
-// config.attention. One parameter struct holds the tensors of either kind;
-// the kind that is not in use leaves its tensors empty.
+// Self-attention block: MLA (spec §3, expanded form), GQA, or DeepSeek-V4's
+// sliding-window attention (deepseek-v4.md §2.2), chosen by
+// config.attention. One parameter struct holds the tensors of every kind;
+// the kinds that are not in use leave their tensors empty.
 #pragma once
 #include <vector>
 
@@ -22,8 +23,15 @@ struct AttentionParams {
   // GQA
   Tensor k_proj;  // [KV*hd, d]
   Tensor v_proj;  // [KV*hd, d]
-  // both
+  // MLA and GQA
   Tensor o_proj;  // [d, H*Dv]
+  // V4 (its low-rank query is q_a_proj, q_a_layernorm, q_b_proj, named
+  // wq_a, q_norm, wq_b in its checkpoints)
+  Tensor wkv;        // [hd, d]: the one key (= value) head
+  Tensor kv_norm;    // [hd]
+  Tensor wo_a;       // [G*o_lora, H*hd/G]: group g's rows g*o_lora ..
+  Tensor wo_b;       // [d, G*o_lora]
+  Tensor attn_sink;  // [H]
 
   void allocate(const ModelConfig& cfg);
   void visit(const std::string& prefix, const ParamVisitor& f);  // prefix "model.layers.{i}.self_attn."
@@ -34,7 +42,11 @@ struct AttentionCache {
   Tensor qa, qa_norm, qa_rstd;  // MLA q low-rank path
   Tensor c, c_norm, c_rstd;     // MLA kv latent
   Tensor q, k, v;               // per-head q, k, v after RoPE: [N, H|KV, D]
-  Tensor out, lse;              // attention output [N, H*Dv], log-sum-exp [B, H, L]
+  Tensor out, lse;              // attention output [N, H*Dv], log-sum-exp [B, H, L] ([N, H] for V4)
+  // V4: q before its per-head RMS and that RMS; the key before kv_norm and
+  // its rstd (c_norm holds the normed, rotated key); the output after the
+  // inverse rotation, and the low-rank groups' output.
+  Tensor q_raw, q_rstd, kv_raw, kv_rstd, out_unrotated, groups;
 };
 
 // One sequence's attention cache (inference). MLA keeps, per position, only
@@ -83,5 +95,10 @@ void gqa_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, co
 std::vector<int64_t> cached_positions(const std::vector<AttentionKvCache*>& caches, int64_t n);
 void gqa_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, const AttentionCache&,
                   const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);
+void v4_attention_forward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t batch,
+                          int64_t seq_len, AttentionCache&, float* y);
+void v4_attention_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x,
+                           const AttentionCache&, const float* dy, int64_t batch, int64_t seq_len,
+                           AttentionParams& grads, float* dx);
 
 }  // namespace memoe

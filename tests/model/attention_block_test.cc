@@ -74,6 +74,17 @@ ModelConfig gqa_config() {
   return c;
 }
 
+// V4 attention: 4 heads of 8 (the last 4 rotary) over one shared key, a
+// window of 3 (shorter than kSeq), 2 output groups of rank 6.
+ModelConfig v4_config() {
+  const std::string json = R"({"model_type": "deepseek_v4", "vocab_size": 32, "hidden_size": 16,
+    "num_hidden_layers": 1, "num_attention_heads": 4, "head_dim": 8, "qk_rope_head_dim": 4, "q_lora_rank": 8,
+    "o_lora_rank": 6, "o_groups": 2, "sliding_window": 3, "moe_intermediate_size": 8, "n_routed_experts": 4,
+    "num_experts_per_tok": 2, "num_hash_layers": 0, "rope_theta": 100.0, "max_position_embeddings": 64,
+    "rope_scaling": null})";
+  return parse_config(json, "v4 test config");
+}
+
 // Weights ~ N(0, 1/fan_in) keep every activation O(1); norm gains near 1.
 AttentionParams random_params(const ModelConfig& c, uint32_t seed) {
   AttentionParams p;
@@ -136,6 +147,11 @@ TEST(AttentionBlock, MlaDirectQWithYarnBackwardMatchesFiniteDifferences) {
                                                      "kv_a_layernorm.weight", "kv_b_proj.weight", "o_proj.weight"});
 }
 
+TEST(AttentionBlock, V4BackwardMatchesFiniteDifferences) {
+  expect_backward_matches_fd(v4_config(), {"wq_a.weight", "q_norm.weight", "wq_b.weight", "wkv.weight",
+                                           "kv_norm.weight", "wo_a.weight", "wo_b.weight", "attn_sink"});
+}
+
 TEST(AttentionBlock, GqaBackwardMatchesFiniteDifferences) {
   expect_backward_matches_fd(gqa_config(), {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"});
 }
@@ -143,7 +159,7 @@ TEST(AttentionBlock, GqaBackwardMatchesFiniteDifferences) {
 // Changing x at position t of sequence 0 must leave that sequence's earlier
 // outputs bit-for-bit unchanged, change its outputs from t on, and leave
 // sequence 1 alone.
-void expect_causal(const ModelConfig& cfg) {
+void expect_causal(const ModelConfig& cfg, int64_t window = kSeq) {
   const int64_t N = kBatch * kSeq, d = cfg.hidden_size;
   const RopeTable rope = make_model_rope_table(cfg, kSeq);
   const AttentionParams p = random_params(cfg, 200);
@@ -157,7 +173,8 @@ void expect_causal(const ModelConfig& cfg) {
     for (int64_t j = 0; j < d; ++j) x2[size_t(t * d + j)] += bump[size_t(j)];
     attention_block_forward(cfg, rope, p, x2.data(), kBatch, kSeq, cache, y2.data());
     for (int64_t row = 0; row < N; ++row) {
-      const bool may_change = row >= t && row < kSeq;  // sequence 0, positions t..L-1
+      // Sequence 0, positions t .. t + window - 1 (a sliding window forgets t after).
+      const bool may_change = row >= t && row < std::min(kSeq, t + window);
       double diff = 0.0;
       for (int64_t j = 0; j < d; ++j)
         diff = std::max(diff, double(std::fabs(y2[size_t(row * d + j)] - y[size_t(row * d + j)])));
@@ -178,6 +195,8 @@ TEST(AttentionBlock, MlaIsCausal) {
 }
 
 TEST(AttentionBlock, GqaIsCausal) { expect_causal(gqa_config()); }
+
+TEST(AttentionBlock, V4SeesOnlyItsWindow) { expect_causal(v4_config(), 3); }
 
 }  // namespace
 }  // namespace memoe
