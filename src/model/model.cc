@@ -39,7 +39,7 @@ void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& e
     l.attn.allocate(cfg);
     l.is_moe = cfg.is_moe_layer(i);
     if (l.is_moe)
-      l.moe.allocate(cfg);
+      l.moe.allocate(cfg, i);
     else
       l.mlp.allocate(d, cfg.intermediate_size);
     l.has_engram = cfg.engram && cfg.engram->has_layer(i);

@@ -89,14 +89,17 @@ ExpertDispatch& dispatch_or_local(ExpertDispatch* dispatch) {
 }  // namespace
 
 int routed_expert_of(const std::string& name) {
-  static const std::string marker = ".mlp.experts.";
-  const size_t at = name.find(marker);
-  if (name.rfind("model.layers.", 0) != 0 || at == std::string::npos) return -1;
-  try {
-    return std::stoi(name.substr(at + marker.size()));
-  } catch (const std::exception&) {
-    return -1;
+  for (const auto& [lead, marker] : {std::pair<std::string, std::string>{"model.layers.", ".mlp.experts."},
+                                     {"layers.", ".ffn.experts."}}) {
+    const size_t at = name.find(marker);
+    if (name.rfind(lead, 0) != 0 || at == std::string::npos) continue;
+    try {
+      return std::stoi(name.substr(at + marker.size()));
+    } catch (const std::exception&) {
+      return -1;
+    }
   }
+  return -1;
 }
 
 RouterSpec router_spec(const ModelConfig& cfg) {
@@ -113,40 +116,59 @@ RouterSpec router_spec(const ModelConfig& cfg) {
   return spec;
 }
 
-void MoEParams::allocate(const ModelConfig& cfg) {
+void MoEParams::allocate(const ModelConfig& cfg, int layer) {
   const int64_t E = cfg.n_routed_experts, d = cfg.hidden_size, F = cfg.moe_intermediate_size;
+  v4 = cfg.is_v4();
+  const bool by_token = v4 && layer >= 0 && cfg.v4->is_hash_layer(layer);
   gate.resize({E, d});
-  e_score_correction_bias.resize({E});
+  e_score_correction_bias = Tensor();
+  if (!by_token) e_score_correction_bias.resize({E});
+  tid2eid.assign(by_token ? size_t(cfg.vocab_size * cfg.num_experts_per_tok) : 0, 0);
   experts.assign(size_t(E), SwiGLUParams{});
-  for (SwiGLUParams& ex : experts) ex.allocate(d, F);
+  // V4 clamps the shared expert too (DeepSeek's current revision).
+  const float limit = v4 ? float(cfg.v4->swiglu_limit) : 0.0f;
+  for (SwiGLUParams& ex : experts) v4 ? ex.allocate_v4(d, F, limit) : ex.allocate(d, F);
   expert_begin = 0;
   expert_end = int(E);
   shared = SwiGLUParams{};
-  if (cfg.n_shared_experts > 0) shared.allocate(d, cfg.n_shared_experts * F);
+  if (cfg.n_shared_experts > 0)
+    v4 ? shared.allocate_v4(d, cfg.n_shared_experts * F, limit) : shared.allocate(d, cfg.n_shared_experts * F);
 }
 
 void MoEParams::hold_experts(int begin, int end) {
   MEMOE_CHECK(0 <= begin && begin < end && end <= int(experts.size()), "moe: cannot hold experts ", begin, "..",
               end - 1, " of ", experts.size());
   for (int e = 0; e < int(experts.size()); ++e)
-    if (e < begin || e >= end) experts[size_t(e)] = SwiGLUParams{};
+    if (e < begin || e >= end) {
+      SwiGLUParams none;  // keeps its kind, frees its tensors
+      none.limit = experts[size_t(e)].limit;
+      none.v4 = v4;
+      experts[size_t(e)] = std::move(none);
+    }
   expert_begin = begin;
   expert_end = end;
 }
 
 void MoEParams::visit(const std::string& prefix, const ParamVisitor& f) {
   f(prefix + "gate.weight", gate, param_role::kRouterGate);
-  f(prefix + "gate.e_score_correction_bias", e_score_correction_bias, param_role::kRouterBias);
+  if (!e_score_correction_bias.empty())
+    f(prefix + (v4 ? "gate.bias" : "gate.e_score_correction_bias"), e_score_correction_bias, param_role::kRouterBias);
   for (int j = expert_begin; j < expert_end; ++j) experts[size_t(j)].visit(prefix + "experts." + std::to_string(j) + ".", f);
   if (!shared.gate_proj.empty()) shared.visit(prefix + "shared_experts.", f);
 }
 
 void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int64_t batch, int64_t seq_len,
-                 MoECache& cache, float* y, ExpertDispatch* dispatch, int layer) {
+                 MoECache& cache, float* y, ExpertDispatch* dispatch, int layer, const int64_t* token_ids) {
   const RouterSpec spec = router_spec(cfg);
   check_router_spec(spec);
   check_params(cfg, p, "params");
-  check_shape(p.e_score_correction_bias, {cfg.n_routed_experts}, "params gate.e_score_correction_bias");
+  if (p.routes_by_token()) {
+    MEMOE_CHECK(token_ids != nullptr || batch * seq_len == 0, "moe: a token-routed layer needs the token ids");
+    MEMOE_CHECK(int64_t(p.tid2eid.size()) == cfg.vocab_size * cfg.num_experts_per_tok, "moe: tid2eid has ",
+                p.tid2eid.size(), " entries, expected vocab_size x num_experts_per_tok");
+  } else {
+    check_shape(p.e_score_correction_bias, {cfg.n_routed_experts}, "params gate.e_score_correction_bias");
+  }
   MEMOE_CHECK(batch >= 0 && seq_len >= 0, "moe: bad batch ", batch, " x seq_len ", seq_len);
   const int E = spec.n_experts, k = spec.top_k;
   const int64_t d = cfg.hidden_size, n = batch * seq_len, pairs = n * k;
@@ -164,8 +186,12 @@ void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int
   Tensor logits({n, E});
   linear_forward(x, p.gate, nullptr, n, d, E, logits.data());
   router_scores(spec, logits.data(), n, cache.scores.data());
-  route_top_k(spec, cache.scores.data(), p.e_score_correction_bias.data(), n, cache.expert_ids.data(),
-              cache.weights.data());
+  if (p.routes_by_token())
+    route_by_token(spec, cache.scores.data(), p.tid2eid.data(), token_ids, n, cache.expert_ids.data(),
+                   cache.weights.data());
+  else
+    route_top_k(spec, cache.scores.data(), p.e_score_correction_bias.data(), n, cache.expert_ids.data(),
+                cache.weights.data());
   group_by_expert(cache.expert_ids.data(), n, k, E, cache.groups);
   for (int e = 0; e < E; ++e) cache.expert_load[size_t(e)] = cache.groups.count(e);
 

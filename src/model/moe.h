@@ -22,13 +22,23 @@ struct MoEParams {
   // parallel rank's shard. Only these are visited (checkpoints, optimizer,
   // gradient sums); the others stay empty.
   int expert_begin = 0, expert_end = 0;
+  // DeepSeek-V4: the release's names, clamped experts, and on its first
+  // num_hash_layers layers routing by token id: tid2eid [V, k], fixed (never
+  // trained, not a float tensor), and no correction bias.
+  bool v4 = false;
+  std::vector<int32_t> tid2eid;
+  bool routes_by_token() const { return !tid2eid.empty(); }
 
-  void allocate(const ModelConfig& cfg);  // every expert held
+  // Every expert held. `layer` decides V4's hash routing (tid2eid is sized
+  // here; init fills it).
+  void allocate(const ModelConfig& cfg, int layer = -1);
   // Frees the experts outside [begin, end).
   void hold_experts(int begin, int end);
   bool holds_all_experts() const { return expert_begin == 0 && expert_end == int(experts.size()); }
   // prefix e.g. "model.layers.3.mlp." -> gate.weight, gate.e_score_correction_bias,
-  // experts.{j}.{gate,up,down}_proj.weight, shared_experts.{gate,up,down}_proj.weight.
+  // experts.{j}.{gate,up,down}_proj.weight, shared_experts.{gate,up,down}_proj.weight;
+  // V4 "layers.3.ffn." -> gate.weight, gate.bias (score-routed layers),
+  // experts.{j}.{w1,w3,w2}.weight, shared_experts.{w1,w3,w2}.weight.
   void visit(const std::string& prefix, const ParamVisitor& f);
 };
 
@@ -79,15 +89,18 @@ class ExpertDispatch {
 };
 
 // The routed expert tensors' names: "model.layers.L.mlp.experts.J." +
-// {gate,up,down}_proj.weight. The expert index J, or -1 for any other name.
+// {gate,up,down}_proj.weight, or V4's "layers.L.ffn.experts.J." +
+// {w1,w3,w2}.weight. The expert index J, or -1 for any other name.
 int routed_expert_of(const std::string& name);
 
 RouterSpec router_spec(const ModelConfig& cfg);
 
 // y[B*L, d] = MoE(x[B*L, d]); overwrites y. Fills cache. dispatch null:
-// the experts run here.
+// the experts run here. token_ids [B*L]: what a token-routed layer
+// (routes_by_token) routes by; others ignore it.
 void moe_forward(const ModelConfig& cfg, const MoEParams& p, const float* x, int64_t batch, int64_t seq_len,
-                 MoECache& cache, float* y, ExpertDispatch* dispatch = nullptr, int layer = 0);
+                 MoECache& cache, float* y, ExpertDispatch* dispatch = nullptr, int layer = 0,
+                 const int64_t* token_ids = nullptr);
 
 // Adds into grads (allocated like p) and dx, given dy and the cache of the
 // forward pass over the same x. Includes the balance loss's gradient (with an

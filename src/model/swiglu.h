@@ -12,8 +12,14 @@ struct SwiGLUParams {
   Tensor gate_proj;  // [F, d]
   Tensor up_proj;    // [F, d]
   Tensor down_proj;  // [d, F]
+  // DeepSeek-V4's experts: the gate clamped from above at swiglu_limit and
+  // the up projection both ways (0: no clamp), and the release's names w1
+  // (gate), w3 (up), w2 (down).
+  float limit = 0.0f;
+  bool v4 = false;
 
   void allocate(int64_t d, int64_t f);
+  void allocate_v4(int64_t d, int64_t f, float swiglu_limit);
   int64_t width() const { return gate_proj.empty() ? 0 : gate_proj.dim(0); }
   // prefix e.g. "model.layers.0.mlp."
   void visit(const std::string& prefix, const ParamVisitor& f);

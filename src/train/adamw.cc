@@ -145,7 +145,8 @@ void AdamW::step(Model& model, ModelParams& grads, double lr) {
 void update_router_biases(Model& model, const std::vector<std::vector<int64_t>>& loads_per_layer) {
   for (size_t l = 0; l < model.params.layers.size() && l < loads_per_layer.size(); ++l) {
     LayerParams& p = model.params.layers[l];
-    if (p.is_moe && !loads_per_layer[l].empty())
+    // A token-routed layer (V4's first layers) has no bias: its routing is fixed.
+    if (p.is_moe && !p.moe.routes_by_token() && !loads_per_layer[l].empty())
       update_correction_bias(loads_per_layer[l], model.config.bias_update_speed, p.moe.e_score_correction_bias);
   }
 }

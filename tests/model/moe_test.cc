@@ -72,6 +72,8 @@ std::vector<double> plain_scores(const ModelConfig& c, const MoEParams& p, const
     double zmax = *std::max_element(z.begin(), z.end()), sum = 0.0;
     for (int e = 0; e < E; ++e) sum += std::exp(z[e] - zmax);
     for (int e = 0; e < E; ++e) s[e] = std::exp(z[e] - zmax) / sum;
+  } else if (c.scoring_func == ScoringFunc::SqrtSoftplus) {
+    for (int e = 0; e < E; ++e) s[e] = std::sqrt(std::log1p(std::exp(z[e])));
   } else {
     for (int e = 0; e < E; ++e) s[e] = 1.0 / (1.0 + std::exp(-z[e]));
   }
@@ -130,6 +132,7 @@ void plain_swiglu_add(const SwiGLUParams& p, const float* x, double weight, std:
       a += double(p.gate_proj[f * d + i]) * x[i];
       b += double(p.up_proj[f * d + i]) * x[i];
     }
+    if (p.limit > 0) a = std::min(a, double(p.limit)), b = std::clamp(b, -double(p.limit), double(p.limit));
     const double h = a / (1.0 + std::exp(-a)) * b;
     for (int64_t o = 0; o < d; ++o) y[o] += weight * double(p.down_proj[o * F + f]) * h;
   }
@@ -164,6 +167,128 @@ std::vector<float> inputs_without_near_ties(const ModelConfig& c, const MoEParam
 std::vector<int32_t> chosen_sets(std::vector<int32_t> ids, int k) {
   for (size_t t = 0; t < ids.size(); t += size_t(k)) std::sort(ids.begin() + long(t), ids.begin() + long(t) + k);
   return ids;
+}
+
+// ---- DeepSeek-V4's MoE ----
+
+// sqrt(softplus) scores, swiglu_limit 0.6 (small, so that many gate and up
+// values are clamped), routed scale 1.5; layer 0 routes by token id.
+ModelConfig v4_config() {
+  return parse_config(R"({"model_type": "deepseek_v4", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "head_dim": 8, "qk_rope_head_dim": 4, "q_lora_rank": 4, "o_groups": 1,
+    "o_lora_rank": 4, "moe_intermediate_size": 6, "n_routed_experts": 8, "num_experts_per_tok": 2,
+    "n_shared_experts": 1, "num_hash_layers": 1, "swiglu_limit": 0.6, "routed_scaling_factor": 1.5})",
+                      "v4 moe config");
+}
+
+MoEParams random_v4_params(const ModelConfig& cfg, int layer, uint32_t seed) {
+  MoEParams p;
+  p.allocate(cfg, layer);
+  p.visit("", [&](const std::string& name, Tensor& t) {
+    std::vector<float> v = random_vector(t.numel(), seed++, name == "gate.bias" ? 0.05f : name == "gate.weight" ? 0.5f : 0.6f);
+    std::copy(v.begin(), v.end(), t.data());
+  });
+  if (p.routes_by_token()) p.tid2eid = balanced_token_routing(cfg.vocab_size, cfg.num_experts_per_tok, 8, seed);
+  return p;
+}
+
+TEST(MoE, V4ScoreRoutedLayerMatchesPlainReferenceAndItsGradients) {
+  const ModelConfig cfg = v4_config();
+  MoEParams p = random_v4_params(cfg, 1, 60);
+  ASSERT_FALSE(p.routes_by_token());
+  const int64_t B = 2, L = 5, n = B * L, d = cfg.hidden_size;
+  std::vector<float> x = inputs_without_near_ties(cfg, p, n, 0.03);
+  std::vector<float> y(size_t(n * d)), r = random_vector(n * d, 61);
+  MoECache cache;
+  moe_forward(cfg, p, x.data(), B, L, cache, y.data());
+  int clamped = 0;
+  for (const SwiGLUCache& c : cache.experts)
+    for (int64_t i = 0; i < c.a.numel(); ++i) clamped += c.a[i] > 0.6f || std::fabs(c.b[i]) > 0.6f;
+  EXPECT_GT(clamped, 10) << "the limit should bite for this test to mean anything";
+  for (int64_t t = 0; t < n; ++t) {
+    const std::vector<double> want = plain_token_forward(cfg, p, x.data() + t * d, nullptr);
+    for (int64_t i = 0; i < d; ++i) EXPECT_NEAR(y[t * d + i], want[i], 1e-4 * (1.0 + std::fabs(want[i])));
+  }
+  MoEParams grads;
+  grads.allocate(cfg, 1);
+  std::vector<float> dx(size_t(n * d), 0.0f);
+  moe_backward(cfg, p, x.data(), cache, r.data(), B, L, grads, dx.data());
+  auto loss = [&]() {
+    MoECache c;
+    std::vector<float> out(size_t(n * d));
+    moe_forward(cfg, p, x.data(), B, L, c, out.data());
+    EXPECT_EQ(chosen_sets(c.expert_ids, 2), chosen_sets(cache.expert_ids, 2)) << "a routing decision flipped";
+    return weighted_sum(out.data(), r.data(), n * d);
+  };
+  // A small step: a value within h of the limit would otherwise be moved
+  // across the clamp's kink.
+  const int samples = 24;
+  const float h = 1e-3f;
+  expect_gradient_matches("dx", x.data(), n * d, dx.data(), loss, samples, h);
+  expect_gradient_matches("gate.weight", p.gate.data(), p.gate.numel(), grads.gate.data(), loss, samples, h);
+  const int busy = int(std::max_element(cache.expert_load.begin(), cache.expert_load.end()) - cache.expert_load.begin());
+  for (auto [w, g] : {std::pair{&p.experts[size_t(busy)].gate_proj, &grads.experts[size_t(busy)].gate_proj},
+                      {&p.experts[size_t(busy)].up_proj, &grads.experts[size_t(busy)].up_proj},
+                      {&p.shared.gate_proj, &grads.shared.gate_proj},
+                      {&p.shared.up_proj, &grads.shared.up_proj}})
+    expect_gradient_matches("expert weights", w->data(), w->numel(), g->data(), loss, samples, h);
+}
+
+TEST(MoE, V4TokenRoutedLayerFollowsTid2eidWhateverTheScores) {
+  const ModelConfig cfg = v4_config();
+  MoEParams p = random_v4_params(cfg, 0, 70);
+  ASSERT_TRUE(p.routes_by_token());
+  EXPECT_TRUE(p.e_score_correction_bias.empty());  // no bias: nothing to balance
+  const int64_t B = 2, L = 6, n = B * L, d = cfg.hidden_size, k = 2;
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) ids[size_t(t)] = (t * 5) % cfg.vocab_size;
+  std::vector<float> x = random_vector(n * d, 71), y(size_t(n * d)), r = random_vector(n * d, 72);
+  MoECache cache;
+  moe_forward(cfg, p, x.data(), B, L, cache, y.data(), nullptr, 0, ids.data());
+  for (int64_t t = 0; t < n; ++t) {
+    const std::vector<double> s = plain_scores(cfg, p, x.data() + t * d);
+    const int32_t* row = p.tid2eid.data() + ids[size_t(t)] * k;
+    const double sum = s[size_t(row[0])] + s[size_t(row[1])];
+    for (int j = 0; j < k; ++j) {
+      EXPECT_EQ(cache.expert_ids[size_t(t * k + j)], row[j]);
+      EXPECT_NEAR(cache.weights[size_t(t * k + j)], 1.5 * s[size_t(row[j])] / sum, 1e-5);
+    }
+  }
+  // The scores still weight the fixed choice, so the gate gets a gradient;
+  // no perturbation can flip a choice here.
+  MoEParams grads;
+  grads.allocate(cfg, 0);
+  std::vector<float> dx(size_t(n * d), 0.0f);
+  moe_backward(cfg, p, x.data(), cache, r.data(), B, L, grads, dx.data());
+  auto loss = [&]() {
+    MoECache c;
+    std::vector<float> out(size_t(n * d));
+    moe_forward(cfg, p, x.data(), B, L, c, out.data(), nullptr, 0, ids.data());
+    return weighted_sum(out.data(), r.data(), n * d);
+  };
+  expect_gradient_matches("dx", x.data(), n * d, dx.data(), loss);
+  expect_gradient_matches("gate.weight", p.gate.data(), p.gate.numel(), grads.gate.data(), loss);
+  try {
+    moe_forward(cfg, p, x.data(), B, L, cache, y.data());
+    ADD_FAILURE() << "routed by token without the ids";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs the token ids"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MoE, V4NamesAreTheReleases) {
+  const ModelConfig cfg = v4_config();
+  for (int layer : {0, 1}) {
+    MoEParams p;
+    p.allocate(cfg, layer);
+    std::vector<std::string> names;
+    p.visit("layers.4.ffn.", [&](const std::string& name, Tensor&) { names.push_back(name); });
+    EXPECT_EQ(names[0], "layers.4.ffn.gate.weight");
+    EXPECT_EQ(names[1], layer == 0 ? "layers.4.ffn.experts.0.w1.weight" : "layers.4.ffn.gate.bias");
+    EXPECT_EQ(names.back(), "layers.4.ffn.shared_experts.w2.weight");
+    EXPECT_EQ(routed_expert_of("layers.4.ffn.experts.7.w3.weight"), 7);
+    EXPECT_EQ(routed_expert_of("layers.4.ffn.shared_experts.w3.weight"), -1);
+  }
 }
 
 // ---- Tests ----
