@@ -40,7 +40,8 @@ void run(const Options& o) {
   Model m = init_model(cfg, o.seed, std::move(token_map));
   save_model(m, o.out, o.dtype == "bf16" ? DType::BF16 : DType::F32);
   if (tok) tok->save(o.out);
-  std::printf("wrote %s (%lld parameters, seed %llu)\n", o.out.c_str(), (long long)pc.total,
+  // V4's MTP blocks are counted by memoe params but not built yet.
+  std::printf("wrote %s (%lld parameters, seed %llu)\n", o.out.c_str(), (long long)(pc.total - pc.mtp),
               (unsigned long long)o.seed);
 }
 }  // namespace

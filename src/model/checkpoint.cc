@@ -19,6 +19,9 @@ const char* kTokenMap = "model.engram_token_map";
 
 std::string engram_prefix(size_t layer) { return "model.layers." + std::to_string(layer) + ".engram."; }
 
+// V4's fixed token-id routing of layer l, stored as the release stores it (I64 [V, k]).
+std::string tid2eid_name(size_t layer) { return "layers." + std::to_string(layer) + ".ffn.gate.tid2eid"; }
+
 void make_dir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -53,7 +56,10 @@ void save_model_tensors(const Model& m, const std::string& file, const std::func
     else
       w.add_f32(name, t, dtype);
   });
-  if (keep(kTokenMap)) w.add_i64(kTokenMap, {int64_t(m.token_map.size())}, m.token_map.data());
+  // A V4 checkpoint holds the release's tensors only (DeepSeek's loader is
+  // strict); it has no Engram, so no token map.
+  if (!m.config.is_v4() && keep(kTokenMap))
+    w.add_i64(kTokenMap, {int64_t(m.token_map.size())}, m.token_map.data());
   for (size_t l = 0; l < m.engram_hash.size(); ++l) {
     const EngramHash& h = m.engram_hash[l];
     if (h.primes.empty()) continue;
@@ -61,6 +67,13 @@ void save_model_tensors(const Model& m, const std::string& file, const std::func
       w.add_i64(engram_prefix(l) + "hash_multipliers", {int64_t(h.multipliers.size())}, h.multipliers.data());
     if (keep(engram_prefix(l) + "table_sizes"))
       w.add_i64(engram_prefix(l) + "table_sizes", {int64_t(h.primes.size())}, h.primes.data());
+  }
+  std::vector<std::vector<int64_t>> tables;  // alive until write()
+  for (size_t l = 0; l < m.params.layers.size(); ++l) {
+    const MoEParams& moe = m.params.layers[l].moe;
+    if (!moe.routes_by_token() || !keep(tid2eid_name(l))) continue;
+    tables.emplace_back(moe.tid2eid.begin(), moe.tid2eid.end());
+    w.add_i64(tid2eid_name(l), {m.config.vocab_size, m.config.num_experts_per_tok}, tables.back().data());
   }
   w.set_metadata("format", "pt");
   w.set_metadata("producer", "memoe");
@@ -202,6 +215,26 @@ Model load_model(const std::string& path, const LoadOptions& options) {
     }
     f.read_f32_into(name, t.data(), t.numel());
   });
+  for (size_t l = 0; l < m.params.layers.size(); ++l) {
+    MoEParams& moe = m.params.layers[l].moe;
+    if (!moe.routes_by_token()) continue;
+    const std::string name = tid2eid_name(l);
+    MEMOE_CHECK(f.has(name), f.path(), ": missing tensor ", name);
+    const std::vector<int64_t> shape = {cfg.vocab_size, cfg.num_experts_per_tok};
+    MEMOE_CHECK(f.info(name).shape == shape, f.path(), ": tensor ", name, " has shape ",
+                shape_string(f.info(name).shape), ", expected ", shape_string(shape));
+    const std::vector<int64_t> table = f.read_i64(name);
+    for (size_t i = 0; i < table.size(); ++i)
+      MEMOE_CHECK(table[i] >= 0 && table[i] < cfg.n_routed_experts, f.path(), ": ", name, " routes token ",
+                  int64_t(i) / cfg.num_experts_per_tok, " to expert ", table[i], ", outside 0..",
+                  cfg.n_routed_experts - 1);
+    moe.tid2eid.assign(table.begin(), table.end());
+    try {
+      check_token_routing(moe.tid2eid.data(), cfg.vocab_size, cfg.num_experts_per_tok, cfg.n_routed_experts);
+    } catch (const Error& e) {
+      fail(f.path(), ": ", name, ": ", e.what());
+    }
+  }
   if (mapped && cfg.engram && options.engram_tables == TableStorage::mapped &&
       options.engram_prefetch != PrefetchMethod::off)
     m.engram_prefetcher = std::make_shared<PagePrefetcher>(options.engram_prefetch);

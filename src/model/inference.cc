@@ -118,6 +118,8 @@ int64_t SequenceState::cache_bytes() const {
 }
 
 SequenceState new_sequence(const Model& m) {
+  MEMOE_CHECK(!m.config.is_v4(), "cached decode of DeepSeek-V4 models (the window's ring cache, mHC streams) is not "
+                                 "in the engine yet; memoe logits without --decode runs their full forward");
   SequenceState s;
   s.attention.resize(m.params.layers.size());
   s.engram.resize(m.params.layers.size());

@@ -32,6 +32,30 @@ std::vector<EngramHash> make_engram_hashes(const ModelConfig& cfg, const std::ve
   return hashes;
 }
 
+namespace {
+
+// The mHC paper's gating-factor initialisation (Table 5).
+constexpr float kMhcGatingInit = 0.01f;
+
+// Biases that make a mix the identity-like fixed map at step 0 (with the
+// gating factors small, the biases alone set the coefficients): pre_j =
+// sigmoid(b) + eps = 1/n (the collapse is the streams' mean), post_j =
+// 2 sigmoid(0) = 1, and a combination whose row softmax puts 0.99 on the
+// diagonal (e^beta = 99 (n - 1)); the head's weights 1/n too. With the
+// streams equal (the embedding copied into each), every stream then carries
+// the plain residual: a V4 model starts as its hc_mult 1 counterpart would.
+void init_mhc_base(int n, bool head, float* b) {
+  const double pre = std::log((1.0 / n) / (1.0 - 1.0 / n));  // logit(1/n), ~ -1.10 for n = 4
+  for (int j = 0; j < n; ++j) b[j] = float(pre);
+  if (head) return;
+  for (int j = 0; j < n; ++j) b[n + j] = 0.0f;
+  const float diagonal = float(std::log(99.0 * (n - 1)));
+  for (int j = 0; j < n; ++j)
+    for (int k = 0; k < n; ++k) b[2 * n + j * n + k] = j == k ? diagonal : 0.0f;
+}
+
+}  // namespace
+
 Model init_model(const ModelConfig& cfg, uint64_t seed, std::vector<int64_t> token_map) {
   validate_config(cfg);
   Model m;
@@ -58,6 +82,13 @@ Model init_model(const ModelConfig& cfg, uint64_t seed, std::vector<int64_t> tok
       case ParamInit::Zeros:
         std::fill(x, x + n, 0.0f);
         break;
+      case ParamInit::MhcBase:
+      case ParamInit::MhcHeadBase:
+        init_mhc_base(cfg.hc_mult, role.init == ParamInit::MhcHeadBase, x);
+        break;
+      case ParamInit::MhcScale:
+        std::fill(x, x + n, kMhcGatingInit);
+        break;
       case ParamInit::Normal:
       case ParamInit::OutputNormal: {
         const double std = role.init == ParamInit::OutputNormal ? out_std : kInitStd;
@@ -66,6 +97,13 @@ Model init_model(const ModelConfig& cfg, uint64_t seed, std::vector<int64_t> tok
       }
     }
   });
+  // V4's token-routed layers: a fixed table, every expert used equally often.
+  for (size_t l = 0; l < m.params.layers.size(); ++l) {
+    MoEParams& moe = m.params.layers[l].moe;
+    if (moe.routes_by_token())
+      moe.tid2eid = balanced_token_routing(cfg.vocab_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
+                                           seed + 7919 * (l + 1));
+  }
   return m;
 }
 

@@ -21,8 +21,6 @@ void require_engine_support(const ModelConfig& cfg) {
       fail("config: compress_ratios[", i, "] = ", ratios[i], ": compressed attention (",
            ratios[i] == 4 ? "CSA, ratio 4" : "HCA, ratio 128",
            ") is not implemented yet; memoe runs V4 models whose compress_ratios are all 0 (sliding-window attention)");
-  fail("config: DeepSeek-V4 models are parsed and counted (memoe params) but their blocks (mHC, V4 attention and "
-       "routing, MTP) are not in the engine yet");
 }
 
 void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& engram_rows, bool is_gradient) {
@@ -31,11 +29,19 @@ void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& e
   embed_tokens.resize({V, d});
   norm.resize({d});
   if (!cfg.tie_word_embeddings) lm_head.resize({V, d});
+  v4_names = cfg.is_v4();
+  const bool mhc = uses_mhc(cfg);
+  hc_head = MhcParams{};
+  if (mhc) hc_head.allocate(cfg.hc_mult, d, true);
   layers.assign(size_t(cfg.num_hidden_layers), LayerParams{});
   for (int i = 0; i < cfg.num_hidden_layers; ++i) {
     LayerParams& l = layers[size_t(i)];
     l.input_layernorm.resize({d});
     l.post_attention_layernorm.resize({d});
+    if (mhc) {
+      l.hc_attn.allocate(cfg.hc_mult, d, false);
+      l.hc_ffn.allocate(cfg.hc_mult, d, false);
+    }
     l.attn.allocate(cfg);
     l.is_moe = cfg.is_moe_layer(i);
     if (l.is_moe)
@@ -49,24 +55,41 @@ void ModelParams::allocate(const ModelConfig& cfg, const std::vector<int64_t>& e
 
 void ModelParams::visit(const ParamVisitor& f) {
   using namespace param_role;
+  // memoe's names (spec §6), or the release's for V4 (deepseek-v4.md §6.1).
+  const bool r = v4_names;
   if (holds_embedding)
-    f("model.embed_tokens.weight", embed_tokens, lm_head.empty() ? kTiedEmbedding : kEmbedding);
+    f(r ? "embed.weight" : "model.embed_tokens.weight", embed_tokens, lm_head.empty() ? kTiedEmbedding : kEmbedding);
   const size_t end = last_layer < 0 ? layers.size() : size_t(last_layer);
   for (size_t i = size_t(first_layer); i < end; ++i) {
     LayerParams& l = layers[i];
-    const std::string prefix = "model.layers." + std::to_string(i) + ".";
-    f(prefix + "input_layernorm.weight", l.input_layernorm, kNormScale);
-    f(prefix + "post_attention_layernorm.weight", l.post_attention_layernorm, kNormScale);
-    l.attn.visit(prefix + "self_attn.", f);
+    const std::string prefix = (r ? "layers." : "model.layers.") + std::to_string(i) + ".";
+    f(prefix + (r ? "attn_norm.weight" : "input_layernorm.weight"), l.input_layernorm, kNormScale);
+    f(prefix + (r ? "ffn_norm.weight" : "post_attention_layernorm.weight"), l.post_attention_layernorm, kNormScale);
+    if (!l.hc_attn.fn.empty()) {
+      l.hc_attn.visit(prefix + "hc_attn_", f, false);
+      l.hc_ffn.visit(prefix + "hc_ffn_", f, false);
+    }
+    l.attn.visit(prefix + (r ? "attn." : "self_attn."), f);
     if (l.is_moe)
-      l.moe.visit(prefix + "mlp.", f);
+      l.moe.visit(prefix + (r ? "ffn." : "mlp."), f);
     else
       l.mlp.visit(prefix + "mlp.", f);
     if (l.has_engram) l.engram.visit(prefix + "engram.", f);
   }
   if (!holds_head) return;
-  f("model.norm.weight", norm, kNormScale);
-  if (!lm_head.empty()) f("lm_head.weight", lm_head, kMatrix);
+  f(r ? "norm.weight" : "model.norm.weight", norm, kNormScale);
+  if (!lm_head.empty()) f(r ? "head.weight" : "lm_head.weight", lm_head, kMatrix);
+  if (!hc_head.fn.empty()) hc_head.visit("hc_head_", f, true);
+}
+
+int layer_of_param(const std::string& name) {
+  for (const char* lead : {"model.layers.", "layers."})
+    if (name.rfind(lead, 0) == 0) return std::stoi(name.substr(std::string(lead).size()));
+  return -1;
+}
+
+bool is_embedding_param(const std::string& name) {
+  return name == "model.embed_tokens.weight" || name == "embed.weight";
 }
 
 void ModelParams::hold_layers(int first, int last, bool embedding, bool head) {
@@ -204,6 +227,8 @@ void model_begin(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_
   st.batch = batch;
   st.seq_len = seq_len;
   if (st.rope.seq_len < seq_len) st.rope = make_model_rope_table(cfg, seq_len);
+  MEMOE_CHECK(!cfg.is_v4() || (m.params.first_layer == 0 && m.params.last_layer < 0),
+              "pipeline stages of DeepSeek-V4 models (their residual is hc_mult streams) are not in the engine yet");
   st.ids.assign(ids, ids + N);
   st.compressed_ids.resize(size_t(N));
   remap_ids(ids, N, m.token_map.empty() ? nullptr : m.token_map.data(), st.compressed_ids.data());
@@ -214,9 +239,13 @@ void model_begin(const Model& m, const int64_t* ids, int64_t batch, int64_t seq_
 void embed_forward(const Model& m, ModelState& st) {
   Lap lap;
   const int64_t N = st.batch * st.seq_len, d = m.config.hidden_size;
-  Tensor& h = layer_input(m, st, 0);
-  h.ensure({N, d});
-  embedding_forward(m.params.embed_tokens, st.ids.data(), N, d, h.data());
+  if (uses_mhc(m.config)) {
+    v4_embed_forward(m, st);
+  } else {
+    Tensor& h = layer_input(m, st, 0);
+    h.ensure({N, d});
+    embedding_forward(m.params.embed_tokens, st.ids.data(), N, d, h.data());
+  }
   lap(st.times.forward[PartTimes::Embed]);
 }
 
@@ -232,6 +261,11 @@ void layers_forward(const Model& m, int first, int last, ModelState& st) {
   for (int li = first; li < last; ++li) {
     const LayerParams& p = m.params.layers[size_t(li)];
     LayerState& s = st.layers[size_t(li)];
+    if (uses_mhc(cfg)) {
+      v4_layer_forward(m, li, st);
+      lap(ft[PartTimes::MoE]);
+      continue;
+    }
     if (p.has_engram) {
       engram_forward(cfg, m.engram_hash[size_t(li)], p.engram, s.h_in.data(), st.compressed_ids.data(), batch,
                      seq_len, s.engram, branch.data(), m.engram_row_source.get(), li);
@@ -254,7 +288,8 @@ void layers_forward(const Model& m, int first, int last, ModelState& st) {
     rmsnorm_forward(s.h_attn.data(), p.post_attention_layernorm.data(), float(cfg.rms_norm_eps), N, d,
                     s.x_ffn.data(), s.rstd_ffn.data());
     if (p.is_moe) {
-      moe_forward(cfg, p.moe, s.x_ffn.data(), batch, seq_len, s.moe, branch.data(), m.expert_dispatch.get(), li);
+      moe_forward(cfg, p.moe, s.x_ffn.data(), batch, seq_len, s.moe, branch.data(), m.expert_dispatch.get(), li,
+                  st.ids.data());
       st.aux_loss += s.moe.aux_loss;
     } else {
       swiglu_ffn_forward(p.mlp, s.x_ffn.data(), N, s.mlp, branch.data());
@@ -272,7 +307,9 @@ void head_forward(const Model& m, ModelState& st) {
   Lap lap;
   st.final_out.ensure({N, d});
   st.final_rstd.ensure({N});
-  rmsnorm_forward(st.h_final.data(), m.params.norm.data(), float(cfg.rms_norm_eps), N, d, st.final_out.data(),
+  if (uses_mhc(cfg)) v4_head_collapse_forward(m, st);
+  const float* collapsed = uses_mhc(cfg) ? st.hc_head.y.data() : st.h_final.data();
+  rmsnorm_forward(collapsed, m.params.norm.data(), float(cfg.rms_norm_eps), N, d, st.final_out.data(),
                   st.final_rstd.data());
   st.logits.ensure({N, V});
   linear_forward(st.final_out.data(), lm_head_weight(m), nullptr, N, d, V, st.logits.data());
@@ -312,8 +349,15 @@ double head_loss_and_grad(const Model& m, const int64_t* targets, ModelState& st
   float* dlm = cfg.tie_word_embeddings ? g.embed_tokens.data() : g.lm_head.data();
   const ActivationMatrix dlogits = bf16_head ? ActivationMatrix(st.dlogits_bf16.data()) : st.dlogits.data();
   linear_backward(dlogits, st.final_out.data(), lm_head_weight(m), N, d, V, dfinal.data(), dlm, nullptr);
-  rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
-                   g.norm.data());
+  if (uses_mhc(cfg)) {
+    Tensor dcollapsed({N, d});
+    rmsnorm_backward(dfinal.data(), st.hc_head.y.data(), m.params.norm.data(), st.final_rstd.data(), N, d,
+                     dcollapsed.data(), g.norm.data());
+    v4_head_collapse_backward(m, st, g, dcollapsed.data(), dh);
+  } else {
+    rmsnorm_backward(dfinal.data(), st.h_final.data(), m.params.norm.data(), st.final_rstd.data(), N, d, dh.data(),
+                     g.norm.data());
+  }
   lap(st.times.backward[PartTimes::Head]);
   // With tied embeddings the head's matrix is the embedding's, final only at the end.
   if (on_ready) on_ready(cfg.num_hidden_layers);
@@ -332,6 +376,12 @@ void layers_backward(const Model& m, int first, int last, ModelState& st, ModelP
     const LayerParams& p = m.params.layers[size_t(li)];
     LayerParams& gl = g.layers[size_t(li)];
     LayerState& s = st.layers[size_t(li)];
+    if (uses_mhc(cfg)) {
+      v4_layer_backward(m, li, st, g, dh);
+      lap(bt[PartTimes::MoE]);
+      if (on_ready) on_ready(li);
+      continue;
+    }
     // dh is the gradient w.r.t. the residual after this layer.
     dx.zero();
     if (p.is_moe)
@@ -360,7 +410,10 @@ void layers_backward(const Model& m, int first, int last, ModelState& st, ModelP
 void embed_backward(const Model& m, ModelState& st, ModelParams& g, const Tensor& dh,
                     const GradientReadyHook& on_ready) {
   Lap lap;
-  embedding_backward(dh.data(), st.ids.data(), st.batch * st.seq_len, m.config.hidden_size, g.embed_tokens.data());
+  if (uses_mhc(m.config))
+    v4_embed_backward(m, st, g, dh);
+  else
+    embedding_backward(dh.data(), st.ids.data(), st.batch * st.seq_len, m.config.hidden_size, g.embed_tokens.data());
   lap(st.times.backward[PartTimes::Embed]);
   if (on_ready) on_ready(-1);
 }

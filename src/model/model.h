@@ -11,6 +11,7 @@
 #include "kernels/linear.h"
 #include "kernels/rope.h"
 #include "model/attention.h"
+#include "model/block_v4.h"
 #include "model/engram.h"
 #include "model/moe.h"
 #include "model/swiglu.h"
@@ -24,6 +25,7 @@ struct LayerParams {
   SwiGLUParams mlp;  // dense FFN layers (layer < first_k_dense_replace)
   MoEParams moe;     // MoE layers
   EngramParams engram;
+  MhcParams hc_attn, hc_ffn;  // V4 with hc_mult > 1: the mixes around attention and the FFN
   bool has_engram = false;
   bool is_moe = false;
 };
@@ -32,7 +34,9 @@ struct ModelParams {
   Tensor embed_tokens;  // [V, d]
   Tensor norm;          // [d]
   Tensor lm_head;       // [V, d]; empty when tied to embed_tokens
+  MhcParams hc_head;    // V4 with hc_mult > 1: the streams' collapse before the final norm
   std::vector<LayerParams> layers;
+  bool v4_names = false;  // the release's tensor names (deepseek-v4.md §6.1), for V4 configs
 
   // engram_rows[l]: table rows of layer l (0 where it has no Engram). A
   // gradient struct leaves the Engram tables empty (their gradient is sparse).
@@ -90,6 +94,7 @@ struct Model {
   ModelParams make_gradients() const;   // zeroed, shaped like params (the same layers and experts held)
 };
 
+// V4 with hc_mult > 1 keeps n streams in each residual tensor ([N, n·d]).
 struct LayerState {
   Tensor h_in;                // residual entering the layer (Engram's input)
   Tensor h_mid;               // residual after Engram: input of input_layernorm
@@ -100,6 +105,7 @@ struct LayerState {
   SwiGLUCache mlp;
   MoECache moe;
   EngramCache engram;
+  MhcState mhc_attn, mhc_ffn;  // V4: the mixes; x_attn, x_ffn are then the norms of their collapsed inputs
 };
 
 // Seconds spent per part of the model, accumulated over passes (for
@@ -119,6 +125,7 @@ struct ModelState {
   std::vector<int64_t> ids, compressed_ids;
   std::vector<LayerState> layers;
   Tensor h_final, final_rstd, final_out;  // residual at the end, its norm
+  MhcHeadState hc_head;                   // V4: the streams collapsed (final_out normalises hc_head.y)
   Tensor logits;                          // [B*L, V]
   Tensor dlogits;                         // its gradient (kept: 4·B·L·V bytes are worth reusing)
   std::vector<uint16_t> dlogits_bf16;     // instead, when the LM head's products run in bf16: all they read
@@ -171,5 +178,18 @@ void layers_backward(const Model& m, int first, int last, ModelState& state, Mod
                      const GradientReadyHook& on_ready = {});
 void embed_backward(const Model& m, ModelState& state, ModelParams& grads, const Tensor& dh,
                     const GradientReadyHook& on_ready = {});
+
+// The layer of a parameter's checkpoint name ("model.layers.L." or V4's
+// "layers.L."), or -1; whether it is the token embedding's.
+int layer_of_param(const std::string& name);
+bool is_embedding_param(const std::string& name);
+
+// V4's passes with mHC streams (model/block_v4.cc), called by the above.
+void v4_embed_forward(const Model& m, ModelState& state);
+void v4_embed_backward(const Model& m, ModelState& state, ModelParams& grads, const Tensor& dh);
+void v4_layer_forward(const Model& m, int layer, ModelState& state);
+void v4_layer_backward(const Model& m, int layer, ModelState& state, ModelParams& grads, Tensor& dh);
+void v4_head_collapse_forward(const Model& m, ModelState& state);
+void v4_head_collapse_backward(const Model& m, ModelState& state, ModelParams& grads, const float* dy, Tensor& dh);
 
 }  // namespace memoe

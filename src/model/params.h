@@ -20,6 +20,12 @@ enum class ParamInit {
   OutputNormal,  // N(0, 0.02 / sqrt(2 * layers)): projections back into the residual stream
   Ones,          // norm scales
   Zeros,         // biases, the router's correction bias, the Engram short conv (spec §5.4)
+  // mHC (docs/v4.md): the biases that make a sublayer's mix the identity-like
+  // fixed map at step 0 (pre 1/n, post 1, the combination 0.99 on its
+  // diagonal), the head's (weights 1/n), and the gating factors (0.01).
+  MhcBase,
+  MhcHeadBase,
+  MhcScale,
 };
 
 enum class ParamUpdate {
@@ -76,6 +82,12 @@ inline constexpr ParamRole kShortConv{ParamInit::Zeros, false, LrScale::Base, Pa
 inline constexpr ParamRole kEngramTable{ParamInit::Normal, false, LrScale::EngramTable, ParamUpdate::SparseRows, false,
                                          true};
 inline constexpr ParamRole kRouterBias{ParamInit::Zeros, false, LrScale::Base, ParamUpdate::RouterBias};
+// mHC's projection of the flattened streams: a matrix, kept and multiplied
+// in fp32 (as DeepSeek keeps every hc_* tensor).
+inline constexpr ParamRole kMhcMatrix{ParamInit::Normal, true, LrScale::Base, ParamUpdate::Dense, false};
+inline constexpr ParamRole kMhcBase{ParamInit::MhcBase, false, LrScale::Base, ParamUpdate::Dense};
+inline constexpr ParamRole kMhcHeadBase{ParamInit::MhcHeadBase, false, LrScale::Base, ParamUpdate::Dense};
+inline constexpr ParamRole kMhcScale{ParamInit::MhcScale, false, LrScale::Base, ParamUpdate::Dense};
 }  // namespace param_role
 
 // Called once per tensor with its checkpoint name and role. Visitors that do

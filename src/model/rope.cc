@@ -11,7 +11,9 @@ std::vector<double> rope_frequencies(const ModelConfig& cfg) {
   const double theta = cfg.rope_theta;
   std::vector<double> f(size_t(r / 2));
   for (int64_t i = 0; i < r / 2; ++i) f[size_t(i)] = std::pow(theta, -2.0 * double(i) / double(r));
-  if (!cfg.yarn_active()) return f;
+  // V4 turns YaRN on only on its compressed layers (with compress_rope_theta);
+  // its sliding-window layers, the only ones memoe builds, use rope_theta plain.
+  if (!cfg.yarn_active() || cfg.is_v4()) return f;
 
   const YarnConfig& y = *cfg.rope_scaling;
   const double orig = double(y.original_max_position_embeddings);

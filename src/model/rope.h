@@ -7,7 +7,8 @@
 
 namespace memoe {
 
-// f_i = theta^(-2i/r) for i < r/2, r = the rotary width, YaRN-blended.
+// f_i = theta^(-2i/r) for i < r/2, r = the rotary width, YaRN-blended
+// (never for V4, whose sliding-window layers have no YaRN).
 std::vector<double> rope_frequencies(const ModelConfig& cfg);
 
 inline RopeTable make_model_rope_table(const ModelConfig& cfg, int64_t seq_len) {

@@ -87,9 +87,8 @@ namespace {
 // The backward part that finishes a tensor's gradient (model.h's
 // GradientReadyHook): its layer, the head (layers) or the embedding (-1).
 int backward_part(const std::string& name, int layers) {
-  const std::string layer_prefix = "model.layers.";
-  if (name.rfind(layer_prefix, 0) == 0) return std::stoi(name.substr(layer_prefix.size()));
-  if (name.rfind("model.embed_tokens.", 0) == 0) return -1;
+  if (const int layer = layer_of_param(name); layer >= 0) return layer;
+  if (is_embedding_param(name)) return -1;
   return layers;
 }
 

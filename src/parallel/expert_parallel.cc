@@ -45,8 +45,8 @@ int64_t total(const std::vector<int64_t>& v) {
   return t;
 }
 
-// A parameter name's layer ("model.layers.L. ...").
-int layer_of(const std::string& name) { return std::stoi(name.substr(std::string("model.layers.").size())); }
+// A parameter name's layer ("model.layers.L. ...", V4's "layers.L. ...").
+int layer_of(const std::string& name) { return layer_of_param(name); }
 
 }  // namespace
 

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "grad_check.h"
+#include "random_ids.h"
 #include "model/checkpoint.h"
 #include "model/init.h"
 
@@ -50,12 +51,7 @@ Model random_model(const ModelConfig& cfg, uint64_t seed) {
   return m;
 }
 
-std::vector<int64_t> random_ids(const ModelConfig& cfg, int64_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int64_t> ids(static_cast<size_t>(n));
-  for (auto& id : ids) id = int64_t(rng.below(uint64_t(cfg.vocab_size)));
-  return ids;
-}
+using testing::random_ids;
 
 class WholeModel : public ::testing::TestWithParam<AttentionKind> {};
 

@@ -156,6 +156,30 @@ TEST_F(Train, KilledBf16RunResumesWithIdenticalLosses) {
                                     150);
 }
 
+// A DeepSeek-V4 model (4 mHC streams, V4 attention over a window shorter
+// than the sequence, a token-routed first layer, clamped experts) learns and
+// resumes bit for bit, in its release-format checkpoints.
+TEST_F(Train, KilledV4RunResumesWithIdenticalLosses) {
+  const std::string config = path("v4.json");
+  std::ofstream(config) << R"({"model_type": "deepseek_v4", "vocab_size": 64, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "head_dim": 16, "qk_rope_head_dim": 8, "q_lora_rank": 16,
+    "o_lora_rank": 16, "o_groups": 2, "sliding_window": 8, "moe_intermediate_size": 16, "n_routed_experts": 4,
+    "num_experts_per_tok": 2, "num_hash_layers": 1, "swiglu_limit": 10.0, "num_nextn_predict_layers": 0,
+    "rope_scaling": null, "max_position_embeddings": 256, "bias_update_speed": 0.01})";
+  for (const char* precision : {"fp32", "bf16"}) {
+    fs::remove_all(path("whole"));
+    fs::remove_all(path("killed"));
+    expect_killed_run_resumes_exactly(
+        1,
+        [&](const std::string& out) {
+          return "train --config " + config + " --data " + path("data") + " --out " + out +
+                 " --steps 150 --batch 4 --seq 32 --warmup 5 --lr 3e-3 --eval-every 0 --eval-windows 4"
+                 " --checkpoint-every 5 --keep-last 2 --precision " + precision;
+        },
+        150);
+  }
+}
+
 // Killed and resumed on 2 threads, on the config whose every parallel path
 // runs threaded, compared with the run on 1.
 TEST_F(Train, KilledRunOnTwoThreadsResumesWithTheOneThreadLosses) {
