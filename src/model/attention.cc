@@ -78,6 +78,8 @@ void attention_block_cached(const ModelConfig& cfg, const RopeTable& rope, const
                             int64_t n, const std::vector<AttentionKvCache*>& caches, float* y) {
   if (cfg.attention == AttentionKind::MLA)
     mla_cached(cfg, rope, p, x, n, caches, y);
+  else if (cfg.attention == AttentionKind::V4)
+    v4_attention_cached(cfg, rope, p, x, n, caches, y);
   else
     gqa_cached(cfg, rope, p, x, n, caches, y);
 }

@@ -56,7 +56,10 @@ struct AttentionKvCache {
   int64_t length = 0;                   // positions held
   std::vector<float> latent, rope_key;  // MLA: [length, kv_lora], [length, rope]
   std::vector<float> k, v;              // GQA: [length, KV, hd] each
-  int64_t bytes() const { return int64_t(sizeof(float) * (latent.size() + rope_key.size() + k.size() + v.size())); }
+  std::vector<float> ring;              // V4: [sliding_window, hd], position t in slot t % window
+  int64_t bytes() const {
+    return int64_t(sizeof(float) * (latent.size() + rope_key.size() + k.size() + v.size() + ring.size()));
+  }
 };
 
 // Cache bytes per token and layer: MLA's absorbed form against the expanded
@@ -97,6 +100,8 @@ void gqa_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, 
                   const float* dy, int64_t batch, int64_t seq_len, AttentionParams& grads, float* dx);
 void v4_attention_forward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t batch,
                           int64_t seq_len, AttentionCache&, float* y);
+void v4_attention_cached(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x, int64_t n,
+                         const std::vector<AttentionKvCache*>& caches, float* y);
 void v4_attention_backward(const ModelConfig&, const RopeTable&, const AttentionParams&, const float* x,
                            const AttentionCache&, const float* dy, int64_t batch, int64_t seq_len,
                            AttentionParams& grads, float* dx);

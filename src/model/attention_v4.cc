@@ -58,32 +58,78 @@ void from_group_major(const float* y, int64_t N, int64_t G, int64_t w, float* x)
       std::copy(y + (g * N + n) * w, y + (g * N + n + 1) * w, x + (n * G + g) * w);
 }
 
+// The grouped low-rank output: group g's heads through rows g·ol.. of wo_a
+// (into groups [N, G·ol]), then wo_b into y.
+void grouped_output(const V4Dims& k, const AttentionParams& p, const float* o, float* groups, float* y) {
+  const int64_t gi = k.group_in();
+  std::vector<float> xg(size_t(k.N * k.H * k.hd)), rg(size_t(k.G * k.N * k.ol));
+  to_group_major(o, k.N, k.G, gi, xg.data());
+  for (int64_t g = 0; g < k.G; ++g)
+    linear_forward(xg.data() + g * k.N * gi, group_rows(p.wo_a, g * k.ol * gi), nullptr, k.N, gi, k.ol,
+                   rg.data() + g * k.N * k.ol);
+  from_group_major(rg.data(), k.N, k.G, k.ol, groups);
+  linear_forward(groups, p.wo_b, nullptr, k.N, k.G * k.ol, k.d, y);
+}
+
+// The rotated queries o.q [N, H, hd] and keys o.c_norm [N, hd] of rows x at
+// the rows of `rope`, with what their backward needs.
+void queries_and_keys(const ModelConfig& c, const V4Dims& k, const RopeTable& rope, int64_t batch, int64_t seq_len,
+                      const AttentionParams& p, const float* x, AttentionCache& o) {
+  const float eps = float(c.rms_norm_eps);
+  o.qa.ensure({k.N, k.ql});
+  o.qa_norm.ensure({k.N, k.ql});
+  o.qa_rstd.ensure({k.N});
+  linear_forward(x, p.q_a_proj, nullptr, k.N, k.d, k.ql, o.qa.data());
+  rmsnorm_forward(o.qa.data(), p.q_a_layernorm.data(), eps, k.N, k.ql, o.qa_norm.data(), o.qa_rstd.data());
+  o.q_raw.ensure({k.N, k.H, k.hd});
+  o.q_rstd.ensure({k.N * k.H});
+  o.q.ensure({k.N, k.H, k.hd});
+  linear_forward(o.qa_norm.data(), p.q_b_proj, nullptr, k.N, k.ql, k.H * k.hd, o.q_raw.data());
+  const std::vector<float> ones(size_t(k.hd), 1.0f);
+  rmsnorm_forward(o.q_raw.data(), ones.data(), eps, k.N * k.H, k.hd, o.q.data(), o.q_rstd.data());
+  rope_apply(o.q.data(), batch, seq_len, k.H, k.hd, k.hd - k.rd, rope, false);
+  o.kv_raw.ensure({k.N, k.hd});
+  o.kv_rstd.ensure({k.N});
+  o.c_norm.ensure({k.N, k.hd});
+  linear_forward(x, p.wkv, nullptr, k.N, k.d, k.hd, o.kv_raw.data());
+  rmsnorm_forward(o.kv_raw.data(), p.kv_norm.data(), eps, k.N, k.hd, o.c_norm.data(), o.kv_rstd.data());
+  rope_apply(o.c_norm.data(), batch, seq_len, 1, k.hd, k.hd - k.rd, rope, false);
+}
+
 }  // namespace
+
+void v4_attention_cached(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,
+                         int64_t n, const std::vector<AttentionKvCache*>& caches, float* y) {
+  const V4Dims k = dims_of(c, int64_t(caches.size()) * n);
+  const int64_t W = c.v4->sliding_window;
+  const RopeTable at = rope_at(rope, cached_positions(caches, n));
+  AttentionCache qk;
+  queries_and_keys(c, k, at, 1, k.N, p, x, qk);
+  // Each sequence's keys in a ring of `window` slots (position t in slot
+  // t % window): the cache does not grow with the context. Rows go in
+  // position order, each key written before its query reads the ring.
+  Tensor out({k.N, k.H * k.hd});
+  const float scale = float(c.softmax_scale());
+  for (size_t s = 0; s < caches.size(); ++s) {
+    AttentionKvCache& cache = *caches[s];
+    cache.ring.resize(size_t(W * k.hd));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t row = int64_t(s) * n + i, pos = cache.length + i;
+      std::copy(qk.c_norm.data() + row * k.hd, qk.c_norm.data() + (row + 1) * k.hd, cache.ring.data() + (pos % W) * k.hd);
+      window_attention_query(k.H, k.hd, W, scale, qk.q.data() + row * k.H * k.hd, p.attn_sink.data(),
+                             cache.ring.data(), W, pos, out.data() + row * k.H * k.hd, nullptr);
+    }
+    cache.length += n;
+  }
+  rope_apply(out.data(), 1, k.N, k.H, k.hd, k.hd - k.rd, at, true);
+  Tensor groups({k.N, k.G * k.ol});
+  grouped_output(k, p, out.data(), groups.data(), y);
+}
 
 void v4_attention_forward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,
                           int64_t batch, int64_t seq_len, AttentionCache& cache, float* y) {
   const V4Dims k = dims_of(c, batch * seq_len);
-  const float eps = float(c.rms_norm_eps);
-  cache.qa.ensure({k.N, k.ql});
-  cache.qa_norm.ensure({k.N, k.ql});
-  cache.qa_rstd.ensure({k.N});
-  linear_forward(x, p.q_a_proj, nullptr, k.N, k.d, k.ql, cache.qa.data());
-  rmsnorm_forward(cache.qa.data(), p.q_a_layernorm.data(), eps, k.N, k.ql, cache.qa_norm.data(), cache.qa_rstd.data());
-  cache.q_raw.ensure({k.N, k.H, k.hd});
-  cache.q_rstd.ensure({k.N * k.H});
-  cache.q.ensure({k.N, k.H, k.hd});
-  linear_forward(cache.qa_norm.data(), p.q_b_proj, nullptr, k.N, k.ql, k.H * k.hd, cache.q_raw.data());
-  const std::vector<float> ones(size_t(k.hd), 1.0f);
-  rmsnorm_forward(cache.q_raw.data(), ones.data(), eps, k.N * k.H, k.hd, cache.q.data(), cache.q_rstd.data());
-  rope_apply(cache.q.data(), batch, seq_len, k.H, k.hd, k.hd - k.rd, rope, false);
-
-  cache.kv_raw.ensure({k.N, k.hd});
-  cache.kv_rstd.ensure({k.N});
-  cache.c_norm.ensure({k.N, k.hd});
-  linear_forward(x, p.wkv, nullptr, k.N, k.d, k.hd, cache.kv_raw.data());
-  rmsnorm_forward(cache.kv_raw.data(), p.kv_norm.data(), eps, k.N, k.hd, cache.c_norm.data(), cache.kv_rstd.data());
-  rope_apply(cache.c_norm.data(), batch, seq_len, 1, k.hd, k.hd - k.rd, rope, false);
-
+  queries_and_keys(c, k, rope, batch, seq_len, p, x, cache);
   cache.out.ensure({k.N, k.H * k.hd});
   cache.lse.ensure({k.N, k.H});
   window_attention_forward(window_shape(c, batch, seq_len), cache.q.data(), cache.c_norm.data(),
@@ -92,16 +138,8 @@ void v4_attention_forward(const ModelConfig& c, const RopeTable& rope, const Att
   std::copy(cache.out.data(), cache.out.data() + cache.out.numel(), cache.out_unrotated.data());
   rope_apply(cache.out_unrotated.data(), batch, seq_len, k.H, k.hd, k.hd - k.rd, rope, true);
 
-  // The grouped low-rank output: group g's heads through rows g·ol.. of wo_a.
-  const int64_t gi = k.group_in();
-  std::vector<float> xg(size_t(k.N * k.H * k.hd)), rg(size_t(k.G * k.N * k.ol));
-  to_group_major(cache.out_unrotated.data(), k.N, k.G, gi, xg.data());
-  for (int64_t g = 0; g < k.G; ++g)
-    linear_forward(xg.data() + g * k.N * gi, group_rows(p.wo_a, g * k.ol * gi), nullptr, k.N, gi, k.ol,
-                   rg.data() + g * k.N * k.ol);
   cache.groups.ensure({k.N, k.G * k.ol});
-  from_group_major(rg.data(), k.N, k.G, k.ol, cache.groups.data());
-  linear_forward(cache.groups.data(), p.wo_b, nullptr, k.N, k.G * k.ol, k.d, y);
+  grouped_output(k, p, cache.out_unrotated.data(), cache.groups.data(), y);
 }
 
 void v4_attention_backward(const ModelConfig& c, const RopeTable& rope, const AttentionParams& p, const float* x,

@@ -138,6 +138,35 @@ void v4_layer_backward(const Model& m, int li, ModelState& st, ModelParams& g, T
                         });
 }
 
+void v4_layer_cached(const Model& m, int li, const RopeTable& rope, const std::vector<AttentionKvCache*>& caches,
+                     const int64_t* ids, int64_t n, Tensor& h) {
+  const ModelConfig& cfg = m.config;
+  const LayerParams& p = m.params.layers[size_t(li)];
+  const int64_t S = int64_t(caches.size()), N = S * n, d = cfg.hidden_size;
+  const MhcDims k = mhc_dims(cfg, N);
+  const float eps = float(cfg.rms_norm_eps);
+  MhcState mix;
+  Tensor x({N, d}), rstd({N}), f({N, d}), mid({N, k.width()});
+  mhc_pre(k, p.hc_attn, h.data(), mix);
+  rmsnorm_forward(mix.u.data(), p.input_layernorm.data(), eps, N, d, x.data(), rstd.data());
+  attention_block_cached(cfg, rope, p.attn, x.data(), n, caches, f.data());
+  mhc_post_forward(k, h.data(), f.data(), mix.post.data(), mix.comb.data(), mid.data());
+  mhc_pre(k, p.hc_ffn, mid.data(), mix);
+  rmsnorm_forward(mix.u.data(), p.post_attention_layernorm.data(), eps, N, d, x.data(), rstd.data());
+  MoECache scratch;  // routing of these tokens; nothing carries over
+  moe_forward(cfg, p.moe, x.data(), S, n, scratch, f.data(), nullptr, li, ids);
+  mhc_post_forward(k, mid.data(), f.data(), mix.post.data(), mix.comb.data(), h.data());
+}
+
+void v4_collapse_rows(const Model& m, const Tensor& h, int64_t rows, Tensor& y) {
+  const MhcDims k = mhc_dims(m.config, rows);
+  const MhcParams& p = m.params.hc_head;
+  Tensor mixes({rows, k.n}), rstd({rows}), w({rows, k.n});
+  y.ensure({rows, k.d});
+  mhc_head_forward(k, h.data(), p.fn.data(), p.scale.data(), p.base.data(), mixes.data(), rstd.data(), w.data(),
+                   y.data());
+}
+
 void v4_head_collapse_forward(const Model& m, ModelState& st) {
   const int64_t N = st.batch * st.seq_len;
   const MhcDims k = mhc_dims(m.config, N);

@@ -79,6 +79,24 @@ void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const
 
   Tensor h({rows, d}), x({rows, d}), branch({rows, d}), rstd({rows});
   embedding_forward(m.params.embed_tokens, ids, rows, d, h.data());
+  if (uses_mhc(cfg)) {
+    // V4's streams: the embedding in each, the layers through their mixes,
+    // the head's collapse before the final norm.
+    const int64_t streams = cfg.hc_mult;
+    Tensor hs({rows, streams * d}), y;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < streams; ++k) std::copy(h.data() + r * d, h.data() + (r + 1) * d, hs.data() + (r * streams + k) * d);
+    for (int li = 0; li < cfg.num_hidden_layers; ++li) {
+      std::vector<AttentionKvCache*> caches(static_cast<size_t>(S));
+      for (int64_t s = 0; s < S; ++s) caches[size_t(s)] = &seqs[size_t(s)]->attention[size_t(li)];
+      v4_layer_cached(m, li, longest->rope, caches, ids, n, hs);
+    }
+    v4_collapse_rows(m, hs, rows, y);
+    final_out.ensure({rows, d});
+    rmsnorm_forward(y.data(), m.params.norm.data(), float(cfg.rms_norm_eps), rows, d, final_out.data(), rstd.data());
+    for (SequenceState* q : seqs) q->length += n;
+    return;
+  }
   for (int li = 0; li < cfg.num_hidden_layers; ++li) {
     const LayerParams& p = m.params.layers[size_t(li)];
     if (p.has_engram) {
@@ -96,7 +114,7 @@ void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const
                     rstd.data());
     if (p.is_moe) {
       MoECache scratch;  // routing of these tokens; nothing carries over
-      moe_forward(cfg, p.moe, x.data(), S, n, scratch, branch.data());
+      moe_forward(cfg, p.moe, x.data(), S, n, scratch, branch.data(), nullptr, li, ids);
     } else {
       SwiGLUCache scratch;
       swiglu_ffn_forward(p.mlp, x.data(), rows, scratch, branch.data());
@@ -118,8 +136,6 @@ int64_t SequenceState::cache_bytes() const {
 }
 
 SequenceState new_sequence(const Model& m) {
-  MEMOE_CHECK(!m.config.is_v4(), "cached decode of DeepSeek-V4 models (the window's ring cache, mHC streams) is not "
-                                 "in the engine yet; memoe logits without --decode runs their full forward");
   SequenceState s;
   s.attention.resize(m.params.layers.size());
   s.engram.resize(m.params.layers.size());

@@ -190,6 +190,11 @@ void v4_embed_backward(const Model& m, ModelState& state, ModelParams& grads, co
 void v4_layer_forward(const Model& m, int layer, ModelState& state);
 void v4_layer_backward(const Model& m, int layer, ModelState& state, ModelParams& grads, Tensor& dh);
 void v4_head_collapse_forward(const Model& m, ModelState& state);
+// Cached inference over S sequences' n new tokens: h [S·n, n_streams·d] in
+// and out through layer `layer`; the head's collapse of such rows into y.
+void v4_layer_cached(const Model& m, int layer, const RopeTable& rope, const std::vector<AttentionKvCache*>& caches,
+                     const int64_t* ids, int64_t n, Tensor& h);
+void v4_collapse_rows(const Model& m, const Tensor& h, int64_t rows, Tensor& y);
 void v4_head_collapse_backward(const Model& m, ModelState& state, ModelParams& grads, const float* dy, Tensor& dh);
 
 }  // namespace memoe

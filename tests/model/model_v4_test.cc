@@ -16,6 +16,7 @@
 #include "kernels/linear.h"
 #include "kernels/norm.h"
 #include "model/checkpoint.h"
+#include "model/inference.h"
 #include "model/init.h"
 #include "model/model.h"
 #include "model/rope.h"
@@ -184,7 +185,37 @@ TEST(ModelV4, CheckpointUsesTheReleasesNamesAndRoundTrips) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(ModelV4, PipelineStagesAndCachedDecodeAreRefusedInOneLine) {
+TEST(ModelV4, CachedDecodeIsTheFullForwardAndItsCacheDoesNotGrow) {
+  // The window (3) is far shorter than the context (30): the ring of window
+  // keys must hold what the full forward's window sees, in chunks of any size.
+  for (int hc_mult : {4, 1}) {
+    const ModelConfig cfg = tiny_v4(hc_mult);
+    const Model m = random_v4_model(cfg, 41);
+    const int64_t L = 30, V = cfg.vocab_size;
+    const auto ids = random_ids(cfg, L, 9);
+    ModelState full;
+    model_forward(m, ids.data(), 1, L, full);
+    for (int64_t chunk : {1, 4, 30}) {
+      SequenceState seq = new_sequence(m);
+      Tensor logits;
+      std::vector<int64_t> bytes;
+      for (int64_t at = 0; at < L; at += chunk) {
+        const int64_t n = std::min(chunk, L - at);
+        feed_tokens(m, seq, ids.data() + at, n, n, Logits::All, logits);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t v = 0; v < V; ++v)
+            ASSERT_NEAR(logits[i * V + v], full.logits[(at + i) * V + v], 2e-5)
+                << "hc_mult " << hc_mult << ", chunk " << chunk << ", position " << at + i;
+        bytes.push_back(seq.cache_bytes());
+      }
+      // A ring of window keys a layer, whatever the length.
+      EXPECT_EQ(bytes.back(), int64_t(sizeof(float)) * cfg.num_hidden_layers * 3 * cfg.head_dim);
+      EXPECT_EQ(bytes.front(), bytes.back());
+    }
+  }
+}
+
+TEST(ModelV4, PipelineStagesAreRefusedInOneLine) {
   const ModelConfig cfg = tiny_v4(4);
   Model m = init_model(cfg, 1);
   m.params.hold_layers(0, 1, true, false);
