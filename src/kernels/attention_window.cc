@@ -76,12 +76,14 @@ void window_attention_backward(const WindowAttentionShape& s, const float* q, co
   check_shape(s);
   const int64_t B = s.batch, L = s.seq_len, H = s.n_heads, D = s.dim, W = s.window;
   const bool parallel = threaded(s);
-  // delta = dout · out per (query, head): the softmax's backward term (the
-  // sink's value is zero, so out is all the probability-weighted values).
-  std::vector<float> delta(size_t(B * L * H));
-  // Queries: dq = scale · sum_j ds_j k_j, with ds_j = p_j (dout · k_j -
-  // delta); the sink's logit gets -p_sink · delta. One row of dsink partials
-  // a query, summed over queries in fixed chunks.
+  // Per (query, head), the probabilities p_j and score gradients ds_j =
+  // p_j (dout · k_j - delta) of its window, slot j - first (delta = dout ·
+  // out: the sink's value is zero, so out is all the probability-weighted
+  // values). The queries' pass computes them, the keys' pass reads them.
+  const int64_t span = std::min(W, L);
+  std::vector<float> prob(size_t(B * L * H * span)), dscore(prob.size());
+  // Queries: dq = scale · sum_j ds_j k_j; the sink's logit gets -p_sink ·
+  // delta. One row of dsink partials a query, summed in fixed chunks.
   std::vector<float> sink_grad(size_t(H), 0.0f);
   chunked_row_sum(B * L, H, parallel, sink_grad.data(), [&](int64_t begin, int64_t end, float* partial) {
     for (int64_t bt = begin; bt < end; ++bt) {
@@ -92,13 +94,14 @@ void window_attention_backward(const WindowAttentionShape& s, const float* q, co
         const float* qh = q + row * D;
         const float* gh = dout + row * D;
         const float d = dot(gh, out + row * D, D);
-        delta[size_t(row)] = d;
         partial[h] += -std::exp(sink[h] - lse[row]) * d;
         float* dqh = dq + row * D;
         for (int64_t j = first; j <= t; ++j) {
           const float* k = keys + j * D;
           const float p = std::exp(s.scale * dot(qh, k, D) - lse[row]);
           const float ds = p * (dot(gh, k, D) - d);
+          prob[size_t(row * span + j - first)] = p;
+          dscore[size_t(row * span + j - first)] = ds;
 #pragma omp simd
           for (int64_t c = 0; c < D; ++c) dqh[c] += s.scale * ds * k[c];
         }
@@ -107,19 +110,18 @@ void window_attention_backward(const WindowAttentionShape& s, const float* q, co
   });
   for (int64_t h = 0; h < H; ++h) dsink[h] += sink_grad[size_t(h)];
   // Keys (= values): dk_j = sum over the queries t in j .. j + W - 1 and
-  // heads of scale · ds q_t + p dout_t, the scores recomputed.
+  // heads of scale · ds q_t + p dout_t.
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t bj = 0; bj < B * L; ++bj) {
     const int64_t b = bj / L, j = bj % L, last = std::min(L - 1, j + W - 1);
-    const float* k = kv + bj * D;
     float* dk = dkv + bj * D;
     for (int64_t t = j; t <= last; ++t) {
+      const int64_t slot = j - std::max<int64_t>(0, t - W + 1);
       for (int64_t h = 0; h < H; ++h) {
         const int64_t row = (b * L + t) * H + h;
         const float* qh = q + row * D;
         const float* gh = dout + row * D;
-        const float p = std::exp(s.scale * dot(qh, k, D) - lse[row]);
-        const float ds = p * (dot(gh, k, D) - delta[size_t(row)]);
+        const float p = prob[size_t(row * span + slot)], ds = dscore[size_t(row * span + slot)];
 #pragma omp simd
         for (int64_t c = 0; c < D; ++c) dk[c] += s.scale * ds * qh[c] + p * gh[c];
       }

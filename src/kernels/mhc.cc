@@ -13,7 +13,9 @@ namespace {
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
-// Token loops run on the team once a call has this much work.
+// Token loops run on the team once a call has this much work. Their dot
+// products are vectorised reductions (a fixed order for a given build, so
+// the bits still do not depend on the thread count).
 bool threaded(const MhcDims& dims) { return double(dims.tokens) * double(dims.width()) > double(1 << 16); }
 
 // z = (fn · v)·r per token, and r. fn has `rows` rows.
@@ -24,6 +26,7 @@ void mixes_forward(const MhcDims& dims, const float* x, const float* fn, int row
   for (int64_t t = 0; t < N; ++t) {
     const float* v = x + t * W;
     float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
     for (int64_t i = 0; i < W; ++i) ss += v[i] * v[i];
     const float r = 1.0f / std::sqrt(ss / float(W) + dims.norm_eps);
     rstd[t] = r;
@@ -121,6 +124,7 @@ void collapse(int n, int64_t d, const float* x, const float* w, float* u) {
 void collapse_backward(int n, int64_t d, const float* x, const float* w, const float* du, float* dx, float* dw) {
   for (int j = 0; j < n; ++j) {
     float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
     for (int64_t c = 0; c < d; ++c) {
       dot += du[c] * x[j * d + c];
       dx[j * d + c] += w[j] * du[c];
@@ -232,6 +236,7 @@ void mhc_post_backward(const MhcDims& dims, const float* x, const float* f, cons
       const float* dyk = dys + k * d;
       const float p = post[t * n + k];
       float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
       for (int64_t i = 0; i < d; ++i) {
         dft[i] += p * dyk[i];
         dot += dyk[i] * f[t * d + i];
@@ -244,6 +249,7 @@ void mhc_post_backward(const MhcDims& dims, const float* x, const float* f, cons
         const float* dyk = dys + k * d;
         const float cjk = c[j * n + k];
         float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
         for (int64_t i = 0; i < d; ++i) {
           dot += dyk[i] * xs[j * d + i];
           dxj[i] += cjk * dyk[i];

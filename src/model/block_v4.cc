@@ -1,5 +1,7 @@
 #include "model/block_v4.h"
 
+#include <chrono>
+
 #include "kernels/embedding.h"
 #include "kernels/norm.h"
 #include "model/model.h"
@@ -35,6 +37,16 @@ bool uses_mhc(const ModelConfig& cfg) { return cfg.is_v4() && cfg.hc_mult > 1; }
 
 namespace {
 
+// Adds the seconds since the last call to a part's slot.
+struct PartClock {
+  std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+  void operator()(double& slot) {
+    const auto now = std::chrono::steady_clock::now();
+    slot += std::chrono::duration<double>(now - last).count();
+    last = now;
+  }
+};
+
 void mhc_pre(const MhcDims& k, const MhcParams& p, const float* x, MhcState& s) {
   const int64_t N = k.tokens, n = k.n;
   s.mixes.ensure({N, k.mixes()});
@@ -53,15 +65,19 @@ void mhc_pre(const MhcDims& k, const MhcParams& p, const float* x, MhcState& s) 
 template <typename Inner>
 void mhc_sublayer_backward(const MhcDims& k, const MhcParams& p, MhcParams& g, const Tensor& norm_weight,
                            Tensor& norm_grad, const float* x, const MhcState& s, const float* normed_rstd,
-                           const float* dy, float* dx, Inner&& inner) {
+                           const float* dy, float* dx, double* times, int part, Inner&& inner) {
+  PartClock clock;
   const int64_t N = k.tokens, n = k.n, d = k.d;
   Tensor df({N, d}), dpost({N, n}), dcomb({N, n, n}), dnormed({N, d}), du({N, d});
   std::fill(dx, dx + N * k.width(), 0.0f);
   mhc_post_backward(k, x, s.f.data(), s.post.data(), s.comb.data(), dy, dx, df.data(), dpost.data(), dcomb.data());
+  clock(times[PartTimes::Mhc]);
   inner(df.data(), dnormed.data());
   rmsnorm_backward(dnormed.data(), s.u.data(), norm_weight.data(), normed_rstd, N, d, du.data(), norm_grad.data());
+  clock(times[part]);
   mhc_pre_backward(k, x, p.fn.data(), p.scale.data(), p.base.data(), s.mixes.data(), s.rstd.data(), s.pre.data(),
                    du.data(), dpost.data(), dcomb.data(), dx, g.fn.data(), g.scale.data(), g.base.data());
+  clock(times[PartTimes::Mhc]);
 }
 
 }  // namespace
@@ -93,18 +109,23 @@ void v4_layer_forward(const Model& m, int li, ModelState& st) {
   const MhcDims k = mhc_dims(cfg, N);
   const float eps = float(cfg.rms_norm_eps);
   s.h_in = Tensor();
+  double* ft = st.times.forward;
+  PartClock clock;
   // Attention, reading and writing the streams through its mix.
   mhc_pre(k, p.hc_attn, s.h_mid.data(), s.mhc_attn);
+  clock(ft[PartTimes::Mhc]);
   s.x_attn.ensure({N, d});
   s.rstd_attn.ensure({N});
   rmsnorm_forward(s.mhc_attn.u.data(), p.input_layernorm.data(), eps, N, d, s.x_attn.data(), s.rstd_attn.data());
   s.mhc_attn.f.ensure({N, d});
   attention_block_forward(cfg, st.rope, p.attn, s.x_attn.data(), st.batch, st.seq_len, s.attn, s.mhc_attn.f.data());
+  clock(ft[PartTimes::Attention]);
   s.h_attn.ensure({N, k.width()});
   mhc_post_forward(k, s.h_mid.data(), s.mhc_attn.f.data(), s.mhc_attn.post.data(), s.mhc_attn.comb.data(),
                    s.h_attn.data());
   // The MoE, the same way.
   mhc_pre(k, p.hc_ffn, s.h_attn.data(), s.mhc_ffn);
+  clock(ft[PartTimes::Mhc]);
   s.x_ffn.ensure({N, d});
   s.rstd_ffn.ensure({N});
   rmsnorm_forward(s.mhc_ffn.u.data(), p.post_attention_layernorm.data(), eps, N, d, s.x_ffn.data(), s.rstd_ffn.data());
@@ -112,9 +133,11 @@ void v4_layer_forward(const Model& m, int li, ModelState& st) {
   moe_forward(cfg, p.moe, s.x_ffn.data(), st.batch, st.seq_len, s.moe, s.mhc_ffn.f.data(), m.expert_dispatch.get(), li,
               st.ids.data());
   st.aux_loss += s.moe.aux_loss;
+  clock(ft[PartTimes::MoE]);
   Tensor& out = layer_input(m, st, li + 1);
   out.ensure({N, k.width()});
   mhc_post_forward(k, s.h_attn.data(), s.mhc_ffn.f.data(), s.mhc_ffn.post.data(), s.mhc_ffn.comb.data(), out.data());
+  clock(ft[PartTimes::Mhc]);
 }
 
 void v4_layer_backward(const Model& m, int li, ModelState& st, ModelParams& g, Tensor& dh) {
@@ -126,13 +149,14 @@ void v4_layer_backward(const Model& m, int li, ModelState& st, ModelParams& g, T
   const MhcDims k = mhc_dims(cfg, N);
   Tensor dmid({N, k.width()});
   mhc_sublayer_backward(k, p.hc_ffn, gl.hc_ffn, p.post_attention_layernorm, gl.post_attention_layernorm,
-                        s.h_attn.data(), s.mhc_ffn, s.rstd_ffn.data(), dh.data(), dmid.data(),
-                        [&](const float* df, float* dnormed) {
+                        s.h_attn.data(), s.mhc_ffn, s.rstd_ffn.data(), dh.data(), dmid.data(), st.times.backward,
+                        PartTimes::MoE, [&](const float* df, float* dnormed) {
                           moe_backward(cfg, p.moe, s.x_ffn.data(), s.moe, df, st.batch, st.seq_len, gl.moe, dnormed,
                                        m.expert_dispatch.get(), li);
                         });
   mhc_sublayer_backward(k, p.hc_attn, gl.hc_attn, p.input_layernorm, gl.input_layernorm, s.h_mid.data(), s.mhc_attn,
-                        s.rstd_attn.data(), dmid.data(), dh.data(), [&](const float* df, float* dnormed) {
+                        s.rstd_attn.data(), dmid.data(), dh.data(), st.times.backward, PartTimes::Attention,
+                        [&](const float* df, float* dnormed) {
                           attention_block_backward(cfg, st.rope, p.attn, s.x_attn.data(), s.attn, df, st.batch,
                                                    st.seq_len, gl.attn, dnormed);
                         });

@@ -182,7 +182,7 @@ std::vector<int64_t> next_token_targets(const int64_t* ids, int64_t batch, int64
 }
 
 const char* PartTimes::name(int part) {
-  static const char* names[kParts] = {"embed", "engram", "attention", "dense ffn", "moe", "head+loss"};
+  static const char* names[kParts] = {"embed", "engram", "attention", "dense ffn", "moe", "head+loss", "mhc"};
   return names[part];
 }
 
@@ -262,8 +262,8 @@ void layers_forward(const Model& m, int first, int last, ModelState& st) {
     const LayerParams& p = m.params.layers[size_t(li)];
     LayerState& s = st.layers[size_t(li)];
     if (uses_mhc(cfg)) {
-      v4_layer_forward(m, li, st);
-      lap(ft[PartTimes::MoE]);
+      v4_layer_forward(m, li, st);  // times its own parts
+      lap.last = std::chrono::steady_clock::now();
       continue;
     }
     if (p.has_engram) {
@@ -377,8 +377,8 @@ void layers_backward(const Model& m, int first, int last, ModelState& st, ModelP
     LayerParams& gl = g.layers[size_t(li)];
     LayerState& s = st.layers[size_t(li)];
     if (uses_mhc(cfg)) {
-      v4_layer_backward(m, li, st, g, dh);
-      lap(bt[PartTimes::MoE]);
+      v4_layer_backward(m, li, st, g, dh);  // times its own parts
+      lap.last = std::chrono::steady_clock::now();
       if (on_ready) on_ready(li);
       continue;
     }

@@ -111,7 +111,7 @@ struct LayerState {
 // Seconds spent per part of the model, accumulated over passes (for
 // benchmarks and profiling; reset by the caller).
 struct PartTimes {
-  enum Part { Embed, Engram, Attention, DenseFfn, MoE, Head, kParts };
+  enum Part { Embed, Engram, Attention, DenseFfn, MoE, Head, Mhc, kParts };  // Mhc: V4's mixes
   double forward[kParts] = {};
   double backward[kParts] = {};
   static const char* name(int part);
