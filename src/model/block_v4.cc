@@ -1,10 +1,9 @@
 #include "model/block_v4.h"
 
-#include <chrono>
-
 #include "kernels/embedding.h"
 #include "kernels/norm.h"
 #include "model/model.h"
+#include "model/part_clock.h"
 
 namespace memoe {
 
@@ -37,15 +36,6 @@ bool uses_mhc(const ModelConfig& cfg) { return cfg.is_v4() && cfg.hc_mult > 1; }
 
 namespace {
 
-// Adds the seconds since the last call to a part's slot.
-struct PartClock {
-  std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
-  void operator()(double& slot) {
-    const auto now = std::chrono::steady_clock::now();
-    slot += std::chrono::duration<double>(now - last).count();
-    last = now;
-  }
-};
 
 void mhc_pre(const MhcDims& k, const MhcParams& p, const float* x, MhcState& s) {
   const int64_t N = k.tokens, n = k.n;

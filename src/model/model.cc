@@ -9,6 +9,7 @@
 #include "kernels/embedding.h"
 #include "kernels/linear.h"
 #include "kernels/norm.h"
+#include "model/part_clock.h"
 #include "model/rope.h"
 
 namespace memoe {
@@ -188,15 +189,7 @@ const char* PartTimes::name(int part) {
 
 namespace {
 
-// Adds the time since the last lap to `slot`.
-struct Lap {
-  std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
-  void operator()(double& slot) {
-    const auto now = std::chrono::steady_clock::now();
-    slot += std::chrono::duration<double>(now - last).count();
-    last = now;
-  }
-};
+using Lap = PartClock;
 
 }  // namespace
 
@@ -263,7 +256,7 @@ void layers_forward(const Model& m, int first, int last, ModelState& st) {
     LayerState& s = st.layers[size_t(li)];
     if (uses_mhc(cfg)) {
       v4_layer_forward(m, li, st);  // times its own parts
-      lap.last = std::chrono::steady_clock::now();
+      lap.restart();
       continue;
     }
     if (p.has_engram) {
@@ -378,7 +371,7 @@ void layers_backward(const Model& m, int first, int last, ModelState& st, ModelP
     LayerState& s = st.layers[size_t(li)];
     if (uses_mhc(cfg)) {
       v4_layer_backward(m, li, st, g, dh);  // times its own parts
-      lap.last = std::chrono::steady_clock::now();
+      lap.restart();
       if (on_ready) on_ready(li);
       continue;
     }
