@@ -20,6 +20,7 @@
 #include "model/init.h"
 #include "model/model.h"
 #include "model/rope.h"
+#include "io/npy.h"
 
 namespace memoe {
 namespace {
@@ -213,6 +214,31 @@ TEST(ModelV4, CachedDecodeIsTheFullForwardAndItsCacheDoesNotGrow) {
       EXPECT_EQ(bytes.front(), bytes.back());
     }
   }
+}
+
+TEST(ModelV4, LogitsAreThoseOfDeepSeeksOwnCode) {
+  // tests/fixtures/v4_deepseek: logits DeepSeek's released inference code
+  // computed on these weights in fp32 (its README says how).
+  const std::string dir = std::string(MEMOE_SOURCE_DIR) + "/tests/fixtures/v4_deepseek";
+  const Model m = load_model(dir);
+  const std::vector<int64_t> ids = read_npy(dir + "/ids.npy").to_i64();
+  const Tensor want = read_npy(dir + "/logits.npy").to_tensor();
+  const int64_t L = int64_t(ids.size());
+  ASSERT_GT(L, m.config.v4->sliding_window);  // the window is passed
+  ModelState s;
+  model_forward(m, ids.data(), 1, L, s);
+  ASSERT_EQ(want.numel(), s.logits.numel());
+  double err = 0, scale = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    err = std::max(err, double(std::fabs(want[i] - s.logits[i])));
+    scale = std::max(scale, double(std::fabs(want[i])));
+  }
+  EXPECT_LT(err, 1e-4 * scale) << "max |memoe - DeepSeek| " << err << " over logits up to " << scale;
+  // Decode too.
+  SequenceState seq = new_sequence(m);
+  Tensor logits;
+  feed_tokens(m, seq, ids.data(), L, 5, Logits::All, logits);
+  for (int64_t i = 0; i < want.numel(); ++i) ASSERT_NEAR(logits[i], want[i], 1e-4 * scale) << i;
 }
 
 TEST(ModelV4, PipelineStagesAreRefusedInOneLine) {
