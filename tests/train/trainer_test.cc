@@ -19,6 +19,8 @@
 #include "cli_runner.h"
 #include "phrase_corpus.h"
 #include "kernels/linear.h"
+#include "model/checkpoint.h"
+#include "model/init.h"
 #include "train/schedule.h"
 
 namespace memoe {
@@ -177,6 +179,11 @@ TEST_F(Train, KilledV4RunResumesWithIdenticalLosses) {
                  " --checkpoint-every 5 --keep-last 2 --precision " + precision;
         },
         150);
+    // The token-routed layer's table is the one init made: never trained.
+    const Model trained = load_model(path("killed") + "/checkpoints/latest");
+    const Model fresh = init_model(trained.config, 0);
+    ASSERT_TRUE(trained.params.layers[0].moe.routes_by_token());
+    EXPECT_EQ(trained.params.layers[0].moe.tid2eid, fresh.params.layers[0].moe.tid2eid) << precision;
   }
 }
 
