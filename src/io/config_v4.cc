@@ -181,7 +181,6 @@ ModelConfig parse_hf(const json& file, const std::string& origin) {
   const bool model_args = !file.contains("model_type");
   const json given = model_args ? from_model_args(file, origin) : file;
   for (auto it = given.begin(); it != given.end(); ++it) j[it.key()] = *it;
-  if (!given.contains("compress_ratios")) j.erase("compress_ratios");
   const Keys k(j, origin);
 
   ModelConfig c;

@@ -34,7 +34,8 @@ void check_shape(const WindowAttentionShape& s) {
 void window_attention_query(int64_t heads, int64_t dim, int64_t window, float scale, const float* q,
                             const float* sink, const float* keys, int64_t ring, int64_t pos, float* out, float* lse) {
   const int64_t first = std::max<int64_t>(0, pos - window + 1), n = pos - first + 1;
-  std::vector<float> score(static_cast<size_t>(n));
+  thread_local std::vector<float> score;  // a query's scores; no allocation per call on the hot path
+  score.resize(static_cast<size_t>(n));
   for (int64_t h = 0; h < heads; ++h) {
     const float* qh = q + h * dim;
     float m = sink[h];

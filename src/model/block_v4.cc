@@ -49,6 +49,31 @@ void mhc_pre(const MhcDims& k, const MhcParams& p, const float* x, MhcState& s) 
                   s.post.data(), s.comb.data(), s.u.data());
 }
 
+// One sublayer wrapped in its mix: the streams x in, its collapsed input
+// normed into `normed` (rstd), `sublayer(normed, s.f)`, the streams y out.
+template <typename Sublayer>
+void mhc_sublayer_forward(const MhcDims& k, const MhcParams& p, const Tensor& norm_weight, float eps, const float* x,
+                          MhcState& s, Tensor& normed, Tensor& rstd, float* y, double* times, int part,
+                          Sublayer&& sublayer) {
+  PartClock clock;
+  mhc_pre(k, p, x, s);
+  clock(times[PartTimes::Mhc]);
+  normed.ensure({k.tokens, k.d});
+  rstd.ensure({k.tokens});
+  rmsnorm_forward(s.u.data(), norm_weight.data(), eps, k.tokens, k.d, normed.data(), rstd.data());
+  s.f.ensure({k.tokens, k.d});
+  sublayer(normed.data(), s.f.data());
+  clock(times[part]);
+  mhc_post_forward(k, x, s.f.data(), s.post.data(), s.comb.data(), y);
+  clock(times[PartTimes::Mhc]);
+}
+
+// out [N, n·d] = the rows e [N, d] copied into each of the n streams.
+void copy_into_streams(const float* e, int64_t N, int64_t n, int64_t d, float* out) {
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t k = 0; k < n; ++k) std::copy(e + t * d, e + (t + 1) * d, out + (t * n + k) * d);
+}
+
 // The backward of one sublayer wrapped in its mix: dy (gradient of the
 // streams it wrote) -> dx (gradient of the streams it read, written).
 // `inner` maps the gradient of its output f to that of its normed input.
@@ -78,8 +103,13 @@ void v4_embed_forward(const Model& m, ModelState& st) {
   embedding_forward(m.params.embed_tokens, st.ids.data(), N, d, e.data());
   Tensor& h = layer_input(m, st, 0);
   h.ensure({N, n * d});
-  for (int64_t t = 0; t < N; ++t)
-    for (int64_t k = 0; k < n; ++k) std::copy(e.data() + t * d, e.data() + (t + 1) * d, h.data() + (t * n + k) * d);
+  copy_into_streams(e.data(), N, n, d, h.data());
+}
+
+void v4_streams_of(const Model& m, const Tensor& e, int64_t rows, Tensor& h) {
+  const int64_t d = m.config.hidden_size, n = m.config.hc_mult;
+  h.ensure({rows, n * d});
+  copy_into_streams(e.data(), rows, n, d, h.data());
 }
 
 void v4_embed_backward(const Model& m, ModelState& st, ModelParams& g, const Tensor& dh) {
@@ -95,39 +125,23 @@ void v4_layer_forward(const Model& m, int li, ModelState& st) {
   const ModelConfig& cfg = m.config;
   const LayerParams& p = m.params.layers[size_t(li)];
   LayerState& s = st.layers[size_t(li)];
-  const int64_t N = st.batch * st.seq_len, d = cfg.hidden_size;
-  const MhcDims k = mhc_dims(cfg, N);
+  const MhcDims k = mhc_dims(cfg, st.batch * st.seq_len);
   const float eps = float(cfg.rms_norm_eps);
-  s.h_in = Tensor();
   double* ft = st.times.forward;
-  PartClock clock;
-  // Attention, reading and writing the streams through its mix.
-  mhc_pre(k, p.hc_attn, s.h_mid.data(), s.mhc_attn);
-  clock(ft[PartTimes::Mhc]);
-  s.x_attn.ensure({N, d});
-  s.rstd_attn.ensure({N});
-  rmsnorm_forward(s.mhc_attn.u.data(), p.input_layernorm.data(), eps, N, d, s.x_attn.data(), s.rstd_attn.data());
-  s.mhc_attn.f.ensure({N, d});
-  attention_block_forward(cfg, st.rope, p.attn, s.x_attn.data(), st.batch, st.seq_len, s.attn, s.mhc_attn.f.data());
-  clock(ft[PartTimes::Attention]);
-  s.h_attn.ensure({N, k.width()});
-  mhc_post_forward(k, s.h_mid.data(), s.mhc_attn.f.data(), s.mhc_attn.post.data(), s.mhc_attn.comb.data(),
-                   s.h_attn.data());
-  // The MoE, the same way.
-  mhc_pre(k, p.hc_ffn, s.h_attn.data(), s.mhc_ffn);
-  clock(ft[PartTimes::Mhc]);
-  s.x_ffn.ensure({N, d});
-  s.rstd_ffn.ensure({N});
-  rmsnorm_forward(s.mhc_ffn.u.data(), p.post_attention_layernorm.data(), eps, N, d, s.x_ffn.data(), s.rstd_ffn.data());
-  s.mhc_ffn.f.ensure({N, d});
-  moe_forward(cfg, p.moe, s.x_ffn.data(), st.batch, st.seq_len, s.moe, s.mhc_ffn.f.data(), m.expert_dispatch.get(), li,
-              st.ids.data());
-  st.aux_loss += s.moe.aux_loss;
-  clock(ft[PartTimes::MoE]);
+  s.h_in = Tensor();
+  s.h_attn.ensure({k.tokens, k.width()});
+  mhc_sublayer_forward(k, p.hc_attn, p.input_layernorm, eps, s.h_mid.data(), s.mhc_attn, s.x_attn, s.rstd_attn,
+                       s.h_attn.data(), ft, PartTimes::Attention, [&](const float* x, float* f) {
+                         attention_block_forward(cfg, st.rope, p.attn, x, st.batch, st.seq_len, s.attn, f);
+                       });
   Tensor& out = layer_input(m, st, li + 1);
-  out.ensure({N, k.width()});
-  mhc_post_forward(k, s.h_attn.data(), s.mhc_ffn.f.data(), s.mhc_ffn.post.data(), s.mhc_ffn.comb.data(), out.data());
-  clock(ft[PartTimes::Mhc]);
+  out.ensure({k.tokens, k.width()});
+  mhc_sublayer_forward(k, p.hc_ffn, p.post_attention_layernorm, eps, s.h_attn.data(), s.mhc_ffn, s.x_ffn, s.rstd_ffn,
+                       out.data(), ft, PartTimes::MoE, [&](const float* x, float* f) {
+                         moe_forward(cfg, p.moe, x, st.batch, st.seq_len, s.moe, f, m.expert_dispatch.get(), li,
+                                     st.ids.data());
+                         st.aux_loss += s.moe.aux_loss;
+                       });
 }
 
 void v4_layer_backward(const Model& m, int li, ModelState& st, ModelParams& g, Tensor& dh) {
@@ -156,20 +170,21 @@ void v4_layer_cached(const Model& m, int li, const RopeTable& rope, const std::v
                      const int64_t* ids, int64_t n, Tensor& h) {
   const ModelConfig& cfg = m.config;
   const LayerParams& p = m.params.layers[size_t(li)];
-  const int64_t S = int64_t(caches.size()), N = S * n, d = cfg.hidden_size;
-  const MhcDims k = mhc_dims(cfg, N);
+  const int64_t S = int64_t(caches.size());
+  const MhcDims k = mhc_dims(cfg, S * n);
   const float eps = float(cfg.rms_norm_eps);
   MhcState mix;
-  Tensor x({N, d}), rstd({N}), f({N, d}), mid({N, k.width()});
-  mhc_pre(k, p.hc_attn, h.data(), mix);
-  rmsnorm_forward(mix.u.data(), p.input_layernorm.data(), eps, N, d, x.data(), rstd.data());
-  attention_block_cached(cfg, rope, p.attn, x.data(), n, caches, f.data());
-  mhc_post_forward(k, h.data(), f.data(), mix.post.data(), mix.comb.data(), mid.data());
-  mhc_pre(k, p.hc_ffn, mid.data(), mix);
-  rmsnorm_forward(mix.u.data(), p.post_attention_layernorm.data(), eps, N, d, x.data(), rstd.data());
-  MoECache scratch;  // routing of these tokens; nothing carries over
-  moe_forward(cfg, p.moe, x.data(), S, n, scratch, f.data(), nullptr, li, ids);
-  mhc_post_forward(k, mid.data(), f.data(), mix.post.data(), mix.comb.data(), h.data());
+  Tensor x, rstd, mid({k.tokens, k.width()});
+  double untimed[PartTimes::kParts] = {};
+  mhc_sublayer_forward(k, p.hc_attn, p.input_layernorm, eps, h.data(), mix, x, rstd, mid.data(), untimed,
+                       PartTimes::Attention, [&](const float* normed, float* f) {
+                         attention_block_cached(cfg, rope, p.attn, normed, n, caches, f);
+                       });
+  mhc_sublayer_forward(k, p.hc_ffn, p.post_attention_layernorm, eps, mid.data(), mix, x, rstd, h.data(), untimed,
+                       PartTimes::MoE, [&](const float* normed, float* f) {
+                         MoECache scratch;  // routing of these tokens; nothing carries over
+                         moe_forward(cfg, p.moe, normed, S, n, scratch, f, nullptr, li, ids);
+                       });
 }
 
 void v4_collapse_rows(const Model& m, const Tensor& h, int64_t rows, Tensor& y) {

@@ -82,10 +82,8 @@ void forward_rows(const Model& m, const std::vector<SequenceState*>& seqs, const
   if (uses_mhc(cfg)) {
     // V4's streams: the embedding in each, the layers through their mixes,
     // the head's collapse before the final norm.
-    const int64_t streams = cfg.hc_mult;
-    Tensor hs({rows, streams * d}), y;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t k = 0; k < streams; ++k) std::copy(h.data() + r * d, h.data() + (r + 1) * d, hs.data() + (r * streams + k) * d);
+    Tensor hs, y;
+    v4_streams_of(m, h, rows, hs);
     for (int li = 0; li < cfg.num_hidden_layers; ++li) {
       std::vector<AttentionKvCache*> caches(static_cast<size_t>(S));
       for (int64_t s = 0; s < S; ++s) caches[size_t(s)] = &seqs[size_t(s)]->attention[size_t(li)];

@@ -195,6 +195,8 @@ void v4_head_collapse_forward(const Model& m, ModelState& state);
 void v4_layer_cached(const Model& m, int layer, const RopeTable& rope, const std::vector<AttentionKvCache*>& caches,
                      const int64_t* ids, int64_t n, Tensor& h);
 void v4_collapse_rows(const Model& m, const Tensor& h, int64_t rows, Tensor& y);
+// h [rows, n_streams·d] = the embedded rows e [rows, d] in every stream.
+void v4_streams_of(const Model& m, const Tensor& e, int64_t rows, Tensor& h);
 void v4_head_collapse_backward(const Model& m, ModelState& state, ModelParams& grads, const float* dy, Tensor& dh);
 
 }  // namespace memoe
